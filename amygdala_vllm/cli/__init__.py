@@ -1,0 +1,13 @@
+"""The ``amygdala-vllm`` command line: one thin command per stage.
+
+Each stage lives in its own module; importing them registers the commands.
+vLLM is imported only inside the commands that run it, so ``--help``,
+``pairs`` and ``reduce`` work without vLLM installed.
+"""
+
+from __future__ import annotations
+
+from ._app import app, main
+from . import pairs_cmd, extract_cmd, reduce_cmd, validate_cmd, model_cmd  # noqa: F401,E402
+
+__all__ = ["app", "main"]

@@ -1,0 +1,81 @@
+"""Loading a dataset dir written by ``pairs`` (dataset.json, texts.jsonl, examples.jsonl).
+
+``extract`` and ``reduce`` both need the texts and the examples, and both must
+agree on which dataset they saw: :func:`dataset_sha256` is that identity, the
+hash of the two files that define text ids and labels (``dataset.json`` only
+describes them, and its ``source`` differs between equivalent sources).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import FormatError
+from .formats import (
+    DATASET_FILE,
+    EXAMPLES_FILE,
+    PAIRS_FORMAT,
+    TEXTS_FILE,
+    DatasetInfo,
+    ExampleRecord,
+    TextRecord,
+    read_json,
+    read_jsonl,
+)
+
+__all__ = ["Dataset", "load_dataset", "dataset_sha256", "is_dataset_dir"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded dataset: header, texts indexed by id, and every example."""
+
+    path: Path
+    info: DatasetInfo
+    texts: list[TextRecord]
+    examples: list[ExampleRecord]
+    sha256: str
+
+    def text_ids(self, split: str = "all") -> list[int]:
+        """Sorted unique ids of texts used by at least one example of ``split`` (train|heldout|all)."""
+        if split not in ("train", "heldout", "all"):
+            raise FormatError(f"unknown split {split!r}; choose train, heldout or all")
+        return sorted({e.text_id for e in self.examples if split == "all" or e.split == split})
+
+
+def is_dataset_dir(path: Path) -> bool:
+    """True if ``path`` looks like a dataset dir (has dataset.json)."""
+    return (Path(path) / DATASET_FILE).is_file()
+
+
+def dataset_sha256(path: Path) -> str:
+    """Identity of a dataset dir: SHA-256 over texts.jsonl and examples.jsonl."""
+    h = hashlib.sha256()
+    for name in (TEXTS_FILE, EXAMPLES_FILE):
+        try:
+            data = (Path(path) / name).read_bytes()
+        except FileNotFoundError as exc:
+            raise FormatError(f"{path} is not a dataset dir: {name} is missing") from exc
+        h.update(name.encode() + b"\0" + data + b"\0")
+    return h.hexdigest()
+
+
+def load_dataset(path: Path) -> Dataset:
+    """Load and cross-check a dataset dir; every inconsistency is a FormatError."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FormatError(f"dataset dir {path} does not exist (run `amygdala-vllm pairs` first)")
+    if not is_dataset_dir(path):
+        raise FormatError(f"{path} is not a dataset dir: {DATASET_FILE} is missing")
+    info = read_json(path / DATASET_FILE, DatasetInfo, expect_format=PAIRS_FORMAT)
+    texts = list(read_jsonl(path / TEXTS_FILE, TextRecord))
+    for i, t in enumerate(texts):
+        if t.id != i:
+            raise FormatError(f"{path / TEXTS_FILE}: ids must be dense 0..N-1; line {i + 1} has id {t.id}")
+    examples = list(read_jsonl(path / EXAMPLES_FILE, ExampleRecord))
+    for e in examples:
+        if not 0 <= e.text_id < len(texts):
+            raise FormatError(f"{path / EXAMPLES_FILE}: text_id {e.text_id} out of range 0..{len(texts) - 1}")
+    return Dataset(path=path, info=info, texts=texts, examples=examples, sha256=dataset_sha256(path))

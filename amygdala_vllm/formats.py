@@ -1,0 +1,262 @@
+"""The file formats that connect the stages, each a msgspec Struct, defined once.
+
+These are the contract between ``pairs``, ``extract``, ``reduce`` and
+``validate`` (and the vLLM ReadoutManager that loads the vectors). Every struct
+forbids unknown fields so a typo or a file from another tool fails early, and
+every top-level file carries a ``format`` string with a version; change a
+format only together with its version.
+
+Layer convention, everywhere: layer ``i`` (0-based) is the residual stream after
+decoder layer ``i`` (``hidden_states + residual`` of ``layers[i]``'s output),
+which equals HF transformers' ``hidden_states[i + 1]`` for ``i < L - 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from . import atomic
+from .errors import FormatError
+
+__all__ = [
+    "PAIRS_FORMAT",
+    "CAPTURE_FORMAT",
+    "READOUT_FORMAT",
+    "LAYER_SEMANTICS",
+    "EmotionCounts",
+    "DatasetStats",
+    "DatasetInfo",
+    "TextRecord",
+    "ExampleRecord",
+    "ShardInfo",
+    "CaptureInfo",
+    "ConceptCounts",
+    "Calibration",
+    "ReadoutManifest",
+    "DATASET_FILE",
+    "TEXTS_FILE",
+    "EXAMPLES_FILE",
+    "CAPTURE_FILE",
+    "read_json",
+    "write_json",
+    "encode_json",
+    "read_jsonl",
+    "encode_jsonl",
+]
+
+PAIRS_FORMAT = "amygdala-pairs/1"
+CAPTURE_FORMAT = "amygdala-capture/1"
+READOUT_FORMAT = "amygdala-readout/1"
+LAYER_SEMANTICS = "residual_out"
+
+DATASET_FILE = "dataset.json"
+TEXTS_FILE = "texts.jsonl"
+EXAMPLES_FILE = "examples.jsonl"
+CAPTURE_FILE = "capture.json"
+
+Polarity = Literal["positive", "negative"]
+Split = Literal["train", "heldout"]
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base for every format struct: unknown fields are an error."""
+
+
+# ----------------------------------------------------------------- dataset dir
+
+
+class EmotionCounts(_Strict):
+    """How many examples of each kind one emotion has in the dataset."""
+
+    positive: int
+    negative: int
+    heldout_positive: int
+    heldout_negative: int
+
+
+class DatasetStats(_Strict):
+    """What happened to the source nodes: read, skipped (by reason), texts kept."""
+
+    nodes_read: int
+    nodes_skipped: dict[str, int]
+    texts: int
+
+
+class DatasetInfo(_Strict):
+    """``dataset.json``: the dataset's header, written by ``pairs``."""
+
+    format: str
+    source: dict[str, Any]
+    options: dict[str, Any]
+    emotions: dict[str, EmotionCounts]
+    stats: DatasetStats
+
+
+class TextRecord(_Strict):
+    """One line of ``texts.jsonl``: a unique text the model will see (tags removed)."""
+
+    id: int
+    key: str
+    text: str
+    sha256: str
+
+
+class ExampleRecord(_Strict):
+    """One line of ``examples.jsonl``: the seed's (emotion, polarity, text)."""
+
+    emotion: str
+    polarity: Polarity
+    text_id: int
+    score: float | None
+    split: Split
+
+
+# ------------------------------------------------------------ activations dir
+
+
+class ShardInfo(_Strict):
+    """One complete shard of pooled activations listed in ``capture.json``."""
+
+    file: str
+    num_texts: int
+    sha256: str
+
+
+class CaptureInfo(_Strict):
+    """``capture.json``: what an activations dir holds and how it was made.
+
+    Shards are ``shard-NNNNN.safetensors`` with ``text_ids`` int64 [n],
+    ``num_tokens`` int32 [n], ``mean`` float32 [n, L, H], ``last`` float32 [n, L, H].
+    """
+
+    format: str
+    model: str
+    model_fingerprint: str
+    layers: list[int]
+    layer_semantics: str
+    hidden_size: int
+    num_hidden_layers: int
+    dtype: str
+    pooling: list[str]
+    skip_first_tokens: int
+    dataset_sha256: str
+    vllm_version: str
+    split: str
+    num_shards: int
+    shard_index: int
+    max_model_len: int
+    overlong: str
+    texts_planned: int
+    overlong_truncated: list[int]
+    overlong_skipped: list[int]
+    shards: list[ShardInfo]
+
+
+# -------------------------------------------------------------------- vectors
+
+
+class ConceptCounts(_Strict):
+    """Train examples behind one concept's vector."""
+
+    positive: int
+    negative: int
+
+
+class Calibration(_Strict):
+    """Projection statistics of one concept at one layer over its train texts.
+
+    ``z = (projection - (pos_mean + neg_mean) / 2) / pooled_std`` centres a raw
+    dot product, whose constant offset and scale differ at every layer.
+    """
+
+    pos_mean: float
+    neg_mean: float
+    pooled_std: float
+    raw_norm: float
+
+
+class ReadoutManifest(_Strict):
+    """``NAME.manifest.json``: the file ``VLLM_READOUT_MANIFEST`` points at."""
+
+    format: str
+    concepts: list[str]
+    layers: list[int]
+    layer_semantics: str
+    hidden_size: int
+    model: str
+    model_fingerprint: str
+    pooling: str
+    method: str
+    counts: dict[str, ConceptCounts]
+    calibration: dict[str, dict[str, Calibration]]
+    skip_first_tokens: int = 1
+    dropped: dict[str, str] = {}
+    dataset_sha256: str = ""
+    vllm_version: str = ""
+
+
+# -------------------------------------------------------------------- helpers
+
+T = TypeVar("T")
+
+_encoder = msgspec.json.Encoder(order="deterministic")
+
+
+def encode_json(obj: Any) -> bytes:
+    """Deterministic, human-readable JSON (sorted keys of dicts, 2-space indent)."""
+    return msgspec.json.format(_encoder.encode(obj), indent=2) + b"\n"
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Atomically write ``obj`` as formatted JSON."""
+    atomic.write_bytes(Path(path), encode_json(obj))
+
+
+def read_json(path: Path, type_: type[T], *, expect_format: str | None = None) -> T:
+    """Read and validate a JSON file; any problem becomes a :class:`FormatError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise FormatError(f"{path} does not exist") from exc
+    except OSError as exc:
+        raise FormatError(f"cannot read {path}: {exc.strerror}") from exc
+    if expect_format is not None:
+        try:
+            raw = msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise FormatError(f"{path} is not valid JSON: {exc}") from exc
+        found = raw.get("format") if isinstance(raw, dict) else None
+        if found != expect_format:
+            raise FormatError(f"{path} has format {found!r}, expected {expect_format!r}")
+    try:
+        return msgspec.json.decode(data, type=type_)
+    except msgspec.DecodeError as exc:  # includes ValidationError
+        raise FormatError(f"{path} does not match the {type_.__name__} schema: {exc}") from exc
+
+
+def encode_jsonl(records: Iterable[Any]) -> bytes:
+    """One compact JSON document per line, in the given order."""
+    return b"".join(_encoder.encode(r) + b"\n" for r in records)
+
+
+def read_jsonl(path: Path, type_: type[T]) -> Iterator[T]:
+    """Yield validated records of a JSONL file, naming the line on error."""
+    path = Path(path)
+    decoder = msgspec.json.Decoder(type_)
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError as exc:
+        raise FormatError(f"{path} does not exist") from exc
+    with fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                raise FormatError(f"{path}:{lineno}: {exc}") from exc

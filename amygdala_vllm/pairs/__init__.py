@@ -1,0 +1,1 @@
+"""Memory graph -> (emotion, polarity, text) training examples."""
