@@ -1,0 +1,296 @@
+"""``amygdala-vllm pairs`` end to end through typer's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from amygdala_vllm.cli import app
+from amygdala_vllm.dataset import load_dataset
+from amygdala_vllm.formats import DATASET_FILE, EXAMPLES_FILE, TEXTS_FILE
+from amygdala_vllm.pairs import build
+from amygdala_vllm.pairs.sources import parse_jsonl_nodes, sample_graph_bytes
+
+REPO = Path(__file__).resolve().parents[1]
+FILES = (DATASET_FILE, TEXTS_FILE, EXAMPLES_FILE)
+
+runner = CliRunner()
+
+
+def pairs(*args: str | Path) -> "CliRunner.invoke":  # type: ignore[valid-type]
+    return runner.invoke(app, ["pairs", *map(str, args)])
+
+
+def read(d: Path) -> dict[str, bytes]:
+    return {name: (d / name).read_bytes() for name in FILES}
+
+
+def jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def write_graph(path: Path, nodes: list[dict]) -> Path:  # type: ignore[type-arg]
+    path.write_text("".join(json.dumps(n) + "\n" for n in nodes))
+    return path
+
+
+# A graph small enough to compute by hand. min-content-chars 10, heldout 0.
+# joy positives: a (9), b (10); joy negatives: c, d, e (untagged, no mention), not f (mentions joy),
+# not g (tagged 5). Lengths: a 30, b 60 -> negatives matched by length: c (28) for a, e (58) for b.
+# h duplicates a's text with extra whitespace; it is stored once.
+SMALL = [
+    {"key": "a", "content": "A" * 30 + "\njoy:9"},
+    {"key": "b", "content": "B" * 60 + "\njoy:10 calm:9"},
+    {"key": "c", "content": "C" * 28},
+    {"key": "d", "content": "D" * 45},
+    {"key": "e", "content": "E" * 58},
+    {"key": "f", "content": "F" * 20 + " joy " + "F" * 20},
+    {"key": "g", "content": "G" * 30 + "\njoy:5"},
+    {"key": "h", "content": "  " + "A" * 30 + "  \n\njoy:8"},
+    {"key": "i", "content": "short\njoy:9"},
+]
+
+
+def test_small_graph_by_hand(tmp_path: Path) -> None:
+    graph = write_graph(tmp_path / "g.jsonl", SMALL)
+    out = tmp_path / "ds"
+    result = pairs("--memory-file", graph, "--output-dir", out, "--min-content-chars", 10, "--heldout-fraction", 0)
+    assert result.exit_code == 0, result.output
+    texts = jsonl(out / TEXTS_FILE)
+    assert [(t["id"], t["key"]) for t in texts] == [(0, "a"), (1, "b"), (2, "c"), (3, "e")]  # only used texts
+    assert texts[0]["text"] == "A" * 30  # tag line gone
+    joy = [(e["polarity"], texts[e["text_id"]]["key"], e["score"]) for e in jsonl(out / EXAMPLES_FILE) if e["emotion"] == "joy"]
+    assert joy == [("positive", "a", 9), ("positive", "b", 10), ("negative", "c", None), ("negative", "e", None)]
+    calm = [(e["polarity"], texts[e["text_id"]]["key"]) for e in jsonl(out / EXAMPLES_FILE) if e["emotion"] == "calm"]
+    assert calm == [("positive", "b"), ("negative", "e")]  # e (58) is nearest to b (60); a is tagged joy only
+    info = json.loads((out / DATASET_FILE).read_text())
+    assert info["stats"] == {"nodes_read": 9, "nodes_skipped": {"duplicate_text": 1, "too_short": 1}, "texts": 4}
+    assert info["emotions"]["joy"] == {"positive": 2, "negative": 2, "heldout_positive": 0, "heldout_negative": 0}
+    assert "joy" in result.output and "too_short 1" in result.output
+    load_dataset(out)  # the downstream loader accepts it
+
+
+def test_min_content_chars_counts_the_text_without_tags(tmp_path: Path) -> None:
+    graph = write_graph(tmp_path / "g.jsonl", SMALL)
+    out = tmp_path / "ds"
+    assert pairs("--memory-file", graph, "--output-dir", out, "--min-content-chars", 31, "--heldout-fraction", 0).exit_code == 0
+    info = json.loads((out / DATASET_FILE).read_text())
+    # a, h and g (30 chars of text, 36+ with tags), c (28) and i are now too short; f (45) is not.
+    assert info["stats"]["nodes_skipped"] == {"too_short": 5}
+
+
+def test_default_run_uses_the_bundled_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["pairs"])
+    assert result.exit_code == 0, result.output
+    ds = load_dataset(tmp_path / "runs" / "dataset")
+    assert ds.info.source["kind"] == "sample"
+    assert ds.info.options["min_positive_score"] == 8 and ds.info.options["max_examples_per_emotion"] == 500
+    assert len(ds.info.emotions) >= 12
+    assert sum(c.positive >= 20 for c in ds.info.emotions.values()) >= 12
+    assert ds.info.stats.nodes_skipped["malformed_tags"] >= 5 and ds.info.stats.nodes_skipped["too_short"] >= 5
+    for name in ("malformed_tags", "too_short", "warmth", "held-out"):
+        assert name in result.output
+    # One node, one side: every text is train for every emotion or held out for every emotion.
+    sides: dict[int, set[str]] = {}
+    for e in ds.examples:
+        sides.setdefault(e.text_id, set()).add(e.split)
+    assert all(len(s) == 1 for s in sides.values())
+    assert {e.split for e in ds.examples} == {"train", "heldout"}
+    # No text carries a tag line.
+    assert not any(t.text.rstrip().endswith(("warmth:9", "joy:9", "calm:9")) for t in ds.texts)
+
+
+def test_rerun_is_byte_identical_and_replaces_a_dataset(tmp_path: Path) -> None:
+    assert pairs("--output-dir", tmp_path / "one").exit_code == 0
+    assert pairs("--output-dir", tmp_path / "two").exit_code == 0
+    assert read(tmp_path / "one") == read(tmp_path / "two")
+    before = read(tmp_path / "one")
+    assert pairs("--output-dir", tmp_path / "one").exit_code == 0  # replaces its own dataset
+    assert read(tmp_path / "one") == before
+    assert pairs("--output-dir", tmp_path / "one", "--seed", 1).exit_code == 0
+    assert read(tmp_path / "one")[EXAMPLES_FILE] != before[EXAMPLES_FILE]  # the seed matters
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no staging leftovers
+
+
+def test_foreign_dir_is_refused_unless_force(tmp_path: Path) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    result = pairs("--output-dir", out)
+    assert result.exit_code == 1
+    assert "StoreError" in result.output and "--force" in result.output
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert pairs("--output-dir", out, "--force").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+
+
+def test_empty_dir_is_fine_and_a_file_is_refused_even_with_force(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert pairs("--output-dir", tmp_path / "empty").exit_code == 0
+    (tmp_path / "file").write_text("x")
+    result = pairs("--output-dir", tmp_path / "file", "--force")
+    assert result.exit_code == 1 and "not a directory" in result.output
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_crash_mid_write_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def exploding(records):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as if Ctrl-C arrived between texts.jsonl and examples.jsonl
+        return b"".join(json.dumps(r.id).encode() + b"\n" for r in records)
+
+    monkeypatch.setattr(build, "encode_jsonl", exploding)
+    result = pairs("--output-dir", tmp_path / "ds")
+    assert result.exit_code == 130
+    assert len(calls) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_crash_mid_write_keeps_the_old_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "ds"
+    assert pairs("--output-dir", out).exit_code == 0
+    before = read(out)
+
+    def boom(*_: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(build, "encode_json", boom)
+    result = pairs("--output-dir", out, "--seed", 7)
+    assert isinstance(result.exception, RuntimeError)
+    assert read(out) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        (b'{"key": "a", "content": "ok ok ok ok ok ok ok ok\\njoy:9"}\nnot json\n', ["--strict"], "g.jsonl:2: not valid JSON"),
+        (b'{"key": "a"}\n', ["--strict"], "g.jsonl:1: no string 'content'"),
+        (b'{"key": "a", "content": "caf\xe9"}\n', [], "g.jsonl:1: not UTF-8"),
+        (b"\n", [], "yielded no nodes"),
+        (b'{"key": "a", "content": "tiny\\njoy:9"}\n', [], "no usable nodes in the source (too_short: 1)"),
+        (b'{"key": "a", "content": "a text long enough to pass the length filter\\njoy:7"}\n', [], "no emotion qualifies"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, content: bytes, extra: list[str], message: str) -> None:
+    (tmp_path / "g.jsonl").write_bytes(content)
+    os.chdir(tmp_path)
+    try:
+        result = pairs("--memory-file", "g.jsonl", "--output-dir", "out", *extra)
+    finally:
+        os.chdir(REPO)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_skipped_lines_are_counted_without_strict(tmp_path: Path) -> None:
+    graph = tmp_path / "g.jsonl"
+    graph.write_bytes(sample_graph_bytes() + b"not json\n{\"key\": \"x\"}\n")
+    result = pairs("--memory-file", graph, "--output-dir", tmp_path / "ds")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "ds" / DATASET_FILE).read_text())
+    assert info["stats"]["nodes_skipped"]["invalid_json"] == 1
+    assert info["stats"]["nodes_skipped"]["missing_content"] == 1
+
+
+def test_two_sources_are_refused(tmp_path: Path) -> None:
+    result = pairs("--memory-file", tmp_path / "g.jsonl", "--stories-dir", tmp_path, "--output-dir", tmp_path / "ds")
+    assert result.exit_code == 1 and "UsageError" in result.output
+    assert not (tmp_path / "ds").exists()
+
+
+def test_emotions_file(tmp_path: Path) -> None:
+    (tmp_path / "none.txt").write_text("# nothing here is tagged\nschadenfreude\nennui\n")
+    result = pairs("--emotions", tmp_path / "none.txt", "--output-dir", tmp_path / "ds")
+    assert result.exit_code == 1
+    assert "present: " in result.output and "warmth" in result.output
+    assert not (tmp_path / "ds").exists()
+    (tmp_path / "some.txt").write_text("Warmth\nself-doubt  # the inner critic\nennui\n")
+    result = pairs("--emotions", tmp_path / "some.txt", "--top-emotions", 2, "--output-dir", tmp_path / "ds")
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "ds" / DATASET_FILE).read_text())
+    chosen = set(info["emotions"])
+    assert {"warmth", "self_doubt"} <= chosen and len(chosen) <= 4  # curated union top 2
+    assert info["options"]["emotions"] == ["warmth", "self_doubt", "ennui"]
+    assert "ennui (not tagged in the graph)" in result.output
+
+
+def test_caps_and_ratio_flags(tmp_path: Path) -> None:
+    args = ["--max-examples-per-emotion", 5, "--negatives-per-positive", 2, "--output-dir", tmp_path / "ds"]
+    assert pairs(*args).exit_code == 0
+    info = json.loads((tmp_path / "ds" / DATASET_FILE).read_text())
+    for counts in info["emotions"].values():
+        assert counts["positive"] + counts["heldout_positive"] == 5
+        assert counts["negative"] == 2 * counts["positive"]
+        assert counts["heldout_negative"] == 2 * counts["heldout_positive"]
+
+
+def test_stories_dir_source(tmp_path: Path) -> None:
+    stories = tmp_path / "stories"
+    stories.mkdir()
+    for i in range(6):
+        tag = "\n\nlonging:9" if i % 2 else ""
+        (stories / f"s{i}.md").write_text(f"Story number {i}: the lighthouse keeper waited all winter." + tag)
+    result = pairs("--stories-dir", stories, "--output-dir", tmp_path / "ds", "--heldout-fraction", 0)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "ds" / DATASET_FILE).read_text())
+    assert info["emotions"] == {"longing": {"positive": 3, "negative": 3, "heldout_positive": 0, "heldout_negative": 0}}
+    assert info["source"] == {"kind": "stories", "path": str(stories), "files": 6}
+
+
+def test_mcp_server_gives_the_same_dataset_as_the_jsonl_export(tmp_path: Path) -> None:
+    from mcp_fixture_server import serve_memory_graph
+
+    nodes = [
+        {"key": n.key, "content": n.content, "type": n.type, "category": n.category}
+        for n in parse_jsonl_nodes(sample_graph_bytes(), "sample")[0][:120]
+    ]
+    graph = write_graph(tmp_path / "export.jsonl", nodes)
+    assert pairs("--memory-file", graph, "--output-dir", tmp_path / "from-file").exit_code == 0
+    with serve_memory_graph(list(reversed(nodes)), page_size=25) as url:
+        result = pairs("--memory-mcp-url", url, "--output-dir", tmp_path / "from-mcp", "--mcp-timeout", 10)
+    assert result.exit_code == 0, result.output
+    a, b = read(tmp_path / "from-file"), read(tmp_path / "from-mcp")
+    assert a[TEXTS_FILE] == b[TEXTS_FILE]
+    assert a[EXAMPLES_FILE] == b[EXAMPLES_FILE]
+    assert json.loads(b[DATASET_FILE])["source"]["kind"] == "mcp"
+
+
+def test_help_lists_every_flag() -> None:
+    result = runner.invoke(app, ["pairs", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for flag in [
+        "--memory-mcp-url", "--memory-file", "--stories-dir", "--output-dir", "--min-positive-score",
+        "--max-negative-mentions", "--min-content-chars", "--max-examples-per-emotion", "--mcp-preset",
+        "--mcp-config", "--mcp-list-tool", "--mcp-fetch-tool", "--mcp-items-path", "--mcp-key-field",
+        "--mcp-content-field", "--mcp-paging", "--mcp-timeout", "--emotions", "--top-emotions",
+        "--min-examples", "--heldout-fraction", "--seed", "--max-negative-score", "--negatives-per-positive",
+        "--strict", "--force",
+    ]:
+        assert flag in result.output, flag
+
+
+def test_help_and_pairs_work_without_vllm(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['vllm'] = None\n"
+        "from amygdala_vllm.cli import main\n"
+        "sys.argv = ['amygdala-vllm'] + sys.argv[1:]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "assert 'torch' not in sys.modules, 'pairs imported torch'\n"
+    )
+    for args in (["--help"], ["pairs", "--output-dir", str(tmp_path / "ds")]):
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "ds" / DATASET_FILE).is_file()
