@@ -1,1 +1,75 @@
-"""(being written)"""
+"""``amygdala-vllm reduce``: activations dirs + dataset -> vectors.safetensors + manifest.
+
+Thin: parse flags, call :func:`amygdala_vllm.reduce.reduce`, print the summary.
+No vLLM or torch import, so it runs on any machine holding the activations.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ..formats import write_json
+from ._app import app, command, console
+
+__all__ = ["reduce_command"]
+
+
+@app.command("reduce")
+@command
+def reduce_command(
+    activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")],
+    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")],
+    pooling: Annotated[str, typer.Option(help="Pooled activation to use: mean|last.")] = "mean",
+    method: Annotated[str, typer.Option(help="caa (mean difference) or lda (shrinkage LDA).")] = "caa",
+    shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,
+    min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = 5,
+    emotions: Annotated[str | None, typer.Option(help="Comma-separated subset, in manifest order (default: all, sorted).")] = None,
+    dtype: Annotated[str, typer.Option(help="Vector dtype: float32|float16|bfloat16.")] = "float32",
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Warn (not fail) when train texts are in no shard.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+    json_summary: Annotated[Path | None, typer.Option("--json-summary", help="Also write the summary (incl. cross-talk) as JSON.")] = None,
+    top_pairs: Annotated[int, typer.Option(help="Most similar concept pairs to list per layer.")] = 5,
+) -> None:
+    """Compute CAA/LDA readout vectors per concept and hooked layer, with calibration."""
+    from ..reduce import ReduceOptions, reduce
+
+    names = [e.strip() for e in emotions.split(",") if e.strip()] if emotions is not None else None
+    opts = ReduceOptions(
+        pooling=pooling, method=method, shrinkage=shrinkage, min_examples=min_examples, emotions=names,
+        dtype=dtype, allow_missing=allow_missing, force=force, top_pairs=top_pairs,
+    )
+    result = reduce(activations, training_data_dir, output, opts)
+    s = result.summary
+    if json_summary is not None:
+        write_json(json_summary, s)
+
+    console.print(f"wrote [bold]{s.output}[/] and [bold]{s.manifest}[/] ({s.method}, {s.pooling} pooling)")
+    console.print(f"concepts: {len(s.concepts)} kept, {len(s.dropped)} dropped")
+    for name, reason in sorted(s.dropped.items()):
+        console.print(f"  dropped {name}: {reason}", highlight=False)
+    if s.missing_texts:
+        console.print(f"[yellow]{s.missing_texts} train texts were in no shard and left out[/]")
+
+    norms = Table(title="raw difference norm |mu_pos - mu_neg| (before unit-normalising)")
+    norms.add_column("concept")
+    norms.add_column("pos", justify="right")
+    norms.add_column("neg", justify="right")
+    for layer in s.layers:
+        norms.add_column(f"L{layer}", justify="right")
+    for size in s.smallest:
+        norms.add_row(size.concept, str(size.positive), str(size.negative),
+                      *(f"{s.raw_norms[size.concept][str(layer)]:.3g}" for layer in s.layers))
+    console.print(norms)
+
+    if len(s.concepts) > 1:
+        talk = Table(title="cross-talk: most similar concept vectors (cosine)")
+        talk.add_column("layer", justify="right")
+        talk.add_column("pairs")
+        for layer in s.cross_talk:
+            talk.add_row(str(layer.layer), ", ".join(f"{p.a}~{p.b} {p.cosine:+.2f}" for p in layer.top_pairs))
+        console.print(talk)

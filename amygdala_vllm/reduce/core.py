@@ -1,0 +1,255 @@
+"""``reduce``: activations + dataset -> readout vectors and manifest.
+
+The steps, each in its own module: open and cross-check the activations dirs
+(:mod:`.activations`), choose concepts and their train texts (here), pass 1
+over the texts for class sums (:mod:`.stats`), directions (:mod:`.directions`),
+pass 2 for the calibration of the projections, then write both files together
+(:mod:`.writer`). Held-out examples are never read: only ``split == "train"``
+texts enter a class.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from ..dataset import Dataset, load_dataset
+from ..errors import CaptureError, FormatError, StoreError, UsageError
+from ..formats import LAYER_SEMANTICS, READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
+from ..shards import POOLINGS
+from . import directions
+from .activations import Activations, open_activations
+from .directions import LayerCrossTalk
+from .stats import Classes, class_sums, projection_spread
+from .writer import DTYPES, cast, manifest_path, safetensors_bytes, write_outputs
+
+__all__ = ["METHODS", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("caa", "lda")
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    """Every choice ``reduce`` makes; the CLI flags map one to one."""
+
+    pooling: str = "mean"
+    method: str = "caa"
+    shrinkage: float = 0.1
+    min_examples: int = 5
+    emotions: Sequence[str] | None = None
+    dtype: str = "float32"
+    allow_missing: bool = False
+    force: bool = False
+    top_pairs: int = 10
+
+    def check(self) -> None:
+        """Refuse impossible combinations before any file is opened."""
+        if self.pooling not in POOLINGS:
+            raise UsageError(f"unknown --pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        if self.method not in METHODS:
+            raise UsageError(f"unknown --method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPES)}")
+        if self.min_examples < 2:
+            raise UsageError(f"--min-examples must be at least 2 (a spread needs two texts), got {self.min_examples}")
+        if not self.shrinkage >= 0:
+            raise UsageError(f"--shrinkage must be >= 0, got {self.shrinkage}")
+        if self.emotions is not None and len(set(self.emotions)) != len(self.emotions):
+            raise UsageError("--emotions lists an emotion twice")
+
+
+class ClassSize(msgspec.Struct):
+    """Train class sizes of one kept concept."""
+
+    concept: str
+    positive: int
+    negative: int
+
+
+class ReduceSummary(msgspec.Struct):
+    """What the CLI prints (and ``--json-summary`` writes); not part of the runtime format."""
+
+    output: str
+    manifest: str
+    method: str
+    pooling: str
+    concepts: list[str]
+    dropped: dict[str, str]
+    layers: list[int]
+    raw_norms: dict[str, dict[str, float]]  # concept -> str(layer) -> |mu_pos - mu_neg|
+    smallest: list[ClassSize]  # kept concepts, smallest class first
+    cross_talk: list[LayerCrossTalk]
+    missing_texts: int = 0
+
+
+@dataclass
+class ReduceResult:
+    """The manifest as written, the summary, and the float64 unit vectors [E, L, H]."""
+
+    manifest: ReadoutManifest
+    summary: ReduceSummary
+    vectors: np.ndarray = field(repr=False)
+
+
+def _train_classes(dataset: Dataset) -> dict[str, tuple[set[int], set[int]]]:
+    out: dict[str, tuple[set[int], set[int]]] = {e: (set(), set()) for e in dataset.info.emotions}
+    for ex in dataset.examples:
+        pair = out.setdefault(ex.emotion, (set(), set()))
+        if ex.split == "train":
+            pair[0 if ex.polarity == "positive" else 1].add(ex.text_id)
+    for e, (pos, neg) in out.items():
+        both = pos & neg
+        if both:
+            raise FormatError(f"{dataset.path}: text {min(both)} is both a positive and a negative for {e!r}")
+    return out
+
+
+def select_concepts(
+    dataset: Dataset, acts: Activations, opts: ReduceOptions
+) -> tuple[list[str], list[tuple[np.ndarray, np.ndarray]], dict[str, str], int]:
+    """Kept concepts in manifest order, their (positive, negative) train ids, dropped reasons, missing count."""
+    classes = _train_classes(dataset)
+    if opts.emotions is not None:
+        unknown = [e for e in opts.emotions if e not in classes]
+        if unknown:
+            raise UsageError(f"--emotions names {unknown} not in the dataset (it has: {', '.join(sorted(classes))})")
+        candidates = list(opts.emotions)
+    else:
+        candidates = sorted(classes)
+    arrays = {e: tuple(np.array(sorted(s), dtype=np.int64) for s in classes[e]) for e in candidates}
+    needed = np.unique(np.concatenate([a for pair in arrays.values() for a in pair] + [np.zeros(0, np.int64)]))
+    absent = needed[~acts.present(needed)]
+    if len(absent) and not opts.allow_missing:
+        raise CaptureError(
+            f"{len(absent)} train text(s) the dataset needs are in no shard, e.g. ids {absent[:5].tolist()}; "
+            "extract them, add the missing --activations dir, or pass --allow-missing"
+        )
+    if len(absent):
+        log.warning("%d train text(s) are in no shard and are left out, e.g. ids %s", len(absent), absent[:5].tolist())
+    kept, members, dropped = [], [], {}
+    for e in candidates:
+        pos, neg = (a[acts.present(a)] for a in arrays[e])
+        reason = None
+        if len(pos) == 0:
+            reason = "no train positives"
+        elif len(neg) == 0:
+            reason = "no train negatives"
+        elif min(len(pos), len(neg)) < opts.min_examples:
+            reason = f"{len(pos)} train positives, {len(neg)} negatives (< --min-examples {opts.min_examples})"
+        if reason is None:
+            kept.append(e)
+            members.append((pos, neg))
+        elif opts.emotions is not None:
+            raise UsageError(f"requested emotion {e!r} cannot be built: {reason}")
+        else:
+            dropped[e] = reason
+    if not kept:
+        raise UsageError(f"no concept has at least {opts.min_examples} train positives and negatives")
+    return kept, members, dropped, int(len(absent))
+
+
+def reduce(
+    activations: Sequence[Path], training_data_dir: Path, output: Path, opts: ReduceOptions | None = None
+) -> ReduceResult:
+    """Compute readout vectors and write ``output`` plus its manifest; see the module docstring."""
+    opts = opts or ReduceOptions()
+    opts.check()
+    output = Path(output)
+    man_path = manifest_path(output)
+    if not output.parent.is_dir():
+        raise StoreError(f"cannot write {output}: directory {output.parent} does not exist")
+    if not opts.force:
+        for p in (output, man_path):
+            if p.exists():
+                raise StoreError(f"{p} already exists (pass --force to overwrite)")
+    dataset = load_dataset(Path(training_data_dir))
+    acts = open_activations(activations, dataset_sha256=dataset.sha256)
+    try:
+        return _run(acts, dataset, output, man_path, opts)
+    finally:
+        acts.close()
+
+
+def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts: ReduceOptions) -> ReduceResult:
+    info = acts.info
+    acts.check_pooling(opts.pooling)
+    if info.layer_semantics != LAYER_SEMANTICS:
+        raise CaptureError(f"activations have layer_semantics {info.layer_semantics!r}, expected {LAYER_SEMANTICS!r}")
+    concepts, members, dropped, missing = select_concepts(dataset, acts, opts)
+    classes = Classes.build(members)
+    layers = acts.layers
+    log.info("pass 1 over %d train texts for %d concepts", len(classes.ids), len(concepts))
+    stats = class_sums(acts, classes, opts.pooling, scatter=opts.method == "lda")
+    means = stats.means()
+    diff = means[0] - means[1]
+    raw_norm = np.linalg.norm(diff, axis=-1)  # [E, L]
+    raw = directions.caa(diff) if opts.method == "caa" else directions.lda(diff, stats.within_cov(), opts.shrinkage)
+    unit = directions.unit(raw, concepts, layers)
+    stored, written = cast(unit, opts.dtype)
+    log.info("pass 2: calibration of the projections")
+    proj_means, pooled = projection_spread(acts, classes, opts.pooling, written, stats)
+
+    counts = stats.counts
+    manifest = ReadoutManifest(
+        format=READOUT_FORMAT,
+        concepts=concepts,
+        layers=layers,
+        layer_semantics=LAYER_SEMANTICS,
+        hidden_size=acts.hidden_size,
+        model=info.model,
+        model_fingerprint=info.model_fingerprint,
+        pooling=opts.pooling,
+        method=opts.method,
+        counts={c: ConceptCounts(int(counts[0, e]), int(counts[1, e])) for e, c in enumerate(concepts)},
+        calibration={
+            c: {
+                str(layer): Calibration(
+                    pos_mean=float(proj_means[0, e, li]),
+                    neg_mean=float(proj_means[1, e, li]),
+                    pooled_std=float(pooled[e, li]),
+                    raw_norm=float(raw_norm[e, li]),
+                )
+                for li, layer in enumerate(layers)
+            }
+            for e, c in enumerate(concepts)
+        },
+        skip_first_tokens=info.skip_first_tokens,
+        dropped=dropped,
+        dataset_sha256=dataset.sha256,
+        vllm_version=info.vllm_version,
+    )
+    tag = DTYPES[opts.dtype]
+    tensors = {f"layer_{layer}.vectors": (tag, stored[:, li, :]) for li, layer in enumerate(layers)}
+    metadata = {
+        "format": READOUT_FORMAT,
+        "model": info.model,
+        "layers": msgspec.json.encode(layers).decode(),
+        "concepts": msgspec.json.encode(concepts).decode(),
+        "method": opts.method,
+        "pooling": opts.pooling,
+        "layer_semantics": LAYER_SEMANTICS,
+    }
+    write_outputs(output, safetensors_bytes(tensors, metadata), manifest, force=opts.force)
+    log.info("wrote %s and %s", output, man_path)
+    order = np.argsort(counts.min(axis=0), kind="stable")
+    summary = ReduceSummary(
+        output=str(output),
+        manifest=str(man_path),
+        method=opts.method,
+        pooling=opts.pooling,
+        concepts=concepts,
+        dropped=dropped,
+        layers=layers,
+        raw_norms={c: {str(l): float(raw_norm[e, i]) for i, l in enumerate(layers)} for e, c in enumerate(concepts)},
+        smallest=[ClassSize(concepts[e], int(counts[0, e]), int(counts[1, e])) for e in order],
+        cross_talk=directions.cross_talk(written, concepts, layers, top=opts.top_pairs),
+        missing_texts=missing,
+    )
+    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
