@@ -1,1 +1,103 @@
-"""(being written)"""
+"""``amygdala-vllm extract``: dataset dir -> activations dir, inside vLLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..errors import UsageError
+from ._app import app, command, console
+
+DEFAULT_DATASET = Path("runs/dataset")
+DEFAULT_ACTIVATIONS = Path("runs/activations")
+
+
+def auto_layers(num_layers: int) -> list[int]:
+    """Four layers spread over the middle-to-late decoder, where abstract features live."""
+    picks = sorted({min(num_layers - 1, int(num_layers * f)) for f in (0.25, 0.5, 0.7, 0.85)})
+    return picks
+
+
+def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
+    from ..extract import parse_layers
+
+    if target_layers and manifest:
+        raise UsageError("give --target-layers or --manifest, not both")
+    if manifest:
+        from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
+
+        return list(read_json(manifest, ReadoutManifest, expect_format=READOUT_FORMAT).layers)
+    if target_layers:
+        return parse_layers(target_layers)
+    from ..model_config import read_decoder_shape
+    from ..models import resolve_model
+
+    return auto_layers(read_decoder_shape(resolve_model(model)).num_layers)
+
+
+@app.command("extract")
+@command
+def extract(
+    model: str = typer.Option("smollm2", "--model", help="HF model folder or hub name; 'smollm2' = the bundled offline SmolLM2-135M-Instruct (prepared on first use)."),
+    training_data_dir: Path = typer.Option(DEFAULT_DATASET, "--training-data-dir", help="Dataset dir written by `amygdala-vllm pairs`."),
+    output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
+    target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
+    dtype: str = typer.Option("bf16", "--dtype", help="Model dtype: bf16, fp16 or fp32 (pooling always accumulates in fp32)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Texts handed to vLLM per generate() call (also its max_num_seqs)."),
+    shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
+    max_model_len: int = typer.Option(2048, "--max-model-len", help="Context length; longer texts follow --overlong."),
+    kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB (set explicitly; vLLM's CPU default takes most of RAM)."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="vLLM's per-step token budget (smaller forces chunked prefill)."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="GPUs per model; only TP rank 0 reports activations."),
+    split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
+    num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
+    shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
+    overlong: str = typer.Option("truncate", "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
+    skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
+    force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
+) -> None:
+    """Run the model inside vLLM over every unique text once and save pooled residual activations."""
+    from ..extract import ExtractOptions, run_extract
+
+    layers = _layers(target_layers, manifest, model)
+    opts = ExtractOptions(
+        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=dtype,
+        batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
+        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size, split=split,
+        num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
+        force=force,
+    )
+    progress = Progress(
+        TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),
+        TextColumn("{task.fields[tokens]:,} tokens"), TextColumn("{task.fields[rate]:,.0f} tok/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    import time
+
+    def start(total: int, done: int, tokens: int):
+        progress.start()
+        task = progress.add_task("extract", total=total, completed=done, tokens=tokens, rate=0.0)
+        t0 = time.perf_counter()
+        state = {"tokens": tokens, "run": 0}
+
+        def on_batch(n_texts: int, n_tokens: int) -> None:
+            state["tokens"] += n_tokens
+            state["run"] += n_tokens
+            rate = state["run"] / max(time.perf_counter() - t0, 1e-9)
+            progress.update(task, advance=n_texts, tokens=state["tokens"], rate=rate)
+
+        return on_batch
+
+    try:
+        summary = run_extract(opts, progress=start)
+    finally:
+        progress.stop()
+    console.print(
+        f"[green]wrote[/] {summary.output_dir}: {summary.texts_planned} texts planned, {summary.texts_run} run now, "
+        f"{summary.texts_resumed} resumed from earlier shards, {summary.tokens:,} tokens in {summary.seconds:.1f} s; "
+        f"layers {layers}; {summary.shards} shard(s); overlong: {summary.truncated} truncated, {summary.skipped} skipped"
+    )

@@ -1,0 +1,16 @@
+"""The only code that runs inside vLLM or touches its internals.
+
+- :mod:`.probes`: every lookup of a vLLM internal, in one place, with the
+  supported version range; a failed probe raises IncompatibleVLLMError.
+- :mod:`.layers`: find the decoder layers of any (wrapped) decoder model.
+- :mod:`.pooling`: per-request pooled accumulation of residual rows (plain torch).
+- :mod:`.worker`: the worker extension mixed into vLLM's worker; called by name.
+- :mod:`.engine`: builds ``vllm.LLM`` with the settings capture needs and drives it.
+
+Nothing here is imported by ``amygdala_vllm`` at import time; vLLM loads
+``amygdala_vllm.vllm_ext.worker.AmygdalaWorkerExtension`` by qualified name.
+"""
+
+WORKER_EXTENSION = "amygdala_vllm.vllm_ext.worker.AmygdalaWorkerExtension"
+
+__all__ = ["WORKER_EXTENSION"]

@@ -1,0 +1,150 @@
+"""Pool residual rows per request on the worker: mean and last prompt token.
+
+Only ``[L, H]`` per request ever leaves the worker; per-token rows are folded
+into float32 running sums as each layer runs and then dropped. The mean covers
+prompt positions ``>= skip_first_tokens`` (the first position is an attention
+sink whose huge activation swamps a mean over a short text); ``last`` is the
+row at position ``prompt_len - 1``. Rows at positions past the prompt (decode
+steps) are ignored. Every prompt position must be seen exactly once; the
+accumulator counts rows so a missed or repeated token is detected, not silently
+averaged in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .step import StepLayout
+
+__all__ = ["PooledRequest", "PooledAccumulator"]
+
+
+@dataclass(frozen=True)
+class PooledRequest:
+    """The pooled activations of one finished prompt."""
+
+    num_tokens: int
+    rows_seen: int
+    mean: torch.Tensor  # float32 [L, H]
+    last: torch.Tensor  # float32 [L, H]
+
+
+class PooledAccumulator:
+    """Running per-request sums for a fixed list of hooked layers.
+
+    Storage is ``[L, capacity, H]`` so each layer's update is one contiguous
+    ``index_add_``; capacity doubles when more requests are in flight at once.
+    Growth happens inside vLLM's forward (inference mode), so the buffers may be
+    inference tensors: every method that writes them runs in inference mode.
+    """
+
+    def __init__(self, num_layers: int, hidden_size: int, skip_first_tokens: int, capacity: int = 16):
+        if skip_first_tokens < 0:
+            raise ValueError("skip_first_tokens must be >= 0")
+        self.num_layers = num_layers
+        self.hidden_size = hidden_size
+        self.skip_first_tokens = skip_first_tokens
+        self._slots: dict[str, int] = {}
+        self._free: list[int] = []
+        self._alloc(capacity)
+        self._step: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
+
+    def _alloc(self, capacity: int) -> None:
+        old = getattr(self, "_sum", None)
+        L, H = self.num_layers, self.hidden_size
+        new_sum = torch.zeros(L, capacity, H, dtype=torch.float32)
+        new_last = torch.zeros(L, capacity, H, dtype=torch.float32)
+        new_count = torch.zeros(capacity, dtype=torch.int64)
+        new_rows = torch.zeros(capacity, dtype=torch.int64)
+        new_lastpos = torch.full((capacity,), -1, dtype=torch.int64)
+        new_plen = torch.zeros(capacity, dtype=torch.int64)
+        if old is not None:
+            n = old.shape[1]
+            new_sum[:, :n] = old
+            new_last[:, :n] = self._last
+            new_count[:n] = self._count
+            new_rows[:n] = self._rows
+            new_lastpos[:n] = self._lastpos
+            new_plen[:n] = self._plen
+            self._free.extend(range(capacity - 1, n - 1, -1))
+        else:
+            self._free = list(range(capacity - 1, -1, -1))
+        self._sum, self._last = new_sum, new_last
+        self._count, self._rows, self._lastpos, self._plen = new_count, new_rows, new_lastpos, new_plen
+
+    def _slot(self, req_id: str) -> int:
+        slot = self._slots.get(req_id)
+        if slot is None:
+            if not self._free:
+                self._alloc(self._sum.shape[1] * 2)
+            slot = self._free.pop()
+            self._slots[req_id] = slot
+        return slot
+
+    def begin_step(self, layout: StepLayout) -> None:
+        """Prepare row -> slot maps for the layers of one forward step."""
+        n = layout.num_rows
+        if n == 0:
+            self._step = None
+            return
+        slots = torch.tensor([self._slot(r) for r in layout.req_ids], dtype=torch.int64)
+        plen = torch.from_numpy(layout.prompt_lens)
+        self._plen[slots] = plen
+        row_slot = slots[layout.row_req]
+        pos = layout.positions
+        row_plen = plen[layout.row_req]
+        in_prompt = pos < row_plen
+        in_mean = in_prompt & (pos >= self.skip_first_tokens)
+        mean_rows = torch.nonzero(in_mean).squeeze(1)
+        last_rows = torch.nonzero(pos == row_plen - 1).squeeze(1)
+        prompt_rows = torch.nonzero(in_prompt).squeeze(1)
+        self._rows.index_add_(0, row_slot[prompt_rows], torch.ones_like(prompt_rows))
+        self._count.index_add_(0, row_slot[mean_rows], torch.ones_like(mean_rows))
+        self._lastpos[row_slot[last_rows]] = pos[last_rows]
+        self._step = (row_slot[mean_rows], mean_rows, row_slot[last_rows], last_rows, n)
+
+    def add(self, layer_pos: int, stream: torch.Tensor) -> None:
+        """Fold this step's residual rows of hooked layer number ``layer_pos`` in."""
+        if self._step is None:
+            return
+        mean_slots, mean_rows, last_slots, last_rows, n = self._step
+        rows = stream[:n]
+        if mean_rows.numel():
+            self._sum[layer_pos].index_add_(0, mean_slots, rows.index_select(0, mean_rows).float())
+        if last_rows.numel():
+            self._last[layer_pos].index_copy_(0, last_slots, rows.index_select(0, last_rows).float())
+
+    def end_step(self) -> None:
+        """Forget the row maps of the finished step."""
+        self._step = None
+
+    def pending(self) -> list[str]:
+        """Request ids with accumulated data."""
+        return list(self._slots)
+
+    @torch.inference_mode()
+    def pop(self, req_id: str) -> PooledRequest:
+        """Return and release one request's pooled activations."""
+        slot = self._slots.pop(req_id)
+        count = int(self._count[slot])
+        denom = max(count, 1)
+        result = PooledRequest(
+            num_tokens=int(self._plen[slot]),
+            rows_seen=int(self._rows[slot]),
+            mean=self._sum[:, slot].clone() / denom,
+            last=self._last[:, slot].clone(),
+        )
+        if count == 0:
+            # Prompt no longer than skip_first_tokens: fall back to the last token, so the
+            # text still has a defined mean (recorded: num_tokens <= skip_first_tokens).
+            result = PooledRequest(result.num_tokens, result.rows_seen, result.last.clone(), result.last)
+        self._sum[:, slot].zero_()
+        self._last[:, slot].zero_()
+        self._count[slot] = 0
+        self._rows[slot] = 0
+        self._lastpos[slot] = -1
+        self._plen[slot] = 0
+        self._free.append(slot)
+        return result

