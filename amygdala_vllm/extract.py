@@ -190,8 +190,13 @@ def _prepare_output(opts: ExtractOptions, fresh: CaptureInfo) -> CaptureInfo:
     return fresh
 
 
-def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], ProgressFn] | None = None) -> ExtractSummary:
-    """Run the whole stage; ``progress(total_texts, done_texts, done_tokens)`` returns a per-batch callback."""
+def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], ProgressFn] | None = None,
+                *, llm: Any = None) -> ExtractSummary:
+    """Run the whole stage; ``progress(total_texts, done_texts, done_tokens)`` returns a per-batch callback.
+
+    ``llm`` reuses an engine already started with the amygdala worker extension
+    (its model and dtype must be the ones in ``opts``); by default one is started.
+    """
     from .models import model_fingerprint, resolve_model
 
     dataset = load_dataset(opts.dataset_dir)
@@ -215,7 +220,7 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     tokens_total = 0
     texts_run = 0
     if todo:
-        tokens_total, texts_run = _run_shards(opts, dataset, header, todo, len(planned), resumed, progress)
+        tokens_total, texts_run = _run_shards(opts, dataset, header, todo, len(planned), resumed, progress, llm)
     return ExtractSummary(
         output_dir=opts.output_dir,
         texts_planned=len(planned),
@@ -230,10 +235,11 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
 
 
 def _run_shards(opts: ExtractOptions, dataset: Dataset, header: CaptureInfo, todo: list[tuple[int, list[int]]],
-                total: int, resumed: int, progress: Callable[[int, int, int], ProgressFn] | None) -> tuple[int, int]:
+                total: int, resumed: int, progress: Callable[[int, int, int], ProgressFn] | None,
+                llm: Any) -> tuple[int, int]:
     from .vllm_ext.engine import CaptureSession, EngineOptions, model_info, open_engine
 
-    llm = open_engine(
+    llm = llm if llm is not None else open_engine(
         EngineOptions(
             model=opts.model,
             dtype=opts.dtype,

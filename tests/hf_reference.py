@@ -25,8 +25,8 @@ class HFReference:
         self.layers = self.model.model.layers
 
     @torch.no_grad()
-    def pooled(self, ids: list[int], layers: list[int], skip: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """``(mean [L, H], last [L, H])`` in float32 for one prompt."""
+    def rows(self, ids: list[int], layers: list[int]) -> np.ndarray:
+        """Per-token residual stream ``[T, L, H]`` (float32) after each of ``layers``."""
         captured: dict[str, torch.Tensor] = {}
         last_index = len(self.layers) - 1
         handle = self.layers[last_index].register_forward_hook(
@@ -36,7 +36,9 @@ class HFReference:
             hs = self.model(torch.tensor([ids]), output_hidden_states=True).hidden_states
         finally:
             handle.remove()
-        rows = [(captured["x"] if i == last_index else hs[i + 1])[0].float() for i in layers]
-        mean = np.stack([r[skip:].mean(0).numpy() for r in rows])
-        last = np.stack([r[-1].numpy() for r in rows])
-        return mean, last
+        return np.stack([(captured["x"] if i == last_index else hs[i + 1])[0].float().numpy() for i in layers], axis=1)
+
+    def pooled(self, ids: list[int], layers: list[int], skip: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """``(mean [L, H], last [L, H])`` in float32 for one prompt."""
+        rows = self.rows(ids, layers)
+        return rows[skip:].mean(0), rows[-1]

@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
 from . import WORKER_EXTENSION, probes
 
-__all__ = ["EngineOptions", "PooledText", "open_engine", "CaptureSession", "DTYPES"]
+__all__ = ["EngineOptions", "PooledText", "open_engine", "model_info", "CaptureSession", "ReadoutSession", "DTYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,41 @@ def model_info(llm: Any) -> dict[str, Any]:
     return infos[0]
 
 
+def _blobs(blobs: list[bytes]) -> list[tuple[dict[str, Any], list[str], list[int]]]:
+    """Decode each worker's safetensors reply into (tensors, internal req ids, layers)."""
+    out = []
+    for blob in blobs:
+        if not blob:
+            continue
+        meta = _metadata(blob)
+        out.append((load_tensors(blob), json.loads(meta["req_ids"]), json.loads(meta["layers"])))
+    return out
+
+
+def _prefill(llm: Any, prompts: list[list[int]], params: Any) -> dict[str, int]:
+    """Run prompts prefill-only; map each external request id to its prompt index."""
+    from vllm.inputs import TokensPrompt
+
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params, use_tqdm=False)
+    order = {o.request_id: i for i, o in enumerate(outputs)}
+    if len(order) != len(prompts):
+        raise CaptureError("vLLM returned duplicate request ids")
+    return order
+
+
+def _index(internal: str, order: dict[str, int], external: set[str]) -> int:
+    ext = probes.external_request_id(internal, external)
+    if ext is None:
+        raise CaptureError(f"captured request {internal!r} is not one of this batch's requests")
+    return order[ext]
+
+
+def _prefill_params() -> Any:
+    from vllm import SamplingParams
+
+    return SamplingParams(max_tokens=1, temperature=0.0, skip_reading_prefix_cache=True)
+
+
 class CaptureSession:
     """Prefill-only passes over token-id prompts, pooled on the worker."""
 
@@ -109,50 +144,36 @@ class CaptureSession:
         self.llm = llm
         self.layers = list(layers)
         self.skip_first_tokens = skip_first_tokens
-        from vllm import SamplingParams
-
-        self._params = SamplingParams(max_tokens=1, temperature=0.0, skip_reading_prefix_cache=True)
+        self._params = _prefill_params()
         llm.collective_rpc("amygdala_capture_start", args=(self.layers, skip_first_tokens))
 
     def close(self) -> None:
-        """Remove the hooks from every worker."""
+        """Stop pooling on every worker."""
         self.llm.collective_rpc("amygdala_capture_stop")
 
     def run(self, prompts: list[list[int]]) -> list[PooledText]:
         """Forward each token-id prompt once; pooled results in prompt order."""
         if not prompts:
             return []
-        from vllm.inputs import TokensPrompt
+        order = _prefill(self.llm, prompts, self._params)
+        return self.collect(prompts, order)
 
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=list(p)) for p in prompts], self._params, use_tqdm=False
-        )
-        order = {o.request_id: i for i, o in enumerate(outputs)}
-        if len(order) != len(prompts):
-            raise CaptureError("vLLM returned duplicate request ids")
-        blobs = self.llm.collective_rpc("amygdala_capture_drain")
+    def collect(self, prompts: list[list[int]], order: dict[str, int]) -> list[PooledText]:
+        """Drain the workers' pooled results for prompts already run."""
         L, n = len(self.layers), len(prompts)
         mean: np.ndarray | None = None
         last: np.ndarray | None = None
         num_tokens = np.full(n, -1, dtype=np.int64)
         filled = np.zeros((n, L), dtype=bool)
         external = set(order)
-        for blob in blobs:
-            if not blob:
-                continue
-            tensors = load_tensors(blob)
-            meta = _metadata(blob)
-            req_ids = json.loads(meta["req_ids"])
-            layer_pos = [self.layers.index(i) for i in json.loads(meta["layers"])]
+        for tensors, req_ids, layers in _blobs(self.llm.collective_rpc("amygdala_capture_drain")):
+            layer_pos = [self.layers.index(i) for i in layers]
             if mean is None:
                 H = tensors["mean"].shape[-1]
                 mean = np.zeros((n, L, H), np.float32)
                 last = np.zeros((n, L, H), np.float32)
             for j, internal in enumerate(req_ids):
-                ext = probes.external_request_id(internal, external)
-                if ext is None:
-                    raise CaptureError(f"captured request {internal!r} is not one of this batch's requests")
-                i = order[ext]
+                i = _index(internal, order, external)
                 seen, toks = int(tensors["rows_seen"][j]), int(tensors["num_tokens"][j])
                 if seen != len(prompts[i]) or toks != len(prompts[i]):
                     raise CaptureError(
@@ -161,13 +182,58 @@ class CaptureSession:
                     )
                 num_tokens[i] = toks
                 mean[i, layer_pos] = tensors["mean"][j].numpy()
-                last[i, layer_pos] = tensors["last"][j].numpy()
+                last[i, layer_pos] = tensors["last"][j].numpy()  # type: ignore[index]
                 filled[i, layer_pos] = True
         if mean is None or not filled.all():
             missing = sorted({int(i) for i in np.nonzero(~filled.all(axis=1))[0]})
             raise CaptureError(f"no activations came back for {len(missing)} prompt(s), e.g. {missing[:5]}")
         assert last is not None
         return [PooledText(int(num_tokens[i]), mean[i], last[i]) for i in range(n)]
+
+
+class ReadoutSession:
+    """Per-token projections onto loaded vectors, optionally with pooled capture in the same pass."""
+
+    def __init__(self, llm: Any, vectors: str | None = None, manifest: str | None = None, *,
+                 capture_skip_first_tokens: int | None = None):
+        self.llm = llm
+        infos = llm.collective_rpc("amygdala_readout_start", args=(vectors, manifest))
+        self.concepts: list[str] = infos[0]["concepts"]
+        self.layers: list[int] = infos[0]["layers"]
+        self.capture = (
+            CaptureSession(llm, self.layers, capture_skip_first_tokens) if capture_skip_first_tokens is not None else None
+        )
+        self._params = _prefill_params()
+
+    def close(self) -> None:
+        """Stop readout (and capture) on every worker."""
+        if self.capture is not None:
+            self.capture.close()
+        self.llm.collective_rpc("amygdala_readout_stop")
+
+    def run(self, prompts: list[list[int]]) -> tuple[list[np.ndarray], list[PooledText] | None]:
+        """Scores ``[T, L, E]`` per prompt (every position once, in order), plus pooled capture if on."""
+        if not prompts:
+            return [], [] if self.capture is not None else None
+        order = _prefill(self.llm, prompts, self._params)
+        external = set(order)
+        L, E = len(self.layers), len(self.concepts)
+        scores = [np.zeros((len(p), L, E), np.float32) for p in prompts]
+        seen = [np.zeros(L, dtype=bool) for _ in prompts]
+        for tensors, req_ids, layers in _blobs(self.llm.collective_rpc("amygdala_readout_drain")):
+            layer_pos = [self.layers.index(i) for i in layers]
+            for k, internal in enumerate(req_ids):
+                i = _index(internal, order, external)
+                pos = tensors[f"r{k}.positions"].numpy()
+                if not np.array_equal(pos, np.arange(len(prompts[i]))):
+                    raise CaptureError(f"prompt {i}: scored positions are not exactly 0..{len(prompts[i]) - 1}")
+                scores[i][:, layer_pos] = tensors[f"r{k}.scores"].numpy()
+                seen[i][layer_pos] = True
+        missing = [i for i, s in enumerate(seen) if not s.all()]
+        if missing:
+            raise CaptureError(f"no readout scores came back for {len(missing)} prompt(s), e.g. {missing[:5]}")
+        pooled = self.capture.collect(prompts, order) if self.capture is not None else None
+        return scores, pooled
 
 
 def _metadata(blob: bytes) -> dict[str, str]:

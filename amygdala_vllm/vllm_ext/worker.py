@@ -5,11 +5,17 @@ Every method is prefixed ``amygdala_`` (vLLM refuses names that clash with the
 worker's own). Results cross the process boundary as plain types or as
 safetensors bytes, never pickle: in multiprocess mode vLLM would only decode
 tensors with ``VLLM_ALLOW_INSECURE_SERIALIZATION``, which we do not use.
+
+One set of hooks serves both modes: capture (pooled activations, for
+``extract``) and readout (per-token projections, for ``readout``/``validate``).
+Both may run in the same pass on the same layers, which is how ``validate``
+checks that runtime projections equal offline dot products.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,27 +23,58 @@ from safetensors.torch import save as save_tensors
 
 from . import probes
 from .hooks import LayerHooks
-from .layers import resolve_decoder_layers
+from .layers import DecoderLayers, resolve_decoder_layers
 from .pooling import PooledAccumulator
+from .projection import ProjectionAccumulator
+from .step import StepLayout
 
 __all__ = ["AmygdalaWorkerExtension"]
 
 
+class _Fanout:
+    """Feeds one hook stream to every active consumer."""
+
+    def __init__(self) -> None:
+        self.capture: PooledAccumulator | None = None
+        self.readout: ProjectionAccumulator | None = None
+
+    def _active(self) -> list[Any]:
+        return [c for c in (self.capture, self.readout) if c is not None]
+
+    def begin_step(self, layout: StepLayout) -> None:
+        for c in self._active():
+            c.begin_step(layout)
+
+    def add(self, layer_pos: int, stream: torch.Tensor) -> None:
+        for c in self._active():
+            c.add(layer_pos, stream)
+
+    def end_step(self) -> None:
+        for c in self._active():
+            c.end_step()
+
+
 class AmygdalaWorkerExtension:
-    """Capture mode of the readout machinery, installed per worker on request."""
+    """Capture and readout modes of the readout machinery, installed per worker on request."""
 
     _amygdala_hooks: LayerHooks | None = None
-    _amygdala_acc: PooledAccumulator | None = None
+    _amygdala_fanout: _Fanout | None = None
     _amygdala_layers: list[int] = []
+    _amygdala_manifest_concepts: list[str] = []
+
+    # ------------------------------------------------------------------ info
 
     def amygdala_ping(self) -> str:
         """Prove the extension is loaded in this worker; returns the vLLM version."""
         return probes.vllm_version()
 
+    def _amygdala_decoder(self) -> tuple[Any, DecoderLayers]:
+        runner = probes.model_runner(self)
+        return runner, resolve_decoder_layers(probes.runner_model(runner))
+
     def amygdala_model_info(self) -> dict[str, Any]:
         """Decoder shape as this worker sees it (layer count, slice, hidden size)."""
-        runner = probes.model_runner(self)
-        decoder = resolve_decoder_layers(probes.runner_model(runner))
+        runner, decoder = self._amygdala_decoder()
         return {
             "num_layers": decoder.total,
             "start_layer": decoder.start,
@@ -48,20 +85,43 @@ class AmygdalaWorkerExtension:
             "tp_rank": probes.tensor_parallel_rank(),
         }
 
-    def amygdala_capture_start(self, layers: list[int], skip_first_tokens: int) -> None:
-        """Hook ``layers`` and start pooling every prompt this worker runs."""
-        self.amygdala_capture_stop()
-        runner = probes.model_runner(self)
-        decoder = resolve_decoder_layers(probes.runner_model(runner))
+    # ------------------------------------------------------------ lifecycle
+
+    def _amygdala_install(self, layers: list[int]) -> tuple[Any, DecoderLayers, list[int]]:
+        """(Re)hook ``layers``; keeps consumers only if the layers are unchanged."""
+        runner, decoder = self._amygdala_decoder()
         bad = [i for i in layers if not 0 <= i < decoder.total]
         if bad:
             raise ValueError(f"layers {bad} out of range for a {decoder.total}-layer decoder")
-        hidden = int(runner.model_config.get_hidden_size())
         owned = [i for i in layers if decoder.owns(i)]
+        if self._amygdala_hooks is not None and owned == self._amygdala_layers:
+            return runner, decoder, owned
+        if self._amygdala_hooks is not None:
+            raise ValueError(
+                f"capture and readout must hook the same layers in one pass ({self._amygdala_layers} active, {owned} asked)"
+            )
+        self._amygdala_fanout = _Fanout()
         self._amygdala_layers = owned
-        self._amygdala_acc = PooledAccumulator(len(owned), hidden, skip_first_tokens)
-        # Hook positions index into the owned list, so pass only owned layers.
-        self._amygdala_hooks = LayerHooks(runner, decoder, owned, self._amygdala_acc)
+        self._amygdala_hooks = LayerHooks(runner, decoder, owned, self._amygdala_fanout)
+        return runner, decoder, owned
+
+    def _amygdala_release_if_idle(self) -> None:
+        fan = self._amygdala_fanout
+        if fan is not None and fan.capture is None and fan.readout is None and self._amygdala_hooks is not None:
+            self._amygdala_hooks.remove()
+            self._amygdala_hooks = None
+            self._amygdala_fanout = None
+            self._amygdala_layers = []
+
+    # --------------------------------------------------------------- capture
+
+    def amygdala_capture_start(self, layers: list[int], skip_first_tokens: int) -> None:
+        """Hook ``layers`` and start pooling every prompt this worker runs."""
+        self.amygdala_capture_stop()
+        runner, _, owned = self._amygdala_install(list(layers))
+        hidden = int(runner.model_config.get_hidden_size())
+        assert self._amygdala_fanout is not None
+        self._amygdala_fanout.capture = PooledAccumulator(len(owned), hidden, skip_first_tokens)
 
     def amygdala_capture_drain(self) -> bytes:
         """Pooled activations of every request seen since the last drain, as safetensors bytes.
@@ -71,7 +131,8 @@ class AmygdalaWorkerExtension:
         tensor-parallel rank 0 reports (the residual stream is replicated across
         TP ranks after the all-reduce); other ranks return empty bytes.
         """
-        acc = self._amygdala_acc
+        fan = self._amygdala_fanout
+        acc = fan.capture if fan is not None else None
         if acc is None:
             raise RuntimeError("capture is not active on this worker; call amygdala_capture_start first")
         req_ids = acc.pending()
@@ -89,8 +150,65 @@ class AmygdalaWorkerExtension:
         return save_tensors(tensors, metadata=meta)
 
     def amygdala_capture_stop(self) -> None:
-        """Remove capture hooks and drop any undrained data."""
-        if self._amygdala_hooks is not None:
-            self._amygdala_hooks.remove()
-        self._amygdala_hooks = None
-        self._amygdala_acc = None
+        """Stop pooling and drop any undrained data."""
+        if self._amygdala_fanout is not None:
+            self._amygdala_fanout.capture = None
+        self._amygdala_release_if_idle()
+
+    # --------------------------------------------------------------- readout
+
+    def amygdala_readout_start(self, vectors_path: str | None = None, manifest_path: str | None = None) -> dict[str, Any]:
+        """Load readout vectors (default: ``VLLM_READOUT_VECTORS``/``_MANIFEST``) and score every token.
+
+        Returns the manifest's concepts and layers so the driver can label scores.
+        """
+        from ..models import model_fingerprint
+        from .vectors import load_readout, paths_from_env
+
+        self.amygdala_readout_stop()
+        if vectors_path is None or manifest_path is None:
+            vec, man = paths_from_env()
+        else:
+            vec, man = Path(vectors_path), Path(manifest_path)
+        runner, decoder = self._amygdala_decoder()
+        model_path = str(runner.model_config.model)
+        fingerprint = model_fingerprint(model_path) if Path(model_path).is_dir() else None
+        manifest, vectors = load_readout(
+            vec, man, num_layers=decoder.total, hidden_size=int(runner.model_config.get_hidden_size()),
+            model_fingerprint=fingerprint,
+        )
+        _, _, owned = self._amygdala_install(list(manifest.layers))
+        mine = [vectors[manifest.layers.index(i)] for i in owned]
+        assert self._amygdala_fanout is not None
+        max_tokens = int(runner.model_config.max_model_len)
+        self._amygdala_fanout.readout = ProjectionAccumulator(mine, max_tokens_per_request=max_tokens)
+        self._amygdala_manifest_concepts = list(manifest.concepts)
+        return {"concepts": list(manifest.concepts), "layers": list(manifest.layers)}
+
+    def amygdala_readout_drain(self, req_ids: list[str] | None = None) -> bytes:
+        """Per-token scores of the given internal request ids (default: all), released once drained.
+
+        Keys ``r{k}.positions`` int64 [T] and ``r{k}.scores`` float32 [T, L_rank, E]
+        for the k-th request in metadata ``req_ids``; metadata ``layers`` lists this
+        rank's layers. TP ranks other than 0 return empty bytes.
+        """
+        fan = self._amygdala_fanout
+        acc = fan.readout if fan is not None else None
+        if acc is None:
+            raise RuntimeError("readout is not active on this worker; call amygdala_readout_start first")
+        wanted = acc.pending() if req_ids is None else [r for r in acc.pending() if r in set(req_ids)]
+        popped = [acc.pop(r) for r in wanted]
+        if probes.tensor_parallel_rank() != 0:
+            return b""
+        tensors: dict[str, torch.Tensor] = {}
+        for k, rs in enumerate(popped):
+            tensors[f"r{k}.positions"] = rs.positions.contiguous()
+            tensors[f"r{k}.scores"] = rs.scores.contiguous()
+        meta = {"req_ids": json.dumps(wanted), "layers": json.dumps(self._amygdala_layers)}
+        return save_tensors(tensors, metadata=meta)
+
+    def amygdala_readout_stop(self) -> None:
+        """Stop scoring and drop undrained scores."""
+        if self._amygdala_fanout is not None:
+            self._amygdala_fanout.readout = None
+        self._amygdala_release_if_idle()

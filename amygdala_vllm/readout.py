@@ -1,0 +1,133 @@
+"""Readout mode from the driver: load vectors into vLLM's workers and score text.
+
+The workers load the vectors themselves from ``VLLM_READOUT_VECTORS`` /
+``VLLM_READOUT_MANIFEST``, exactly as serving does, and project every token's
+residual stream at the manifest's layers. With ``check_agreement`` the same
+pass also pools the raw activations, so the runtime scores can be compared with
+the offline dot product ``activation . vector``: linear pooling commutes with the
+projection, so the two must agree to rounding.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import FormatError
+from .formats import READOUT_FORMAT, ReadoutManifest, read_json
+
+__all__ = ["TextScores", "Readout", "manifest_path_for"]
+
+
+def manifest_path_for(vectors: Path) -> Path:
+    """``NAME.safetensors`` -> ``NAME.manifest.json`` (the file reduce writes beside it)."""
+    vectors = Path(vectors)
+    stem = vectors.name[: -len(".safetensors")] if vectors.name.endswith(".safetensors") else vectors.name
+    return vectors.with_name(stem + ".manifest.json")
+
+
+@dataclass(frozen=True)
+class TextScores:
+    """Per-token and pooled projections of one text onto every concept at every hooked layer."""
+
+    token_ids: list[int]
+    tokens: list[str]
+    scores: np.ndarray  # float32 [T, L, E]
+    mean: np.ndarray  # float32 [L, E], positions >= skip_first_tokens
+    last: np.ndarray  # float32 [L, E]
+    agreement: float | None
+
+
+class Readout:
+    """A vLLM engine in readout mode for one vectors file; use as a context manager.
+
+    ``llm`` reuses an engine already started with the amygdala worker extension
+    (vLLM keeps distributed state in process globals, so a process should hold
+    one engine per model, not start and drop many).
+    """
+
+    def __init__(self, model: str | None, vectors: Path, manifest: Path | None = None, *, dtype: str = "bf16",
+                 max_model_len: int = 2048, kv_cache_gb: float = 1.0, batch_size: int = 16,
+                 check_agreement: bool = False, enforce_eager: bool = True,
+                 engine_extra: dict[str, Any] | None = None, llm: Any = None):
+        from .models import resolve_model
+        from .vllm_ext.engine import EngineOptions, ReadoutSession, open_engine
+
+        vectors = Path(vectors)
+        manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
+        if not vectors.is_file():
+            raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
+        self.manifest: ReadoutManifest = read_json(manifest, ReadoutManifest, expect_format=READOUT_FORMAT)
+        self.batch_size = batch_size
+        self.max_prompt_tokens = max_model_len - 1
+        os.environ["VLLM_READOUT_VECTORS"] = str(vectors.resolve())
+        os.environ["VLLM_READOUT_MANIFEST"] = str(manifest.resolve())
+        self.llm = llm if llm is not None else open_engine(
+            EngineOptions(model=resolve_model(model or self.manifest.model), dtype=dtype, max_model_len=max_model_len,
+                          kv_cache_bytes=int(kv_cache_gb * (1 << 30)), max_num_seqs=max(batch_size, 1),
+                          enforce_eager=enforce_eager, extra=dict(engine_extra or {}))
+        )
+        self.tokenizer = self.llm.get_tokenizer()
+        skip = self.manifest.skip_first_tokens if check_agreement else None
+        self._session = ReadoutSession(self.llm, capture_skip_first_tokens=skip)
+        self._vectors = self._load_vectors(vectors) if check_agreement else None
+
+    def _load_vectors(self, path: Path) -> list[np.ndarray]:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+        return [tensors[f"layer_{i}.vectors"].float().numpy() for i in self.manifest.layers]
+
+    def __enter__(self) -> Readout:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop readout on the workers (the engine is freed with this object)."""
+        self._session.close()
+
+    def chat_token_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of a chat conversation rendered with the model's chat template."""
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
+        except Exception as exc:  # tokenizers raise many types for a missing or failing template
+            raise FormatError(f"cannot render the conversation with the model's chat template: {exc}") from exc
+        if isinstance(ids, dict):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[TextScores]:
+        """Score plain texts (tokenized the way vLLM tokenizes a text prompt; truncated to the context)."""
+        return self.score_token_ids([list(self.tokenizer.encode(t))[: self.max_prompt_tokens] for t in texts], progress)
+
+    def score_token_ids(self, prompts: list[list[int]], progress: Callable[[int], None] | None = None) -> list[TextScores]:
+        """Score token-id prompts in batches; ``progress(n)`` after each batch."""
+        out: list[TextScores] = []
+        for b in range(0, len(prompts), self.batch_size):
+            batch = prompts[b : b + self.batch_size]
+            scores, pooled = self._session.run(batch)
+            for k, (ids, sc) in enumerate(zip(batch, scores)):
+                out.append(self._text_scores(ids, sc, pooled[k] if pooled is not None else None))
+            if progress:
+                progress(len(batch))
+        return out
+
+    def _text_scores(self, ids: list[int], sc: np.ndarray, pooled: Any) -> TextScores:
+        skip = self.manifest.skip_first_tokens
+        mean = sc[skip:].mean(axis=0) if len(ids) > skip else sc[-1]
+        last = sc[-1]
+        agreement = None
+        if pooled is not None and self._vectors is not None:
+            offline_mean = np.stack([pooled.mean[l] @ v.T for l, v in enumerate(self._vectors)])
+            offline_last = np.stack([pooled.last[l] @ v.T for l, v in enumerate(self._vectors)])
+            agreement = float(max(np.abs(offline_mean - mean).max(), np.abs(offline_last - last).max()))
+        tokens = [self.tokenizer.decode([t]) for t in ids]
+        return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, mean=mean.astype(np.float32),
+                          last=last.astype(np.float32), agreement=agreement)

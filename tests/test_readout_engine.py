@@ -1,0 +1,143 @@
+"""Readout mode in a real vLLM engine: per-token scores equal activation . vector."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hf_reference import HFReference
+from text_datasets import varied_texts
+
+pytestmark = pytest.mark.engine
+
+LAYERS = [1, 3]
+CONCEPTS = ["calm", "joy", "anger"]
+
+
+def write_vectors(root, model_dir, *, hidden=128, layers=LAYERS, concepts=CONCEPTS, seed=0, manifest_layers=None,
+                  **overrides):
+    """Random unit vectors + a manifest for the tiny model; returns (vectors path, manifest path, matrices)."""
+    from safetensors.numpy import save_file
+
+    from amygdala_vllm.formats import LAYER_SEMANTICS, READOUT_FORMAT, ReadoutManifest, write_json
+    from amygdala_vllm.models import model_fingerprint
+
+    rng = np.random.default_rng(seed)
+    mats = {}
+    for i in layers:
+        m = rng.standard_normal((len(concepts), hidden)).astype(np.float32)
+        mats[i] = m / np.linalg.norm(m, axis=1, keepdims=True)
+    vec = root / "v.safetensors"
+    save_file({f"layer_{i}.vectors": m for i, m in mats.items()}, str(vec))
+    fields = dict(format=READOUT_FORMAT, concepts=list(concepts), layers=list(manifest_layers or layers), layer_semantics=LAYER_SEMANTICS,
+                  hidden_size=hidden, model=str(model_dir), model_fingerprint=model_fingerprint(str(model_dir)),
+                  pooling="mean", method="caa", counts={}, calibration={})
+    fields.update(overrides)
+    man = root / "v.manifest.json"
+    write_json(man, ReadoutManifest(**fields))
+    return vec, man, mats
+
+
+@pytest.fixture(scope="module")
+def vectors(tmp_path_factory, tiny_llama_dir):
+    return write_vectors(tmp_path_factory.mktemp("vectors"), tiny_llama_dir)
+
+
+def _session(llm, vec, man, capture_skip=None):
+    from amygdala_vllm.vllm_ext.engine import ReadoutSession
+
+    return ReadoutSession(llm, str(vec), str(man), capture_skip_first_tokens=capture_skip)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_every_token_score_equals_activation_dot_vector(engine_pool, tiny_llama_dir, vectors, chunked):
+    kw = dict(max_num_seqs=32, max_num_batched_tokens=32) if chunked else {}
+    llm = engine_pool.get(tiny_llama_dir, **kw)
+    vec, man, mats = vectors
+    tok = llm.get_tokenizer()
+    prompts = [tok.encode(t) for t in varied_texts(10, max_words=100)]
+    session = _session(llm, vec, man)
+    try:
+        scores, pooled = session.run(prompts)
+    finally:
+        session.close()
+    assert pooled is None
+    ref = HFReference(tiny_llama_dir)
+    worst = 0.0
+    for p, sc in zip(prompts, scores):
+        rows = ref.rows(p, LAYERS)  # [T, L, H]
+        expected = np.stack([rows[:, l] @ mats[i].T for l, i in enumerate(LAYERS)], axis=1)
+        assert sc.shape == (len(p), len(LAYERS), len(CONCEPTS))
+        worst = max(worst, float(np.abs(sc - expected).max()))
+    assert worst < 1e-4, worst
+
+
+def test_generated_tokens_are_scored_too(engine_pool, tiny_llama_dir, vectors):
+    """Decode steps run through the same hooks: positions continue past the prompt."""
+    import json
+
+    from safetensors.torch import load as load_tensors
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from amygdala_vllm.vllm_ext.engine import _metadata
+
+    llm = engine_pool.get(tiny_llama_dir)
+    vec, man, mats = vectors
+    prompt = llm.get_tokenizer().encode(varied_texts(1)[0])
+    session = _session(llm, vec, man)
+    try:
+        out = llm.generate([TokensPrompt(prompt_token_ids=prompt)], SamplingParams(max_tokens=4, temperature=0.0,
+                           ignore_eos=True), use_tqdm=False)[0]
+        blob = llm.collective_rpc("amygdala_readout_drain")[0]
+    finally:
+        session.close()
+    generated = list(out.outputs[0].token_ids)
+    tensors, meta = load_tensors(blob), _metadata(blob)
+    assert len(json.loads(meta["req_ids"])) == 1
+    positions = tensors["r0.positions"].numpy()
+    # the last sampled token is never forwarded, so the prompt plus three decode steps are scored
+    assert positions.tolist() == list(range(len(prompt) + 3))
+    rows = HFReference(tiny_llama_dir).rows(prompt + generated[:3], LAYERS)
+    expected = np.stack([rows[:, l] @ mats[i].T for l, i in enumerate(LAYERS)], axis=1)
+    assert np.abs(tensors["r0.scores"].numpy() - expected).max() < 1e-4
+
+
+def test_readout_class_agreement_with_pooled_capture(engine_pool, tiny_llama_dir, vectors):
+    from amygdala_vllm.readout import Readout
+
+    llm = engine_pool.get(tiny_llama_dir)
+    vec, man, _ = vectors
+    texts = varied_texts(20, max_words=80)
+    with Readout(None, vec, man, dtype="fp32", check_agreement=True, llm=llm, batch_size=8) as ro:
+        got = ro.score_texts(texts)
+    assert len(got) == 20
+    assert max(g.agreement for g in got) < 1e-4
+    g = got[3]
+    assert np.allclose(g.mean, g.scores[1:].mean(0), atol=1e-6) and np.array_equal(g.last, g.scores[-1])
+    assert "".join(g.tokens).strip().endswith("(3)")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"hidden_size": 64}, "hidden size 64"),
+        ({"layers": [1, 9]}, "has 4 decoder layers"),
+        ({"manifest_layers": [1, 2]}, r"missing key\(s\) \['layer_2.vectors'\]"),
+        ({"model_fingerprint": "0000000000000000"}, "fingerprint"),
+    ],
+)
+def test_mismatched_vectors_are_refused_at_load(engine_pool, tiny_llama_dir, tmp_path, override, message):
+    llm = engine_pool.get(tiny_llama_dir)
+    vec, man, _ = write_vectors(tmp_path, tiny_llama_dir, **override)
+    with pytest.raises(Exception, match=message):
+        _session(llm, vec, man)
+
+
+def test_unreadable_manifest_is_refused(engine_pool, tiny_llama_dir, tmp_path, vectors):
+    llm = engine_pool.get(tiny_llama_dir)
+    vec, _, _ = vectors
+    bad = tmp_path / "bad.manifest.json"
+    bad.write_text("{not json")
+    with pytest.raises(Exception, match="not valid JSON"):
+        _session(llm, vec, bad)
