@@ -99,7 +99,7 @@ class Readout:
             ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=False)
         except Exception as exc:  # tokenizers raise many types for a missing or failing template
             raise FormatError(f"cannot render the conversation with the model's chat template: {exc}") from exc
-        if isinstance(ids, dict):
+        if hasattr(ids, "keys"):  # a BatchEncoding in recent transformers
             ids = ids["input_ids"]
         return list(ids)
 

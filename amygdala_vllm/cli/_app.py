@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import AmygdalaError
 
@@ -52,7 +53,7 @@ def command(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AmygdalaError as exc:
-            err_console.print(f"[bold red]{type(exc).__name__}[/]: {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]{type(exc).__name__}[/]: {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted; completed output is kept, partial output was discarded")
