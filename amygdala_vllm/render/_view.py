@@ -1,0 +1,234 @@
+"""Turn raw readout scores into the calibrated selection every renderer draws.
+
+A raw projection (residual stream . unit vector) has a different offset and
+scale at every layer, so raw numbers cannot be compared across layers or
+concepts, nor read as "how much". The manifest's calibration centres each
+(concept, layer) on the midpoint of its train positives and negatives and
+divides by their pooled standard deviation, so ``z > 0`` leans positive and
+``|z|`` around 1 is a typical train-text distance. Where calibration is missing
+the raw score is kept (and flagged), so nothing is silently rescaled.
+
+The renderers (terminal, JSON, HTML) all take a :class:`ReadoutView`, built
+once here, so they cannot disagree about which layers, concepts or numbers
+they show.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import UsageError
+from ..formats import ReadoutManifest
+
+__all__ = [
+    "ScoredText",
+    "ReadoutView",
+    "CLIP_Z",
+    "calibration_arrays",
+    "to_z",
+    "resolve_layers",
+    "check_concepts",
+    "rank_concepts",
+    "build_view",
+]
+
+CLIP_Z = 3.0
+"""|z| at which colours saturate: three pooled standard deviations from the midpoint."""
+
+
+class ScoredText(Protocol):
+    """What the renderers need from :class:`amygdala_vllm.readout.TextScores`.
+
+    A protocol, not an import, so rendering never pulls in the engine side.
+    """
+
+    @property
+    def token_ids(self) -> list[int]: ...
+    @property
+    def tokens(self) -> list[str]: ...
+    @property
+    def scores(self) -> np.ndarray: ...  # float32 [T, L, E], manifest order
+    @property
+    def mean(self) -> np.ndarray: ...  # float32 [L, E]
+    @property
+    def last(self) -> np.ndarray: ...  # float32 [L, E]
+    @property
+    def agreement(self) -> float | None: ...
+
+
+@dataclass(frozen=True)
+class ReadoutView:
+    """Scores of one text restricted to the chosen layers and concepts.
+
+    Arrays are ``[T, l, e]`` (per token) or ``[l, e]`` (pooled), with ``l``
+    indexing :attr:`layers` and ``e`` indexing :attr:`concepts`. ``z`` equals
+    ``raw`` wherever :attr:`calibrated` is False.
+    """
+
+    model: str
+    tokens: list[str]
+    token_ids: list[int]
+    layers: list[int]
+    concepts: list[str]
+    raw: np.ndarray
+    z: np.ndarray
+    mean_raw: np.ndarray
+    mean_z: np.ndarray
+    last_raw: np.ndarray
+    last_z: np.ndarray
+    calibrated: np.ndarray
+    skip_first_tokens: int
+    agreement: float | None = None
+
+    def shade_scale(self) -> np.ndarray:
+        """Per-column factor that maps a shown value onto the z colour scale, ``[l, e]``.
+
+        Calibrated columns are already z (factor 1). An uncalibrated column has
+        no meaningful unit, so its largest |raw| over the text maps to a full
+        colour (``CLIP_Z``): relative within the column, and labelled "raw".
+        """
+        peak = np.nanmax(np.abs(self.raw), axis=0) if self.raw.shape[0] else np.zeros(self.calibrated.shape)
+        peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
+        return np.where(self.calibrated, 1.0, CLIP_Z / peak).astype(np.float64)
+
+    def shade(self) -> np.ndarray:
+        """Values on the z colour scale for every token and column, ``[T, l, e]``."""
+        return self.z * self.shade_scale()[None]
+
+
+def calibration_arrays(
+    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(midpoint, pooled_std, calibrated)``, each ``[len(layers), len(concepts)]``.
+
+    A missing entry, or one whose ``pooled_std`` is not a positive finite
+    number (a concept whose train texts all projected alike), counts as
+    uncalibrated: midpoint 0 and scale 1, i.e. the raw score.
+    """
+    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
+    std = np.ones_like(mid)
+    ok = np.zeros(mid.shape, dtype=bool)
+    for j, concept in enumerate(concepts):
+        per_layer = manifest.calibration.get(concept, {})
+        for i, layer in enumerate(layers):
+            cal = per_layer.get(str(layer))
+            if cal is None or not (math.isfinite(cal.pooled_std) and cal.pooled_std > 0):
+                continue
+            if not (math.isfinite(cal.pos_mean) and math.isfinite(cal.neg_mean)):
+                continue
+            mid[i, j] = (cal.pos_mean + cal.neg_mean) / 2
+            std[i, j] = cal.pooled_std
+            ok[i, j] = True
+    return mid, std, ok
+
+
+def to_z(raw: np.ndarray, mid: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(raw - mid) / std`` broadcast over leading axes, in float64."""
+    return (np.asarray(raw, dtype=np.float64) - mid) / std
+
+
+def resolve_layers(manifest: ReadoutManifest, spec: str | None) -> list[int]:
+    """Layers to show: ``None`` = the middle hooked layer, ``'all'``, or a number.
+
+    The middle of an even count is the lower of the two: with the default
+    extract layers (25/50/70/85 % depth) that is the half-way layer.
+    """
+    hooked = list(manifest.layers)
+    if not hooked:
+        raise UsageError("the manifest lists no layers")
+    if spec is None:
+        return [hooked[(len(hooked) - 1) // 2]]
+    spec = spec.strip()
+    if spec.lower() == "all":
+        return hooked
+    try:
+        layer = int(spec)
+    except ValueError:
+        raise UsageError(f"--layer must be a layer number or 'all', got {spec!r}") from None
+    if layer not in hooked:
+        raise UsageError(f"layer {layer} is not hooked; the manifest has layers {', '.join(map(str, hooked))}")
+    return [layer]
+
+
+def check_concepts(manifest: ReadoutManifest, names: Sequence[str]) -> list[str]:
+    """Return ``names`` (deduplicated, in order) or fail naming the unknown one."""
+    known = set(manifest.concepts)
+    out: list[str] = []
+    for name in names:
+        if name not in known:
+            hint = f" (it was dropped: {manifest.dropped[name]})" if name in manifest.dropped else ""
+            raise UsageError(
+                f"unknown concept {name!r}{hint}; the manifest has {', '.join(manifest.concepts)}"
+            )
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UsageError("--concepts names no concept")
+    return out
+
+
+def rank_concepts(manifest: ReadoutManifest, scored: ScoredText, layers: Sequence[int]) -> list[str]:
+    """All concepts, strongest first: largest |mean z| over the chosen layers.
+
+    Only calibrated entries count: a raw dot product has no unit to compare
+    with a z, so an uncalibrated (concept, layer) ranks as strength 0. Ties
+    (and NaN) keep manifest order, so the ranking is deterministic.
+    """
+    rows = [manifest.layers.index(layer) for layer in layers]
+    mid, std, ok = calibration_arrays(manifest, layers, manifest.concepts)
+    z = np.abs(to_z(np.asarray(scored.mean)[rows], mid, std))
+    strength = np.where(ok, np.nan_to_num(z, nan=0.0), 0.0).max(axis=0)
+    order = sorted(range(len(manifest.concepts)), key=lambda j: (-strength[j], j))
+    return [manifest.concepts[j] for j in order]
+
+
+def build_view(
+    scored: ScoredText,
+    manifest: ReadoutManifest,
+    *,
+    layers: Sequence[int],
+    concepts: Sequence[str] | None = None,
+    top_k: int | None = None,
+    model: str | None = None,
+) -> ReadoutView:
+    """Select and calibrate: ``concepts=None`` means ranked by strength, first ``top_k``.
+
+    ``layers`` and ``concepts`` must already be checked against the manifest
+    (:func:`resolve_layers`, :func:`check_concepts`).
+    """
+    scores = np.asarray(scored.scores)
+    n_tok, n_layers, n_concepts = len(scored.tokens), len(manifest.layers), len(manifest.concepts)
+    if scores.shape != (n_tok, n_layers, n_concepts):
+        raise ValueError(f"scores have shape {scores.shape}, expected {(n_tok, n_layers, n_concepts)}")
+    chosen = list(concepts) if concepts is not None else rank_concepts(manifest, scored, layers)
+    if top_k is not None and concepts is None:
+        chosen = chosen[:top_k]
+    rows = [manifest.layers.index(layer) for layer in layers]
+    cols = [manifest.concepts.index(c) for c in chosen]
+    mid, std, ok = calibration_arrays(manifest, layers, chosen)
+
+    def pick(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.float32)[..., rows, :][..., cols]
+
+    raw, mean_raw, last_raw = pick(scores), pick(scored.mean), pick(scored.last)
+    return ReadoutView(
+        model=model if model is not None else manifest.model,
+        tokens=list(scored.tokens),
+        token_ids=[int(t) for t in scored.token_ids],
+        layers=list(layers),
+        concepts=chosen,
+        raw=raw,
+        z=to_z(raw, mid, std),
+        mean_raw=mean_raw,
+        mean_z=to_z(mean_raw, mid, std),
+        last_raw=last_raw,
+        last_z=to_z(last_raw, mid, std),
+        calibrated=ok,
+        skip_first_tokens=manifest.skip_first_tokens,
+        agreement=scored.agreement,
+    )
