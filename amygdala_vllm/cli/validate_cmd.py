@@ -1,1 +1,102 @@
-"""(being written)"""
+"""``amygdala-vllm validate``: reload the vectors into vLLM, score held-out texts, write the report.
+
+Thin: parse flags, call :func:`amygdala_vllm.validate.run_validate`, print a
+compact summary. vLLM is imported only when the engine starts (inside the
+driver), so ``--help`` and input errors are instant. ``--min-auroc`` and a
+failed agreement check exit 1 through :class:`ValidationFailed`, after the
+report has been written and the summary printed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import ValidationFailed
+from ._app import app, command, console
+
+__all__ = ["validate_command"]
+
+
+def _fmt(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+@app.command("validate")
+@command
+def validate_command(
+    vectors: Annotated[Path, typer.Option("--vectors", help="NAME.safetensors from `reduce`; NAME.manifest.json beside it is the manifest.")],
+    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`; its held-out split is scored.")] = Path("runs/dataset"),
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png.")] = Path("runs/report"),
+    dtype: Annotated[str, typer.Option("--dtype", help="Model dtype: bf16, fp16 or fp32 (sets the agreement bar).")] = "bf16",
+    max_model_len: Annotated[int, typer.Option("--max-model-len", help="Context length handed to vLLM.")] = 2048,
+    kv_cache_gb: Annotated[float, typer.Option("--kv-cache-gb", help="KV cache size handed to vLLM, in GiB.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per engine call.")] = 16,
+    ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
+    min_auroc: Annotated[float | None, typer.Option("--min-auroc", help="Exit 1 if a concept's best-layer AUROC (manifest pooling) is below this.")] = None,
+    compare_methods: Annotated[bool, typer.Option("--compare-methods", help="Also compare CAA and LDA offline on the held-out texts (needs --activations).")] = False,
+    activations: Annotated[list[Path] | None, typer.Option("--activations", help="Activations dir from `extract --split all`, for --compare-methods; repeatable.")] = None,
+    shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
+    max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
+) -> None:
+    """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
+    from ..validate import ValidateOptions, run_validate
+
+    opts = ValidateOptions(
+        vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
+        dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
+        min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
+        max_texts=max_texts, shrinkage=shrinkage,
+    )
+    bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)
+
+    def progress(label: str, total: int) -> Callable[[int], None]:
+        bar.start()
+        task = bar.add_task(label, total=total)
+        return lambda n: bar.update(task, advance=n)
+
+    try:
+        result = run_validate(opts, progress)
+    finally:
+        bar.stop()
+    r = result.report
+    other = "last" if r.pooling == "mean" else "mean"
+    table = Table(title=f"held-out validation ({r.method} vectors, {r.heldout_texts} texts, model {r.model})")
+    for name, just in (("concept", "left"), ("+/-", "right"), ("best layer", "right"), (f"AUROC {r.pooling}", "right"),
+                       (f"AUROC {other}", "right"), ("Cohen's d", "right"), ("accuracy", "right")):
+        table.add_column(name, justify=just)  # type: ignore[arg-type]
+    for c in r.concepts:
+        m = next((l for l in c.layers if l.layer == c.best_layer), None)
+        counts = f"{c.heldout_positive}/{c.heldout_negative}"
+        if m is None:
+            table.add_row(c.concept, counts, f"n/a ({c.reason})", "", "", "", "")
+            continue
+        main, oth = getattr(m, r.pooling), getattr(m, other)
+        table.add_row(c.concept, counts, str(c.best_layer), _fmt(main.auroc), _fmt(oth.auroc),
+                      _fmt(main.cohens_d, ".2f"), _fmt(main.accuracy))
+    console.print(table)
+    if r.compare is not None:
+        cmp = Table(title=f"CAA vs LDA, offline ({r.compare.pooling} pooling): best held-out AUROC")
+        for name in ("concept", "CAA", "LDA"):
+            cmp.add_column(name, justify="left" if name == "concept" else "right")
+        for mc in r.compare.concepts:
+            cmp.add_row(mc.concept, _fmt(mc.best_caa), _fmt(mc.best_lda))
+        console.print(cmp)
+    a = r.agreement
+    if a.checked:
+        verdict = "[green]pass[/]" if a.passed else "[bold red]FAIL[/]"
+        console.print(f"agreement runtime vs offline: max |diff| {a.max_abs_diff:.3g} (bar {a.tolerance:.3g}, {a.dtype}) {verdict}")
+    else:
+        console.print("agreement runtime vs offline: [yellow]not checked[/]")
+    console.print(f"report: [bold]{result.paths['report.md']}[/], plots: {result.paths['auroc.png']}, "
+                  f"{result.paths['crosstalk.png']}", highlight=False)
+    if result.failures:
+        raise ValidationFailed("; ".join(result.failures))

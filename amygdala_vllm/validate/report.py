@@ -1,0 +1,182 @@
+"""Write the report dir: ``report.json``, ``report.md``, ``auroc.png``, ``crosstalk.png``.
+
+Each file is written atomically (temporary name, then rename), so a reader
+never sees half a report; files of an older run in the same dir are replaced
+one by one. Plots use matplotlib's Agg backend, imported here lazily so the
+CLI starts fast and no display is ever needed.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from .. import atomic
+from ..errors import FormatError, StoreError
+from ..formats import encode_json
+from .schema import VALIDATE_FORMAT, ValidateReport
+
+__all__ = ["write_report", "read_report", "render_markdown", "REPORT_FILES"]
+
+log = logging.getLogger(__name__)
+
+REPORT_FILES = ("report.json", "report.md", "auroc.png", "crosstalk.png")
+
+
+def read_report(path: Path) -> ValidateReport:
+    """Decode and check a ``report.json``."""
+    try:
+        report = msgspec.json.decode(Path(path).read_bytes(), type=ValidateReport)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise FormatError(f"{path} is not a readable {VALIDATE_FORMAT} report: {exc}") from exc
+    if report.format != VALIDATE_FORMAT:
+        raise FormatError(f"{path} has format {report.format!r}, expected {VALIDATE_FORMAT!r}")
+    return report
+
+
+def _f(x: float | None, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def render_markdown(r: ValidateReport) -> str:
+    """A human-readable report: summary, per-layer AUROC, agreement, cross-talk, OOD, comparison."""
+    other = "last" if r.pooling == "mean" else "mean"
+    lines = [
+        "# Validation report", "",
+        f"- model: `{r.model}`, dtype {r.dtype}",
+        f"- vectors: `{r.vectors}` ({r.method}, {r.pooling} pooling, layers {r.layers})",
+        f"- dataset: `{r.dataset}`, {r.heldout_texts} held-out texts"
+        + ("" if r.dataset_matches_manifest else " (**not the dataset the vectors were reduced from**)"),
+    ]
+    a = r.agreement
+    verdict = "not checked" if not a.checked else ("pass" if a.passed else "**FAIL**")
+    lines.append(f"- agreement (runtime vs offline projection): max |diff| {_f(a.max_abs_diff, '.3g')} "
+                 f"(bar {a.tolerance:.3g} for {a.dtype}): {verdict}")
+    if r.min_auroc is not None:
+        lines.append(f"- --min-auroc {r.min_auroc}: " + ("pass" if not r.failures else "**FAIL**"))
+    for f in r.failures:
+        lines.append(f"  - {f}")
+    lines += ["", "## Summary (best layer by AUROC, " + r.pooling + " pooling)", "",
+              f"| concept | held-out +/- | best layer | AUROC {r.pooling} | AUROC {other} | Cohen's d | accuracy |",
+              "|---|---|---|---|---|---|---|"]
+    for c in r.concepts:
+        m = next((l for l in c.layers if l.layer == c.best_layer), None)
+        if c.status != "ok" or m is None:
+            lines.append(f"| {c.concept} | {c.heldout_positive}/{c.heldout_negative} | n/a ({c.reason}) | | | | |")
+            continue
+        main, oth = getattr(m, r.pooling), getattr(m, other)
+        lines.append(f"| {c.concept} | {c.heldout_positive}/{c.heldout_negative} | {c.best_layer} | "
+                     f"{_f(main.auroc)} | {_f(oth.auroc)} | {_f(main.cohens_d, '.2f')} | {_f(main.accuracy)} |")
+    lines += ["", "## AUROC per layer (mean-pooled / last token)", "",
+              "| concept | " + " | ".join(f"L{l}" for l in r.layers) + " |",
+              "|---|" + "---|" * len(r.layers)]
+    for c in r.concepts:
+        lines.append(f"| {c.concept} | " + " | ".join(f"{_f(l.mean.auroc, '.2f')} / {_f(l.last.auroc, '.2f')}"
+                                                       for l in c.layers) + " |")
+    lines += ["", f"## Cross-talk at layer {r.crosstalk_layer}", "",
+              "Upper triangle: cosine between vectors; lower triangle: correlation of held-out projections.", ""]
+    names = [c.concept for c in r.concepts]
+    ct = next(t for t in r.crosstalk if t.layer == r.crosstalk_layer)
+    lines += ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for i, n in enumerate(names):
+        cells = [("1" if i == j else _f(ct.cosine[i][j] if j > i else ct.correlation[i][j], "+.2f"))
+                 for j in range(len(names))]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    if r.ood is not None:
+        lines += ["", f"## Out-of-distribution: `{r.ood.file}` ({r.ood.texts} texts, {r.pooling} pooling)", "",
+                  "z = (mean projection - calibrated threshold) / train pooled std, signed toward the concept.", "",
+                  "| concept | layer | mean | std | q05 | q50 | q95 | z | share positive |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for oc in r.ood.concepts:
+            for l in oc.layers:
+                q = l.quantiles
+                lines.append(f"| {oc.concept} | {l.layer} | {l.mean:.3g} | {l.std:.3g} | {q['q05']:.3g} | "
+                             f"{q['q50']:.3g} | {q['q95']:.3g} | {_f(l.z_mean, '+.2f')} | {l.fraction_positive:.2f} |")
+    if r.compare is not None:
+        cm = r.compare
+        lines += ["", f"## CAA vs LDA (offline, {cm.pooling} pooling, shrinkage {cm.shrinkage}; "
+                  f"{cm.train_texts} train / {cm.heldout_texts} held-out texts)", "",
+                  "| concept | best CAA | best LDA | " + " | ".join(f"L{l.layer} CAA/LDA" for l in cm.concepts[0].layers)
+                  + " |", "|---|---|---|" + "---|" * len(cm.concepts[0].layers)]
+        for mc in cm.concepts:
+            lines.append(f"| {mc.concept} | {_f(mc.best_caa)} | {_f(mc.best_lda)} | "
+                         + " | ".join(f"{_f(l.caa, '.2f')} / {_f(l.lda, '.2f')}" for l in mc.layers) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _matrix(rows: list[list[float | None]]) -> np.ndarray:
+    return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=np.float64)
+
+
+def _heat(ax, data: np.ndarray, xlabels, ylabels, title: str, vmin: float, vmax: float, cmap: str):
+    im = ax.imshow(np.ma.masked_invalid(data), vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto")
+    ax.set_xticks(range(len(xlabels)), labels=xlabels, rotation=45 if len(xlabels) > 6 else 0, ha="right" if len(xlabels) > 6 else "center")
+    ax.set_yticks(range(len(ylabels)), labels=ylabels)
+    ax.set_title(title)
+    if data.size <= 400:
+        for (i, j), v in np.ndenumerate(data):
+            ax.text(j, i, "n/a" if not np.isfinite(v) else f"{v:.2f}", ha="center", va="center", fontsize=7)
+    return im
+
+
+def render_plots(r: ValidateReport) -> dict[str, bytes]:
+    """PNG bytes of the AUROC heat map (concepts x layers, both poolings) and the cross-talk heat map."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = [c.concept for c in r.concepts]
+    layers = [f"L{l}" for l in r.layers]
+    label = max((len(n) for n in names), default=4) * 0.08  # inches of y tick labels
+    h = max(2.8, 0.35 * len(names) + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (label + max(2.5, 0.7 * len(layers))) + 1.2, h), squeeze=False,
+                             layout="constrained")
+    for ax, pooling in zip(axes[0], ("mean", "last")):
+        data = np.array([[np.nan if getattr(l, pooling).auroc is None else getattr(l, pooling).auroc for l in c.layers]
+                         for c in r.concepts], dtype=np.float64)
+        title = "mean-pooled" if pooling == "mean" else "last token"
+        im = _heat(ax, data, layers, names, f"held-out AUROC\n{title}", 0.0, 1.0, "RdYlGn")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    auroc_png = _png(fig)
+    plt.close(fig)
+
+    ct = next(t for t in r.crosstalk if t.layer == r.crosstalk_layer)
+    side = max(3.0, 0.45 * len(names) + 1.5)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * (side + label) + 1.2, side), squeeze=False, layout="constrained")
+    _heat(axes[0][0], _matrix(ct.cosine), names, names, f"cosine between vectors\nlayer {ct.layer}", -1, 1, "coolwarm")
+    im = _heat(axes[0][1], _matrix(ct.correlation), names, names,
+               f"correlation of held-out projections\nlayer {ct.layer}", -1, 1, "coolwarm")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    talk_png = _png(fig)
+    plt.close(fig)
+    return {"auroc.png": auroc_png, "crosstalk.png": talk_png}
+
+
+def write_report(out_dir: Path, report: ValidateReport) -> dict[str, Path]:
+    """Write every report file into ``out_dir`` (created if missing); return name -> path."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create report dir {out_dir}: {exc.strerror}") from exc
+    if not out_dir.is_dir():
+        raise StoreError(f"{out_dir} exists and is not a directory")
+    files = {"report.json": encode_json(report), "report.md": render_markdown(report).encode("utf-8")}
+    files.update(render_plots(report))
+    paths = {}
+    for name in REPORT_FILES:
+        atomic.write_bytes(out_dir / name, files[name])
+        paths[name] = out_dir / name
+    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return paths

@@ -1,0 +1,208 @@
+"""The ``validate`` driver: vectors + dataset -> vLLM readout on held-out texts -> report dir.
+
+Order matters for the user's time: every input is loaded and checked (vectors
+against manifest, held-out examples present, ``--ood`` readable, the
+``--compare-methods`` table computed offline) before the engine starts, since
+an engine start costs from seconds to minutes. The engine part is one call,
+``Readout(...).score_texts(texts)``, behind :data:`OpenReadout`, so tests (and
+a future offline mode) can hand in any object with ``score_texts``.
+
+The vectors reach the engine the way serving loads them: through
+``VLLM_READOUT_VECTORS`` and ``VLLM_READOUT_MANIFEST``, set for the engine's
+lifetime and restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..dataset import Dataset, load_dataset
+from ..errors import UsageError
+from ..formats import ReadoutManifest
+from .compare import compare_methods
+from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_scores
+from .ood import ood_report, read_ood_texts
+from .report import write_report
+from .schema import ValidateReport
+from .vectors import default_manifest_path, load_manifest, load_vectors
+
+__all__ = ["ValidateOptions", "ValidateResult", "OpenReadout", "run_validate", "pick_heldout", "min_auroc_failures"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], Callable[[int], None]]
+
+
+class ReadoutLike(Protocol):
+    def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[Any]: ...
+
+
+#: ``(model, vectors, manifest, **engine options) -> context manager yielding a ReadoutLike``.
+OpenReadout = Callable[..., contextlib.AbstractContextManager]
+
+
+@dataclass(frozen=True)
+class ValidateOptions:
+    """Every choice ``validate`` makes; the CLI flags map one to one."""
+
+    vectors: Path
+    training_data_dir: Path
+    manifest: Path | None = None
+    model: str | None = None
+    output_dir: Path = Path("runs/report")
+    dtype: str = "bf16"
+    max_model_len: int = 2048
+    kv_cache_gb: float = 1.0
+    batch_size: int = 16
+    ood: Path | None = None
+    min_auroc: float | None = None
+    compare_methods: bool = False
+    activations: Sequence[Path] = ()
+    max_texts: int | None = None
+    shrinkage: float = 0.1
+
+    def check(self) -> None:
+        """Refuse impossible combinations before any file is read."""
+        if self.dtype not in ("bf16", "fp16", "fp32"):
+            raise UsageError(f"unknown --dtype {self.dtype!r}; choose bf16, fp16 or fp32")
+        if self.min_auroc is not None and not 0.0 <= self.min_auroc <= 1.0:
+            raise UsageError(f"--min-auroc must be within [0, 1], got {self.min_auroc}")
+        if self.max_texts is not None and self.max_texts < 1:
+            raise UsageError(f"--max-texts must be at least 1, got {self.max_texts}")
+        if self.batch_size < 1:
+            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.compare_methods and not self.activations:
+            raise UsageError("--compare-methods needs --activations DIR (from `extract --split all`)")
+        if self.activations and not self.compare_methods:
+            raise UsageError("--activations is only used with --compare-methods")
+
+
+@dataclass
+class ValidateResult:
+    """The report as written, where its files are, and the reasons it failed (empty: passed)."""
+
+    report: ValidateReport
+    paths: dict[str, Path]
+    failures: list[str] = field(default_factory=list)
+
+
+def pick_heldout(classes: dict[str, tuple[np.ndarray, np.ndarray]], max_texts: int | None) -> list[int]:
+    """Unique held-out text ids; with a cap, taken round-robin over every (concept, polarity) class.
+
+    A plain prefix of the sorted ids could hold only one concept's positives;
+    round-robin keeps every class represented in a quick ``--max-texts`` run.
+    """
+    lists = [list(map(int, a)) for pair in classes.values() for a in pair]
+    if max_texts is None:
+        return sorted({t for lst in lists for t in lst})
+    chosen: dict[int, None] = {}
+    for k in range(max((len(lst) for lst in lists), default=0)):
+        for lst in lists:
+            if k < len(lst) and len(chosen) < max_texts:
+                chosen.setdefault(lst[k])
+    return sorted(chosen)
+
+
+def min_auroc_failures(report: ValidateReport, bar: float) -> list[str]:
+    """Concepts whose best-layer AUROC (manifest pooling) is below ``bar``; unmeasured ones fail too."""
+    out = []
+    for c in report.concepts:
+        if c.best_auroc is None:
+            out.append(f"{c.concept}: not measured ({c.reason or 'no finite AUROC'})")
+        elif c.best_auroc < bar:
+            out.append(f"{c.concept}: best AUROC {c.best_auroc:.3f} at layer {c.best_layer} "
+                       f"({report.pooling} pooling) < --min-auroc {bar}")
+    return out
+
+
+@contextlib.contextmanager
+def _readout_env(vectors: Path, manifest: Path) -> Iterator[None]:
+    keys = {"VLLM_READOUT_VECTORS": str(vectors.resolve()), "VLLM_READOUT_MANIFEST": str(manifest.resolve())}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def open_vllm_readout(model: str, vectors: Path, manifest: Path, **engine: Any) -> Iterator[ReadoutLike]:
+    """The real engine: ``amygdala_vllm.readout.Readout`` with the agreement check (vLLM imported here)."""
+    from ..readout import Readout  # heavy: vllm + torch
+
+    with Readout(model, vectors, manifest, check_agreement=True, **engine) as r:
+        yield r
+
+
+def _score(r: ReadoutLike, texts: list[str], label: str, progress: Progress | None) -> list[ScoresLike]:
+    advance = progress(label, len(texts)) if progress else None
+    scores = r.score_texts(texts, advance) if advance else r.score_texts(texts)
+    if len(scores) != len(texts):
+        raise RuntimeError(f"Readout returned {len(scores)} results for {len(texts)} texts")
+    return scores
+
+
+def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
+                 open_readout: OpenReadout | None = None) -> ValidateResult:
+    """Validate; see the module docstring. Failures (min AUROC, agreement) are returned, not raised."""
+    opts.check()
+    vectors_path = Path(opts.vectors)
+    man_path = Path(opts.manifest) if opts.manifest else default_manifest_path(vectors_path)
+    manifest = load_manifest(man_path)
+    vectors = load_vectors(vectors_path, manifest, man_path)
+    dataset = load_dataset(Path(opts.training_data_dir))
+    text_ids = _heldout_ids(dataset, manifest, opts.max_texts)
+    ood_texts = read_ood_texts(opts.ood) if opts.ood else None
+    compare = (compare_methods(opts.activations, dataset, manifest, shrinkage=opts.shrinkage)
+               if opts.compare_methods else None)
+
+    model = opts.model or manifest.model
+    engine = dict(dtype=opts.dtype, max_model_len=opts.max_model_len, kv_cache_gb=opts.kv_cache_gb,
+                  batch_size=opts.batch_size)
+    log.info("scoring %d held-out texts with %s", len(text_ids), model)
+    opener = open_readout or open_vllm_readout
+    with _readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
+        scores = _score(r, [dataset.texts[t].text for t in text_ids], "held-out", progress)
+        ood_scores = _score(r, ood_texts, "ood", progress) if ood_texts else None
+
+    report = evaluate(dataset, manifest, vectors, scores, text_ids, vectors_path=vectors_path,
+                      manifest_path=man_path, model=model, dtype=opts.dtype)
+    failures = []
+    a = report.agreement
+    if a.checked and not a.passed:
+        failures.append(f"agreement: runtime and offline projections differ by {a.max_abs_diff:.3g} "
+                        f"> {a.tolerance:.3g} allowed in {a.dtype}")
+    if opts.min_auroc is not None:
+        failures += min_auroc_failures(report, opts.min_auroc)
+    report.min_auroc = opts.min_auroc
+    report.failures = failures
+    if ood_scores is not None:
+        pooled = projections_from_scores(ood_scores, list(range(len(ood_scores)))).pooled(manifest.pooling)
+        report.ood = ood_report(opts.ood, manifest, pooled)
+    report.compare = compare
+    paths = write_report(Path(opts.output_dir), report)
+    return ValidateResult(report=report, paths=paths, failures=failures)
+
+
+def _heldout_ids(dataset: Dataset, manifest: ReadoutManifest, max_texts: int | None) -> list[int]:
+    classes = heldout_classes(dataset, manifest.concepts)
+    ids = pick_heldout(classes, max_texts)
+    if not ids:
+        raise UsageError(
+            f"the dataset {dataset.path} has no held-out examples for the manifest's concepts "
+            f"({', '.join(manifest.concepts)}); rebuild it with `amygdala-vllm pairs --heldout-fraction 0.2`"
+        )
+    return ids

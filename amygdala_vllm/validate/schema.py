@@ -1,0 +1,169 @@
+"""``report.json`` (format ``amygdala-validate/1``): what ``validate`` measured, as msgspec Structs.
+
+Every figure that may not exist (a concept without held-out negatives, a
+projection without spread) is ``null``, never NaN: JSON has no NaN and a
+reader should see "not measured" rather than a number. Structs forbid unknown
+fields like every other format of this tool; change a field only together with
+:data:`VALIDATE_FORMAT`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+__all__ = [
+    "VALIDATE_FORMAT",
+    "PoolingMetrics",
+    "LayerMetrics",
+    "ConceptReport",
+    "CrossTalkLayer",
+    "Agreement",
+    "OODLayer",
+    "OODConcept",
+    "OODReport",
+    "MethodLayer",
+    "MethodConcept",
+    "CompareReport",
+    "ValidateReport",
+    "opt",
+]
+
+VALIDATE_FORMAT = "amygdala-validate/1"
+
+
+def opt(x: float) -> float | None:
+    """A float for the report: non-finite becomes None (``null``)."""
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base: unknown fields are an error."""
+
+
+class PoolingMetrics(_Strict):
+    """One concept at one layer, one pooling of the projections."""
+
+    auroc: float | None
+    cohens_d: float | None
+    accuracy: float | None  # at the calibrated threshold; only for the manifest's pooling
+
+
+class LayerMetrics(_Strict):
+    """One concept at one hooked layer; ``threshold`` is the calibrated midpoint."""
+
+    layer: int
+    threshold: float
+    mean: PoolingMetrics
+    last: PoolingMetrics
+
+
+class ConceptReport(_Strict):
+    """Everything about one concept; ``status`` is ``n/a`` when a held-out class is empty."""
+
+    concept: str
+    status: str  # "ok" | "n/a"
+    reason: str | None
+    heldout_positive: int
+    heldout_negative: int
+    best_layer: int | None  # by AUROC with the manifest's pooling
+    best_auroc: float | None
+    layers: list[LayerMetrics]
+
+
+class CrossTalkLayer(_Strict):
+    """Concept x concept matrices at one layer, rows and columns in manifest concept order."""
+
+    layer: int
+    cosine: list[list[float | None]]  # between the unit vectors
+    correlation: list[list[float | None]]  # Pearson, between held-out projections (manifest pooling)
+
+
+class Agreement(_Strict):
+    """Runtime projection vs offline dot(captured pooled activation, vector), max over texts."""
+
+    checked: bool
+    max_abs_diff: float | None
+    max_abs_projection: float | None
+    tolerance: float
+    dtype: str
+    passed: bool | None
+
+
+class OODLayer(_Strict):
+    """Distribution of one concept's projection at one layer over the OOD texts (manifest pooling)."""
+
+    layer: int
+    mean: float
+    std: float
+    quantiles: dict[str, float]  # "q05".."q95"
+    z_mean: float | None  # (mean - threshold) / calibration pooled_std, signed so > 0 leans to the concept
+    fraction_positive: float  # share of texts on the positive side of the calibrated threshold
+
+
+class OODConcept(_Strict):
+    concept: str
+    layers: list[OODLayer]
+
+
+class OODReport(_Strict):
+    file: str
+    texts: int
+    concepts: list[OODConcept]
+
+
+class MethodLayer(_Strict):
+    """Held-out AUROC of offline CAA and LDA vectors at one layer."""
+
+    layer: int
+    caa: float | None
+    lda: float | None
+
+
+class MethodConcept(_Strict):
+    concept: str
+    heldout_positive: int
+    heldout_negative: int
+    layers: list[MethodLayer]
+    best_caa: float | None
+    best_lda: float | None
+
+
+class CompareReport(_Strict):
+    """``--compare-methods``: both directions from the same train texts, scored on the held-out ones."""
+
+    activations: list[str]
+    pooling: str
+    shrinkage: float
+    train_texts: int
+    heldout_texts: int
+    concepts: list[MethodConcept]
+
+
+class ValidateReport(_Strict):
+    """``report.json``."""
+
+    format: str
+    model: str
+    vectors: str
+    manifest: str
+    dataset: str
+    dataset_sha256: str
+    dataset_matches_manifest: bool
+    method: str
+    pooling: str  # the manifest's pooling: best layer, accuracy and cross-talk use it
+    skip_first_tokens: int
+    dtype: str
+    layers: list[int]
+    concepts: list[ConceptReport]
+    heldout_texts: int
+    best_layers: dict[str, int]
+    crosstalk_layer: int
+    crosstalk: list[CrossTalkLayer]
+    agreement: Agreement
+    min_auroc: float | None = None
+    failures: list[str] = []
+    ood: OODReport | None = None
+    compare: CompareReport | None = None

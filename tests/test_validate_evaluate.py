@@ -1,0 +1,163 @@
+"""validate.evaluate/crosstalk/ood/report on synthetic projections: the metric works, and it can fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amygdala_vllm.dataset import load_dataset
+from amygdala_vllm.formats import ExampleRecord
+from amygdala_vllm.validate import evaluate, load_manifest, load_vectors, read_report, write_report
+from amygdala_vllm.validate.crosstalk import crosstalk_layer, projection_correlation
+from amygdala_vllm.validate.evaluate import agreement_of, agreement_tolerance
+from amygdala_vllm.validate.ood import ood_report, read_ood_texts
+from amygdala_vllm.validate.run import pick_heldout
+from amygdala_vllm.validate.schema import VALIDATE_FORMAT
+from synthetic import SyntheticSpec, write_dataset
+from validate_fakes import fake_for, reduced_run
+
+SPEC = SyntheticSpec(train_per_class=40, heldout_per_class=60, noise=0.3, seed=3)
+
+
+def _report(root: Path, ds: Path, vec: Path, data, agreement: float | None = 0.0, dtype: str = "fp32"):
+    dataset = load_dataset(ds)
+    man = load_manifest(vec.with_suffix(".manifest.json"))
+    vectors = load_vectors(vec, man)
+    ids = sorted({e.text_id for e in dataset.examples if e.split == "heldout"})
+    fake = fake_for(data, vec, agreement)
+    scores = fake.score_texts([dataset.texts[i].text for i in ids])
+    return evaluate(dataset, man, vectors, scores, ids, dtype=dtype), man
+
+
+def test_planted_concepts_score_high(tmp_path: Path) -> None:
+    ds, _, data, vec = reduced_run(tmp_path, SPEC)
+    report, man = _report(tmp_path, ds, vec, data)
+    assert report.format == VALIDATE_FORMAT and report.heldout_texts == 3 * 2 * SPEC.heldout_per_class
+    for c in report.concepts:
+        assert c.status == "ok" and c.heldout_positive == c.heldout_negative == SPEC.heldout_per_class
+        assert c.best_auroc is not None and c.best_auroc > 0.99
+        for layer in c.layers:
+            assert layer.mean.auroc > 0.99 and layer.last.auroc > 0.99
+            assert layer.mean.cohens_d > 3
+            assert layer.mean.accuracy > 0.95  # the calibrated threshold transfers to held-out texts
+            assert layer.last.accuracy is None  # calibration exists for the manifest's pooling only
+    assert set(report.best_layers) == set(man.concepts)
+    assert report.agreement.checked and report.agreement.passed
+
+
+def test_shuffled_labels_score_about_chance(tmp_path: Path) -> None:
+    ds, _, data, vec = reduced_run(tmp_path, SPEC)
+    # Shuffle held-out polarities within each concept: the vectors are as good as before,
+    # the labels no longer mean anything, so AUROC must fall to ~0.5.
+    rng = np.random.default_rng(7)
+    shuffled = []
+    for emo in SPEC.emotions:
+        held = [e for e in data.examples if e.emotion == emo and e.split == "heldout"]
+        pols = [e.polarity for e in held]
+        rng.shuffle(pols)
+        shuffled += [ExampleRecord(e.emotion, p, e.text_id, e.score, e.split) for e, p in zip(held, pols)]
+    data.examples = [e for e in data.examples if e.split == "train"] + shuffled
+    write_dataset(ds, data)
+    report, _ = _report(tmp_path, ds, vec, data)
+    aurocs = [l.mean.auroc for c in report.concepts for l in c.layers]
+    assert abs(float(np.mean(aurocs)) - 0.5) < 0.08
+    assert max(abs(a - 0.5) for a in aurocs) < 0.2
+
+
+def test_concept_without_heldout_negatives_is_na(tmp_path: Path) -> None:
+    ds, _, data, vec = reduced_run(tmp_path, SPEC)
+    data.examples = [e for e in data.examples
+                     if not (e.emotion == "joy" and e.split == "heldout" and e.polarity == "negative")]
+    write_dataset(ds, data)
+    report, _ = _report(tmp_path, ds, vec, data)
+    joy = next(c for c in report.concepts if c.concept == "joy")
+    assert joy.status == "n/a" and joy.reason == "no held-out negatives" and joy.best_layer is None
+    assert all(l.mean.auroc is None and l.mean.cohens_d is None for l in joy.layers)
+    assert "joy" not in report.best_layers
+    paths = write_report(tmp_path / "report", report)  # n/a renders, does not crash
+    assert "n/a (no held-out negatives)" in paths["report.md"].read_text()
+
+
+def test_report_files_written_and_parse(tmp_path: Path) -> None:
+    ds, _, data, vec = reduced_run(tmp_path, SPEC)
+    report, man = _report(tmp_path, ds, vec, data)
+    ood = np.asarray(data.mean[:5], dtype=np.float64)
+    report.ood = ood_report("ood.txt", man, np.einsum("nlh,elh->nle", ood, load_vectors(vec, man)))
+    out = tmp_path / "nested" / "report"
+    paths = write_report(out, report)
+    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md"]
+    back = read_report(paths["report.json"])
+    assert back == report
+    raw = json.loads(paths["report.json"].read_text())
+    assert raw["format"] == "amygdala-validate/1" and raw["concepts"][0]["layers"][0]["mean"]["auroc"] > 0.9
+    for png in ("auroc.png", "crosstalk.png"):
+        assert paths[png].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = paths["report.md"].read_text()
+    assert "| anger |" in md and "Cross-talk at layer" in md and "Out-of-distribution" in md
+    assert not list(out.glob(".*tmp"))  # no temporary leftovers
+
+
+def test_crosstalk_matrices(tmp_path: Path) -> None:
+    ds, _, data, vec = reduced_run(tmp_path, SPEC)
+    report, man = _report(tmp_path, ds, vec, data)
+    assert [t.layer for t in report.crosstalk] == man.layers
+    t = report.crosstalk[0]
+    cos = np.array(t.cosine)
+    assert np.allclose(np.diag(cos), 1.0) and np.allclose(cos, cos.T)
+    assert np.allclose(np.diag(np.array(t.correlation)), 1.0)
+    assert report.crosstalk_layer in man.layers
+
+
+def test_projection_correlation_handles_constant_columns() -> None:
+    x = np.array([[1.0, 5.0, 2.0], [2.0, 5.0, 4.0], [3.0, 5.0, 6.1]])
+    c = projection_correlation(x)
+    assert c[0, 2] == pytest.approx(np.corrcoef(x[:, 0], x[:, 2])[0, 1])
+    assert np.isnan(c[0, 1]) and np.isnan(c[1, 1])
+
+
+def test_crosstalk_layer_choice() -> None:
+    assert crosstalk_layer([2, 5, 8], []) == 5
+    assert crosstalk_layer([2, 5, 8], [8, 8, 2]) == 8
+    assert crosstalk_layer([2, 5, 8, 11], [2, 11]) == 11  # tie: nearer the middle index (2)
+
+
+def test_agreement_bars() -> None:
+    assert agreement_tolerance("fp32", 1000.0) == 1e-4
+    assert agreement_tolerance("bf16", 10.0) == pytest.approx(5e-2 + 0.1)
+
+    @dataclasses.dataclass
+    class S:
+        mean: np.ndarray
+        last: np.ndarray
+        agreement: float | None
+
+    ok = [S(np.ones((1, 1)), np.ones((1, 1)), 5e-5), S(np.ones((1, 1)), -np.ones((1, 1)) * 3, 1e-6)]
+    a = agreement_of(ok, "fp32")
+    assert a.checked and a.passed and a.max_abs_diff == 5e-5 and a.max_abs_projection == 3.0
+    assert agreement_of([S(np.ones((1, 1)), np.ones((1, 1)), 2e-4)], "fp32").passed is False
+    none = agreement_of([S(np.ones((1, 1)), np.ones((1, 1)), None)], "bf16")
+    assert not none.checked and none.passed is None
+
+
+def test_pick_heldout_round_robin_keeps_every_class() -> None:
+    classes = {"a": (np.arange(0, 10), np.arange(10, 20)), "b": (np.arange(20, 30), np.array([0, 1]))}
+    ids = pick_heldout(classes, 8)
+    assert len(ids) == 8
+    assert all(any(i in set(arr.tolist()) for i in ids) for pair in classes.values() for arr in pair)
+    assert pick_heldout(classes, None) == list(range(30))
+
+
+def test_read_ood_texts(tmp_path: Path) -> None:
+    plain = tmp_path / "o.txt"
+    plain.write_text("first text\n\nsecond text\n")
+    assert read_ood_texts(plain) == ["first text", "second text"]
+    jl = tmp_path / "o.jsonl"
+    jl.write_text('{"text": "a"}\n{"text": "b", "meta": 1}\n')
+    assert read_ood_texts(jl) == ["a", "b"]
+    jl.write_text('{"text": "a"}\n{"body": "b"}\n')
+    with pytest.raises(Exception, match=r"o.jsonl:2: expected an object"):
+        read_ood_texts(jl)
