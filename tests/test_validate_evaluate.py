@@ -127,7 +127,7 @@ def test_crosstalk_layer_choice() -> None:
 
 def test_agreement_bars() -> None:
     assert agreement_tolerance("fp32", 1000.0) == 1e-4
-    assert agreement_tolerance("bf16", 10.0) == pytest.approx(5e-2 + 0.1)
+    assert agreement_tolerance("bf16", 10.0) == pytest.approx(1e-4 + 1e-4)
 
     @dataclasses.dataclass
     class S:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,6 +51,9 @@ def command(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # vLLM logs every engine step's housekeeping at INFO/WARNING; a CLI user wants the
+        # progress bar and the summary. Set VLLM_LOGGING_LEVEL yourself to see them.
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
         try:
             return fn(*args, **kwargs)
         except AmygdalaError as exc:

@@ -21,9 +21,9 @@ __all__ = ["reduce_command"]
 @app.command("reduce")
 @command
 def reduce_command(
-    activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")],
-    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")],
+    activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")] = [Path("runs/activations")],  # noqa: B006
+    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = Path("runs/dataset"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = Path("runs/amygdala.safetensors"),
     pooling: Annotated[str, typer.Option(help="Pooled activation to use: mean|last.")] = "mean",
     method: Annotated[str, typer.Option(help="caa (mean difference) or lda (shrinkage LDA).")] = "caa",
     shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,

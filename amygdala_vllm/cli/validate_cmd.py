@@ -30,7 +30,7 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 @app.command("validate")
 @command
 def validate_command(
-    vectors: Annotated[Path, typer.Option("--vectors", help="NAME.safetensors from `reduce`; NAME.manifest.json beside it is the manifest.")],
+    vectors: Annotated[Path, typer.Option("--vectors", help="NAME.safetensors from `reduce`; NAME.manifest.json beside it is the manifest.")] = Path("runs/amygdala.safetensors"),
     training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`; its held-out split is scored.")] = Path("runs/dataset"),
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,

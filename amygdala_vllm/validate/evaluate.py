@@ -143,9 +143,10 @@ def concept_reports(manifest: ReadoutManifest, proj: Projections,
 
 
 #: Agreement bars per model dtype: ``atol + rtol * max |projection|``. fp32 is the
-#: issue's contract (1e-4 absolute). In bf16/fp16 the runtime projects half-precision
-#: hidden states, whose products carry ~2^-8 relative error, hence the relative term.
-AGREEMENT_BARS = {"fp32": (1e-4, 0.0), "bf16": (5e-2, 1e-2), "fp16": (5e-2, 1e-2)}
+#: issue's contract (1e-4 absolute). In bf16/fp16 both paths upcast the very same
+#: half-precision residual rows to fp32 before projecting or pooling, so only fp32
+#: summation order differs; its error grows with the size of the projection.
+AGREEMENT_BARS = {"fp32": (1e-4, 0.0), "bf16": (1e-4, 1e-5), "fp16": (1e-4, 1e-5)}
 _DTYPE_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float": "fp32"}
 
 
