@@ -48,7 +48,7 @@ def _run(*args: str, input: str | None = None):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ((), "--vectors is required"),
+        ((), "--vectors runs/amygdala.safetensors does not exist"),
         (("--vectors", "{tmp}/nope.safetensors"), "--vectors {tmp}/nope.safetensors does not exist"),
         (("--vectors", "{tmp}/vec.bin"), "must be a .safetensors file"),
         (("--vectors", "{vec}", "--manifest", "{tmp}/m.json"), "manifest {tmp}/m.json does not exist"),
@@ -67,8 +67,9 @@ def _run(*args: str, input: str | None = None):
     ],
 )
 def test_bad_input_fails_in_one_line_before_the_engine_starts(
-    tmp_path: Path, engines: list[FakeReadout], args: tuple[str, ...], message: str
+    tmp_path: Path, engines: list[FakeReadout], args: tuple[str, ...], message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # the default --vectors is relative to the working directory
     vec = write_vectors(tmp_path)
     (tmp_path / "vec.bin").write_bytes(b"")
     (tmp_path / "in.txt").write_text("from a file")

@@ -99,7 +99,7 @@ def readout_command(
     text: Optional[str] = typer.Argument(None, help="Text to score. '-' (or nothing, with piped input) reads stdin."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from FILE (UTF-8)."),
     chat: bool = typer.Option(False, "--chat", help='Input is a JSON list of {"role", "content"} messages, rendered with the model\'s chat template.'),
-    vectors: Optional[Path] = typer.Option(None, "--vectors", help="NAME.safetensors written by `reduce`."),
+    vectors: Path = typer.Option(Path("runs/amygdala.safetensors"), "--vectors", help="NAME.safetensors written by `reduce`."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Readout manifest (default: NAME.manifest.json beside --vectors)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model to run (default: the manifest's model)."),
     concepts: Optional[str] = typer.Option(None, "--concepts", help=f"Comma-separated concepts to show (default: terminal the {TERMINAL_CONCEPTS} with the largest |mean z|; --json/--html all, strongest first)."),
@@ -116,11 +116,9 @@ def readout_command(
 
     if view not in ("auto", "table", "strip"):
         raise UsageError(f"--view must be auto, table or strip, got {view!r}")
-    if vectors is None:
-        raise UsageError("--vectors is required: the NAME.safetensors written by `reduce`")
     manifest_path = manifest if manifest is not None else _manifest_beside(vectors)
     if not vectors.is_file():
-        raise UsageError(f"--vectors {vectors} does not exist")
+        raise UsageError(f"--vectors {vectors} does not exist (run `amygdala-vllm reduce`, or pass --vectors)")
     if not manifest_path.is_file():
         raise UsageError(f"manifest {manifest_path} does not exist (pass --manifest)")
     man = read_json(manifest_path, ReadoutManifest, expect_format=READOUT_FORMAT)
