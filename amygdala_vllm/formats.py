@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from . import atomic
-from .errors import FormatError
+from .errors import FormatError, UsageError
 
 __all__ = [
     "PAIRS_FORMAT",
@@ -46,6 +46,7 @@ __all__ = [
     "encode_json",
     "read_jsonl",
     "encode_jsonl",
+    "manifest_path_for",
 ]
 
 PAIRS_FORMAT = "amygdala-pairs/1"
@@ -200,6 +201,19 @@ class ReadoutManifest(_Strict):
 
 
 # -------------------------------------------------------------------- helpers
+
+
+def manifest_path_for(vectors: Path, flag: str = "--vectors") -> Path:
+    """``NAME.safetensors`` -> ``NAME.manifest.json`` beside it: where ``reduce`` writes it.
+
+    The one naming rule shared by ``reduce``, ``validate``, ``readout`` and the
+    ``Readout`` API; ``flag`` names the option in the error.
+    """
+    vectors = Path(vectors)
+    if vectors.suffix != ".safetensors":
+        raise UsageError(f"{flag} must name a .safetensors file (NAME.safetensors), got {vectors}")
+    return vectors.with_suffix(".manifest.json")
+
 
 T = TypeVar("T")
 

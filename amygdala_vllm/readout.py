@@ -19,16 +19,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError
-from .formats import READOUT_FORMAT, ReadoutManifest, read_json
+from .formats import READOUT_FORMAT, ReadoutManifest, manifest_path_for, read_json
 
-__all__ = ["TextScores", "Readout", "manifest_path_for"]
-
-
-def manifest_path_for(vectors: Path) -> Path:
-    """``NAME.safetensors`` -> ``NAME.manifest.json`` (the file reduce writes beside it)."""
-    vectors = Path(vectors)
-    stem = vectors.name[: -len(".safetensors")] if vectors.name.endswith(".safetensors") else vectors.name
-    return vectors.with_name(stem + ".manifest.json")
+__all__ = ["TextScores", "Readout"]
 
 
 @dataclass(frozen=True)

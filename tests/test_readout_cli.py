@@ -50,7 +50,7 @@ def _run(*args: str, input: str | None = None):
     [
         ((), "--vectors runs/amygdala.safetensors does not exist"),
         (("--vectors", "{tmp}/nope.safetensors"), "--vectors {tmp}/nope.safetensors does not exist"),
-        (("--vectors", "{tmp}/vec.bin"), "must be a .safetensors file"),
+        (("--vectors", "{tmp}/vec.bin"), "must name a .safetensors file"),
         (("--vectors", "{vec}", "--manifest", "{tmp}/m.json"), "manifest {tmp}/m.json does not exist"),
         (("--vectors", "{vec}", "--concepts", "joy,rage"), "unknown concept 'rage'"),
         (("--vectors", "{vec}", "--layer", "5"), "layer 5 is not hooked; the manifest has layers 3, 8, 14, 20"),

@@ -133,7 +133,7 @@ def test_output_problems(tmp_path: Path) -> None:
     assert res.exit_code == 1 and "StoreError: cannot write" in res.output and "does not exist" in res.output
     assert not (tmp_path / "no").exists()
     res = _invoke(ds, dirs, tmp_path / "v.bin")
-    assert res.exit_code == 1 and "--output must end in .safetensors" in res.output
+    assert res.exit_code == 1 and "--output must name a .safetensors file" in res.output
     out = tmp_path / "v.safetensors"
     out.write_bytes(b"old")
     res = _invoke(ds, dirs, out)

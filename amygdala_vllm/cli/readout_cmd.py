@@ -20,7 +20,7 @@ import typer
 
 from .. import atomic
 from ..errors import StoreError, UsageError
-from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
+from ..formats import READOUT_FORMAT, ReadoutManifest, manifest_path_for, read_json
 from ._app import app, command, console, err_console
 
 if TYPE_CHECKING:
@@ -30,13 +30,6 @@ __all__ = ["readout_command", "read_input"]
 
 TERMINAL_CONCEPTS = 4
 TABLE_MAX_TOKENS = 48
-
-
-def _manifest_beside(vectors: Path) -> Path:
-    """``NAME.safetensors`` -> ``NAME.manifest.json`` (where ``reduce`` writes it)."""
-    if vectors.suffix != ".safetensors":
-        raise UsageError(f"--vectors must be a .safetensors file written by `reduce`, got {vectors}")
-    return vectors.with_suffix(".manifest.json")
 
 
 def read_input(text: Optional[str], file: Optional[Path], stdin: io.TextIOBase) -> str:
@@ -116,7 +109,7 @@ def readout_command(
 
     if view not in ("auto", "table", "strip"):
         raise UsageError(f"--view must be auto, table or strip, got {view!r}")
-    manifest_path = manifest if manifest is not None else _manifest_beside(vectors)
+    manifest_path = manifest if manifest is not None else manifest_path_for(vectors)
     if not vectors.is_file():
         raise UsageError(f"--vectors {vectors} does not exist (run `amygdala-vllm reduce`, or pass --vectors)")
     if not manifest_path.is_file():

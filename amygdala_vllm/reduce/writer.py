@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import atomic
 from ..errors import StoreError, UsageError
-from ..formats import ReadoutManifest, encode_json
+from ..formats import ReadoutManifest, encode_json, manifest_path_for
 
 __all__ = ["DTYPES", "manifest_path", "cast", "safetensors_bytes", "write_outputs"]
 
@@ -35,10 +35,7 @@ DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 
 def manifest_path(output: Path) -> Path:
     """``NAME.safetensors`` -> ``NAME.manifest.json`` beside it."""
-    output = Path(output)
-    if output.suffix != ".safetensors":
-        raise UsageError(f"--output must end in .safetensors, got {output}")
-    return output.with_suffix(".manifest.json")
+    return manifest_path_for(output, "--output")
 
 
 def _bf16_bits(x: np.ndarray) -> np.ndarray:

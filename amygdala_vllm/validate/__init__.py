@@ -17,7 +17,7 @@ from .metrics import accuracy_at, auroc, best_index, calibrated_threshold, cohen
 from .report import read_report, write_report
 from .run import ValidateOptions, ValidateResult, run_validate
 from .schema import VALIDATE_FORMAT, ValidateReport
-from .vectors import default_manifest_path, load_manifest, load_vectors
+from .vectors import load_manifest, load_vectors
 
 __all__ = [
     "run_validate",
@@ -39,5 +39,4 @@ __all__ = [
     "VALIDATE_FORMAT",
     "load_manifest",
     "load_vectors",
-    "default_manifest_path",
 ]

@@ -26,13 +26,13 @@ import numpy as np
 
 from ..dataset import Dataset, load_dataset
 from ..errors import UsageError
-from ..formats import ReadoutManifest
+from ..formats import ReadoutManifest, manifest_path_for
 from .compare import compare_methods
 from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_scores
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
-from .vectors import default_manifest_path, load_manifest, load_vectors
+from .vectors import load_manifest, load_vectors
 
 __all__ = ["ValidateOptions", "ValidateResult", "OpenReadout", "run_validate", "pick_heldout", "min_auroc_failures"]
 
@@ -160,7 +160,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     """Validate; see the module docstring. Failures (min AUROC, agreement) are returned, not raised."""
     opts.check()
     vectors_path = Path(opts.vectors)
-    man_path = Path(opts.manifest) if opts.manifest else default_manifest_path(vectors_path)
+    man_path = Path(opts.manifest) if opts.manifest else manifest_path_for(vectors_path)
     manifest = load_manifest(man_path)
     vectors = load_vectors(vectors_path, manifest, man_path)
     dataset = load_dataset(Path(opts.training_data_dir))

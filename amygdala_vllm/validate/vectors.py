@@ -17,20 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FormatError, UsageError
+from ..errors import FormatError
 from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
 
-__all__ = ["default_manifest_path", "load_manifest", "load_vectors"]
+__all__ = ["load_manifest", "load_vectors"]
 
 _DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8")}
-
-
-def default_manifest_path(vectors: Path) -> Path:
-    """``NAME.safetensors`` -> ``NAME.manifest.json`` beside it (what ``reduce`` writes)."""
-    vectors = Path(vectors)
-    if vectors.suffix != ".safetensors":
-        raise UsageError(f"--vectors must name a .safetensors file, got {vectors} (or pass --manifest)")
-    return vectors.with_suffix(".manifest.json")
 
 
 def load_manifest(path: Path) -> ReadoutManifest:

