@@ -249,6 +249,8 @@ def _run_shards(opts: ExtractOptions, dataset: Dataset, header: CaptureInfo, tod
             max_num_batched_tokens=opts.max_num_batched_tokens,
             tensor_parallel_size=opts.tensor_parallel_size,
             enforce_eager=opts.enforce_eager,
+            # Compiled graphs never run Python hooks: the layers are tapped by a custom op instead.
+            tap_layers=None if opts.enforce_eager else list(header.layers),
             extra=opts.engine_extra,
         )
     )

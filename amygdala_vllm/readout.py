@@ -63,7 +63,9 @@ class Readout:
         self.llm = llm if llm is not None else open_engine(
             EngineOptions(model=resolve_model(model or self.manifest.model), dtype=dtype, max_model_len=max_model_len,
                           kv_cache_bytes=int(kv_cache_gb * (1 << 30)), max_num_seqs=max(batch_size, 1),
-                          enforce_eager=enforce_eager, extra=dict(engine_extra or {}))
+                          enforce_eager=enforce_eager,
+                          tap_layers=None if enforce_eager else list(self.manifest.layers),
+                          extra=dict(engine_extra or {}))
         )
         self.tokenizer = self.llm.get_tokenizer()
         skip = self.manifest.skip_first_tokens if check_agreement else None

@@ -59,6 +59,7 @@ def extract(
     overlong: str = typer.Option("truncate", "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
+    compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md), or eager mode with hooks (default: eager; on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
     from ..extract import ExtractOptions, run_extract
@@ -69,7 +70,7 @@ def extract(
         batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
         max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size, split=split,
         num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
-        force=force,
+        force=force, enforce_eager=not compile_,
     )
     progress = Progress(
         TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),

@@ -103,6 +103,7 @@ def readout_command(
     dtype: str = typer.Option("bf16", "--dtype", help="Model dtype: bf16, fp16 or fp32."),
     max_model_len: int = typer.Option(2048, "--max-model-len", help="Context length handed to vLLM."),
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB."),
+    compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
 ) -> None:
     """Score a text with the readout vectors inside vLLM and show z per token and concept."""
     from ..render import check_concepts, parse_chat, resolve_layers
@@ -131,7 +132,7 @@ def readout_command(
     err_console.print(f"scoring with [bold]{model or man.model}[/] in vLLM ...", highlight=False)
     with _stdout_to_stderr(json_out):
         with Readout(model or man.model, vectors, manifest_path, dtype=dtype, max_model_len=max_model_len,
-                     kv_cache_gb=kv_cache_gb, batch_size=1) as engine:
+                     kv_cache_gb=kv_cache_gb, batch_size=1, enforce_eager=not compile_) as engine:
             if messages is not None:
                 ids = engine.chat_token_ids([{"role": m.role, "content": m.content} for m in messages])
                 scored = engine.score_token_ids([ids])[0]

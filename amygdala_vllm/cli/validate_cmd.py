@@ -45,6 +45,7 @@ def validate_command(
     activations: Annotated[list[Path] | None, typer.Option("--activations", help="Activations dir from `extract --split all`, for --compare-methods; repeatable.")] = None,
     shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
+    compile_: Annotated[bool, typer.Option("--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed).")] = False,
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
@@ -53,7 +54,7 @@ def validate_command(
         vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
         dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
         min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
-        max_texts=max_texts, shrinkage=shrinkage,
+        max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_,
     )
     bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)

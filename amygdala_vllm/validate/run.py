@@ -68,6 +68,7 @@ class ValidateOptions:
     activations: Sequence[Path] = ()
     max_texts: int | None = None
     shrinkage: float = 0.1
+    enforce_eager: bool = True
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is read."""
@@ -171,7 +172,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
 
     model = opts.model or manifest.model
     engine = dict(dtype=opts.dtype, max_model_len=opts.max_model_len, kv_cache_gb=opts.kv_cache_gb,
-                  batch_size=opts.batch_size)
+                  batch_size=opts.batch_size, enforce_eager=opts.enforce_eager)
     log.info("scoring %d held-out texts with %s", len(text_ids), model)
     opener = open_readout or open_vllm_readout
     with _readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
