@@ -90,14 +90,17 @@ def notes(doc: dict[str, Any]) -> list[str]:
         first, last = mem[0], mem[-1]
         flat = t["memory_flat"]["met"]
         out.append(
-            f"- **Memory {'flat' if flat else 'NOT flat'}:** peak RSS {first['peak_rss_mib']:,.0f} MiB at "
+            f"- **Memory {'flat' if flat else 'NOT flat'}:** growth while extracting (peak minus RSS after the "
+            f"engine started) {first['growth_mib']:+,.0f} MiB at {first['texts']:,} texts vs "
+            f"{last['growth_mib']:+,.0f} MiB at {last['texts']:,} (the target compares these two). Raw peak RSS "
+            f"{first['peak_rss_mib']:,.0f} MiB at "
             f"{first['texts']:,} texts vs {last['peak_rss_mib']:,.0f} MiB at {last['texts']:,} "
             f"({last['texts'] // first['texts']}x the texts; difference {last['peak_rss_mib'] - first['peak_rss_mib']:+,.0f} "
             "MiB). Almost all of it is the engine (weights, 1 GiB KV cache, torch and vLLM); extract holds one "
             "shard (256 texts x 4 layers x 576 x 2 x float32 = 4.5 MiB) plus the dataset's text records. "
             "Short texts (3 words) and batch size 64 were used to keep the 16x spread affordable; peak RSS is a "
-            "high-water mark, so each size ran once in a fresh process. The growth column (peak while extracting "
-            "minus RSS just after the engine started) is noisier: that baseline differed between the processes by "
+            "high-water mark, so each size ran once in a fresh process. The raw peaks include the engine's start-up "
+            "RSS, which differed between the processes by "
             f"{max(x['rss_after_start_mib'] for x in mem) - min(x['rss_after_start_mib'] for x in mem):.0f} MiB "
             "(file-backed pages of a process can be reclaimed and faulted back while other processes need memory); "
             "what extract keeps per text is the dataset's records, a few hundred bytes each.")

@@ -106,8 +106,7 @@ def build(results: dict[str, Any], mach: dict[str, Any], args: Any, command: str
                        "met": side[3]["ratio_vs_extract"] >= TARGET_SEED},
         "vs_hf_best": {"value": side[4]["ratio_vs_extract"], "target": TARGET_BEST,
                        "met": side[4]["ratio_vs_extract"] >= TARGET_BEST},
-        "memory_flat": {"value": memory[-1]["peak_rss_mib"] - memory[0]["peak_rss_mib"], "target_mib": 64,
-                        "met": memory[-1]["peak_rss_mib"] - memory[0]["peak_rss_mib"] <= 64},
+        "memory_flat": memory_target(memory),
     }
     return {
         "format": "amygdala-bench/1",
@@ -132,6 +131,16 @@ def build(results: dict[str, Any], mach: dict[str, Any], args: Any, command: str
         "work": counts,
         "targets": targets,
     }
+
+
+def memory_target(memory: list[dict[str, Any]]) -> dict[str, Any]:
+    """What extracting adds over the started engine, at the largest vs the smallest dataset.
+
+    The engine's own start-up RSS varies between processes by tens of MiB and does
+    not depend on the data, so the raw peaks are reported beside it, not judged.
+    """
+    value = memory[-1]["growth_mib"] - memory[0]["growth_mib"]
+    return {"value": value, "target_mib": 64, "met": value <= 64}
 
 
 def _f(x: float, nd: int = 2) -> str:
