@@ -13,6 +13,7 @@ import functools
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -53,7 +54,10 @@ def command(fn: F) -> F:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         # vLLM logs every engine step's housekeeping at INFO/WARNING; a CLI user wants the
         # progress bar and the summary. Set VLLM_LOGGING_LEVEL yourself to see them.
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        if "VLLM_LOGGING_LEVEL" not in os.environ:
+            os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"
+            logging.getLogger("vllm").setLevel(logging.ERROR)  # it also propagates to our root handler
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
         try:
             return fn(*args, **kwargs)
         except AmygdalaError as exc:
