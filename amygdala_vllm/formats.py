@@ -20,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from . import atomic
-from .errors import FormatError, UsageError
+from .errors import AmygdalaError, FormatError, UsageError
 
 __all__ = [
     "PAIRS_FORMAT",
@@ -47,6 +47,7 @@ __all__ = [
     "read_jsonl",
     "encode_jsonl",
     "manifest_path_for",
+    "read_input",
 ]
 
 PAIRS_FORMAT = "amygdala-pairs/1"
@@ -230,15 +231,25 @@ def write_json(path: Path, obj: Any) -> None:
     atomic.write_bytes(Path(path), encode_json(obj))
 
 
+def read_input(path: Path, *, what: str = "", error: type[AmygdalaError] = FormatError) -> bytes:
+    """The bytes of an input file; a missing or unreadable one becomes ``error`` naming it.
+
+    ``what`` describes the file in the message ("memory file", "vectors file").
+    """
+    path = Path(path)
+    name = f"{what} {path}" if what else str(path)
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as exc:
+        raise error(f"{name} does not exist") from exc
+    except OSError as exc:
+        raise error(f"cannot read {name}: {exc.strerror}") from exc
+
+
 def read_json(path: Path, type_: type[T], *, expect_format: str | None = None) -> T:
     """Read and validate a JSON file; any problem becomes a :class:`FormatError`."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FormatError(f"{path} does not exist") from exc
-    except OSError as exc:
-        raise FormatError(f"cannot read {path}: {exc.strerror}") from exc
+    data = read_input(path)
     if expect_format is not None:
         try:
             raw = msgspec.json.decode(data)

@@ -31,6 +31,7 @@ from ..formats import (
     TextRecord,
     encode_json,
     encode_jsonl,
+    read_input,
 )
 from .select import Example, Rules, Unit, choose_emotions, parse_emotion_list, prepare_texts, select_examples
 from .sources import SourceSpec, read_source
@@ -88,12 +89,7 @@ def check_output_dir(path: Path, *, force: bool) -> None:
 def read_emotions_file(path: Path) -> list[str]:
     """The curated emotion names of ``path`` (one per line, ``#`` comments), canonical."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise UsageError(f"emotions file {path} does not exist") from exc
-    except OSError as exc:
-        raise UsageError(f"cannot read emotions file {path}: {exc.strerror}") from exc
+    data = read_input(path, what="emotions file", error=UsageError)
     try:
         names = parse_emotion_list(data.decode("utf-8"))
     except UnicodeDecodeError as exc:

@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from ..errors import FormatError, SourceError, UsageError
+from ..formats import read_input
 from .nodes import Node
 
 __all__ = [
@@ -147,22 +148,14 @@ def read_stories(directory: Path) -> list[Node]:
             continue
         if not path.is_file():
             continue
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise SourceError(f"cannot read {path}: {exc.strerror}") from exc
+        data = read_input(path, error=SourceError)
         nodes.append(Node(key=rel.as_posix(), content=_decode_utf8(data, str(path)), type="story"))
     return nodes
 
 
 def _read_file(path: Path, strict: bool) -> SourceResult:
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise SourceError(f"memory file {path} does not exist") from exc
-    except OSError as exc:
-        raise SourceError(f"cannot read memory file {path}: {exc.strerror}") from exc
+    data = read_input(path, what="memory file", error=SourceError)
     nodes, skipped = parse_jsonl_nodes(data, str(path), strict=strict)
     desc = {"kind": "jsonl", "path": str(path), "sha256": hashlib.sha256(data).hexdigest()}
     return SourceResult(nodes, skipped, desc)

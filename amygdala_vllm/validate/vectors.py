@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FormatError
-from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
+from ..formats import READOUT_FORMAT, ReadoutManifest, read_input, read_json
 
 __all__ = ["load_manifest", "load_vectors"]
 
@@ -38,12 +38,7 @@ def load_manifest(path: Path) -> ReadoutManifest:
 
 
 def _read_tensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise FormatError(f"vectors file {path} does not exist") from exc
-    except OSError as exc:
-        raise FormatError(f"cannot read vectors file {path}: {exc.strerror}") from exc
+    raw = read_input(path, what="vectors file")
     try:
         (n,) = struct.unpack("<Q", raw[:8])
         header = json.loads(raw[8 : 8 + n])
