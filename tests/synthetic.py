@@ -32,18 +32,10 @@ from amygdala_vllm.dataset import dataset_sha256
 from amygdala_vllm.formats import (
     CAPTURE_FILE,
     CAPTURE_FORMAT,
-    DATASET_FILE,
-    EXAMPLES_FILE,
     LAYER_SEMANTICS,
-    PAIRS_FORMAT,
-    TEXTS_FILE,
     CaptureInfo,
-    DatasetInfo,
-    DatasetStats,
-    EmotionCounts,
     ExampleRecord,
     TextRecord,
-    encode_jsonl,
     write_json,
 )
 from amygdala_vllm.shards import Shard, shard_name, write_shard
@@ -121,20 +113,10 @@ def make_synthetic(spec: SyntheticSpec = SyntheticSpec()) -> SyntheticData:
 
 def write_dataset(path: Path, data: SyntheticData) -> str:
     """Write a dataset dir (as ``pairs`` would); return its sha256."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    counts = {}
-    for emo in data.spec.emotions:
-        ex = [e for e in data.examples if e.emotion == emo]
-        counts[emo] = EmotionCounts(*(sum(1 for e in ex if e.split == s and e.polarity == p)
-                                      for s, p in (("train", "positive"), ("train", "negative"),
-                                                   ("heldout", "positive"), ("heldout", "negative"))))
-    info = DatasetInfo(format=PAIRS_FORMAT, source={"kind": "synthetic"}, options={"seed": data.spec.seed},
-                       emotions=counts, stats=DatasetStats(nodes_read=len(data.texts), nodes_skipped={},
-                                                           texts=len(data.texts)))
-    write_json(path / DATASET_FILE, info)
-    (path / TEXTS_FILE).write_bytes(encode_jsonl(data.texts))
-    (path / EXAMPLES_FILE).write_bytes(encode_jsonl(data.examples))
+    from text_datasets import write_dataset_dir
+
+    write_dataset_dir(path, data.texts, data.examples, source={"kind": "synthetic"}, options={"seed": data.spec.seed},
+                      emotions=tuple(data.spec.emotions))
     return dataset_sha256(path)
 
 

