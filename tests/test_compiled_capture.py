@@ -36,6 +36,7 @@ def _child(job: dict[str, Any]) -> None:
     from vllm.inputs import TokensPrompt
 
     from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, ReadoutSession, model_info, open_engine
+    from amygdala_vllm.vllm_ext.engine import _prefill
 
     t0 = time.perf_counter()
     llm = open_engine(EngineOptions(model=job["model"], dtype=job.get("dtype", "fp32"), max_model_len=512,
@@ -55,7 +56,11 @@ def _child(job: dict[str, Any]) -> None:
         try:
             for rep in range(job.get("repeats", 1)):
                 t = time.perf_counter()
-                got = session.run(prompts)
+                if job.get("prompt_logprobs"):  # the runner computes logits a second time in these steps
+                    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1, skip_reading_prefix_cache=True)
+                    got = session.collect(prompts, _prefill(llm, prompts, params))
+                else:
+                    got = session.run(prompts)
                 meta.setdefault("capture_s", []).append(time.perf_counter() - t)
         finally:
             session.close()
@@ -96,7 +101,8 @@ def _aot_dirs(cache_root: Path) -> set[str]:
 
 @pytest.fixture(scope="module")
 def compiled_runs(tmp_path_factory, tiny_llama_dir):
-    """Three compiled children on one cache: taps [0, 3] with readout; a plain engine; taps [1, 2] (warm cache)."""
+    """Three compiled children on one cache: taps [0, 3] with readout; a plain engine; taps [1, 2] (warm cache,
+    prompts run with prompt logprobs)."""
     from test_readout_engine import write_vectors
 
     root = tmp_path_factory.mktemp("compiled")
@@ -114,7 +120,8 @@ def compiled_runs(tmp_path_factory, tiny_llama_dir):
                                   out=str(root / "taps")), cache)
     dirs_after_first = _aot_dirs(cache)
     runs["plain"] = run_child(dict(base, taps=None, try_capture=True, out=str(root / "plain")), cache)
-    runs["other"] = run_child(dict(base, taps=OTHER_TAPS, capture=OTHER_TAPS, out=str(root / "other")), cache)
+    runs["other"] = run_child(dict(base, taps=OTHER_TAPS, capture=OTHER_TAPS, prompt_logprobs=True,
+                                   out=str(root / "other")), cache)
     return dict(runs=runs, prompts=prompts, mats=mats, cache=cache, first_dirs=dirs_after_first)
 
 
@@ -159,6 +166,7 @@ def test_compiled_readout_scores_equal_activation_dot_vector(compiled_runs, tiny
 
 
 def test_warm_cache_with_other_layers_captures_those_layers(compiled_runs, engine_pool, tiny_llama_dir):
+    """Also: prompt logprobs make the runner compute logits twice a step; each row still counts once."""
     arrays, meta = compiled_runs["runs"]["other"]
     assert meta["info"]["tapped_layers"] == OTHER_TAPS
     # the first child left a compiled graph in the cache; the other layers got their own cache entry

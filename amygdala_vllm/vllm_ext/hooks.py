@@ -8,10 +8,10 @@ top-level model closes the step. A hook that fails raises: for a measuring tool
 a silently skipped token is corrupt data.
 
 :class:`LayerHooks` is the eager path. Under ``torch.compile`` per-layer hooks do
-not fire; :class:`TapHooks` keeps the same step hooks (the runner's top-level
-model is outside the compiled region) and reads each layer's stream from the
-persistent buffer the compiled graph's ``amygdala_tap`` op wrote (``ops.py``),
-after the forward, so the consumers see exactly what the eager hooks give them.
+not fire; :class:`TapHooks` reads each layer's stream from the persistent buffer
+the compiled graph's ``amygdala_tap`` op wrote (``ops.py``), in one hook that runs
+after the forward (also after a CUDA-graph replay), so the consumers see exactly
+what the eager hooks give them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ..errors import IncompatibleVLLMError
 from . import probes
 from .layers import DecoderLayers
 from .ops import tapped_layers
@@ -87,11 +88,22 @@ class LayerHooks:
 
 
 class TapHooks:
-    """Compiled path: step hooks on the top-level model, layer streams from the tap buffers.
+    """Compiled path: after each forward, hand the tap buffers' real rows to the consumer.
 
-    The pre-hook reads the step layout as :class:`LayerHooks` does; the
-    post-hook hands the first ``num_tokens`` rows of each tapped layer's buffer
-    to the consumer, in ``layers`` order, then closes the step.
+    Everything runs in one hook that fires after the forward, outside the
+    compiled region and outside any CUDA graph: a forward pre-hook on the
+    model's ``LogitsProcessor``, which the runner calls (through
+    ``compute_logits``) after every forward on the last pipeline rank. A hook
+    on the top-level model would do on CPU, but on GPU the runner calls the
+    model through a CUDA-graph wrapper whose replays run no module hooks at
+    all. The step layout comes from the runner's bookkeeping and its persistent
+    position buffer (what the graph replayed from), never from forward
+    arguments. A step is handed over once even if logits are computed twice in
+    it (prompt logprobs call ``compute_logits`` again).
+
+    A pipeline stage before the last computes no logits; there the hook sits
+    on the top-level model, which only works when no CUDA-graph wrapper
+    replays it (refused otherwise).
     """
 
     def __init__(self, runner: Any, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
@@ -105,22 +117,30 @@ class TapHooks:
         self._runner = runner
         self._consumer = consumer
         self._taps = [(pos, taps[i].tap) for pos, i in enumerate(layers) if decoder.owns(i)]
-        self._rows = 0
+        self._last_step: tuple[Any, ...] | None = None
         model = probes.runner_model(runner)
-        self._handles = [
-            model.register_forward_pre_hook(self._pre, with_kwargs=True),
-            model.register_forward_hook(self._post),
-        ]
+        if probes.is_last_pipeline_rank():
+            site = probes.logits_processor(model)
+            self._handles = [site.register_forward_pre_hook(lambda module, args: self._after_forward())]
+        elif probes.graph_wrapped(runner):
+            raise IncompatibleVLLMError(
+                "a pipeline stage before the last, replayed from CUDA graphs, runs no hook after its forward; "
+                "capture with --eager or without pipeline parallelism"
+            )
+        else:
+            self._handles = [model.register_forward_hook(lambda module, args, output: self._after_forward())]
 
-    def _pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    def _after_forward(self) -> None:
         req_ids, starts, prompt_lens = probes.step_bookkeeping(self._runner)
-        positions = probes.forward_positions(args, kwargs)
-        self._rows = int(positions.shape[-1])
-        self._consumer.begin_step(build_step_layout(req_ids, starts, positions, prompt_lens))
-
-    def _post(self, module: torch.nn.Module, args: tuple, output: Any) -> None:
+        positions = probes.step_positions(self._runner, int(starts[-1]))
+        layout = build_step_layout(req_ids, starts, positions, prompt_lens)
+        key = (tuple(req_ids), starts.tobytes(), layout.positions.numpy().tobytes())
+        if key == self._last_step:
+            return
+        self._last_step = key
+        self._consumer.begin_step(layout)
         for pos, buf in self._taps:
-            self._consumer.add(pos, buf[: self._rows])
+            self._consumer.add(pos, buf[: layout.num_rows])
         self._consumer.end_step()
 
     def remove(self) -> None:

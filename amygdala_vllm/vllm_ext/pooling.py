@@ -38,11 +38,17 @@ class PooledAccumulator:
     ``index_add_``; capacity doubles when more requests are in flight at once.
     Growth happens inside vLLM's forward (inference mode), so the buffers may be
     inference tensors: every method that writes them runs in inference mode.
+
+    The sums live on ``device`` (the model's), so a GPU step folds its rows in
+    without copying them to the host; only the per-step row maps cross over
+    (once per step, not per layer), and :meth:`pop` returns host tensors.
     """
 
-    def __init__(self, num_layers: int, hidden_size: int, skip_first_tokens: int, capacity: int = 16):
+    def __init__(self, num_layers: int, hidden_size: int, skip_first_tokens: int, capacity: int = 16,
+                 device: torch.device | str = "cpu"):
         if skip_first_tokens < 0:
             raise ValueError("skip_first_tokens must be >= 0")
+        self.device = torch.device(device)
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.skip_first_tokens = skip_first_tokens
@@ -54,8 +60,8 @@ class PooledAccumulator:
     def _alloc(self, capacity: int) -> None:
         old = getattr(self, "_sum", None)
         L, H = self.num_layers, self.hidden_size
-        new_sum = torch.zeros(L, capacity, H, dtype=torch.float32)
-        new_last = torch.zeros(L, capacity, H, dtype=torch.float32)
+        new_sum = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
+        new_last = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
         new_count = torch.zeros(capacity, dtype=torch.int64)
         new_rows = torch.zeros(capacity, dtype=torch.int64)
         new_lastpos = torch.full((capacity,), -1, dtype=torch.int64)
@@ -103,7 +109,10 @@ class PooledAccumulator:
         self._rows.index_add_(0, row_slot[prompt_rows], torch.ones_like(prompt_rows))
         self._count.index_add_(0, row_slot[mean_rows], torch.ones_like(mean_rows))
         self._lastpos[row_slot[last_rows]] = pos[last_rows]
-        self._step = (row_slot[mean_rows], mean_rows, row_slot[last_rows], last_rows, n)
+        maps = (row_slot[mean_rows], mean_rows, row_slot[last_rows], last_rows)
+        if self.device.type != "cpu":
+            maps = tuple(t.to(self.device, non_blocking=True) for t in maps)
+        self._step = (*maps, n)
 
     def add(self, layer_pos: int, stream: torch.Tensor) -> None:
         """Fold this step's residual rows of hooked layer number ``layer_pos`` in."""
@@ -111,6 +120,8 @@ class PooledAccumulator:
             return
         mean_slots, mean_rows, last_slots, last_rows, n = self._step
         rows = stream[:n]
+        if rows.device != self._sum.device:
+            raise RuntimeError(f"layer rows are on {rows.device} but the accumulator is on {self._sum.device}")
         if mean_rows.numel():
             self._sum[layer_pos].index_add_(0, mean_slots, rows.index_select(0, mean_rows).float())
         if last_rows.numel():
@@ -133,8 +144,8 @@ class PooledAccumulator:
         result = PooledRequest(
             num_tokens=int(self._plen[slot]),
             rows_seen=int(self._rows[slot]),
-            mean=self._sum[:, slot].clone() / denom,
-            last=self._last[:, slot].clone(),
+            mean=self._sum[:, slot].to("cpu", copy=True) / denom,
+            last=self._last[:, slot].to("cpu", copy=True),
         )
         if count == 0:
             # Prompt no longer than skip_first_tokens: fall back to the last token, so the

@@ -5,8 +5,15 @@ machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
 version and the missing piece, instead of failing somewhere deep inside a hook.
 
 Internals relied on (V1 model runner):
-- ``worker.model_runner``; ``model_runner.model`` (the module the runner calls
-  with keyword arguments ``input_ids=..., positions=...``);
+- ``worker.model_runner``; ``model_runner.get_model()`` (the model with any
+  CUDA-graph wrapper taken off; ``model_runner.model`` is the fallback), called
+  by the runner with keyword arguments ``input_ids=..., positions=...``;
+- ``model_runner.positions`` / ``.mrope_positions.gpu`` (the persistent
+  position buffers the runner feeds the model, and CUDA graphs replay from)
+  and ``model_runner.uses_mrope``;
+- the model's ``LogitsProcessor`` module, called through ``compute_logits``
+  outside any compiled region or CUDA graph after every forward on the last
+  pipeline rank; ``vllm.distributed.get_pp_group().is_last_rank``;
 - ``model_runner.input_batch.req_ids`` / ``.num_reqs`` / ``.num_prompt_tokens``
   (row order of this step's requests and their prompt lengths);
 - ``model_runner.query_start_loc.cpu`` (``[num_reqs + 1]`` row offsets);
@@ -31,7 +38,12 @@ __all__ = [
     "check_version",
     "model_runner",
     "runner_model",
+    "graph_wrapped",
+    "model_device",
     "step_bookkeeping",
+    "step_positions",
+    "logits_processor",
+    "is_last_pipeline_rank",
     "forward_positions",
     "tensor_parallel_rank",
     "compiles_model",
@@ -71,11 +83,24 @@ def model_runner(worker: Any) -> Any:
 
 
 def runner_model(runner: Any) -> torch.nn.Module:
-    """The top-level model module the runner calls each step."""
-    model = getattr(runner, "model", None)
+    """The top-level model module, with vLLM's CUDA-graph wrapper (if any) taken off."""
+    get_model = getattr(runner, "get_model", None)
+    model = get_model() if callable(get_model) else getattr(runner, "model", None)
     if not isinstance(model, torch.nn.Module):
-        raise _missing("model_runner.model")
+        raise _missing("model_runner.get_model() / model_runner.model")
     return model
+
+
+def graph_wrapped(runner: Any) -> bool:
+    """True if the runner calls its model through a CUDA-graph wrapper (replays skip module hooks)."""
+    return not isinstance(getattr(runner, "model", None), torch.nn.Module)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights live (and so its activations)."""
+    for param in model.parameters():
+        return param.device
+    return torch.device("cpu")
 
 
 def step_bookkeeping(runner: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -90,6 +115,49 @@ def step_bookkeeping(runner: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
         raise _missing(f"model runner step bookkeeping ({exc})") from exc
     starts = qsl.numpy().astype(np.int64) if isinstance(qsl, torch.Tensor) else np.asarray(qsl, np.int64)
     return req_ids, starts, prompt_lens
+
+
+def step_positions(runner: Any, num_rows: int) -> torch.Tensor:
+    """The positions of this step's first ``num_rows`` rows, from the runner's persistent buffers.
+
+    These are the tensors the runner hands the model (and a CUDA graph replays
+    from), so they can be read after a forward whose module hooks never ran.
+    ``[N]``, or ``[3, N]`` for M-RoPE models.
+    """
+    try:
+        if getattr(runner, "uses_mrope", False):
+            return runner.mrope_positions.gpu[:, :num_rows]
+        buf = runner.positions
+    except AttributeError as exc:
+        raise _missing(f"model runner position buffers ({exc})") from exc
+    buf = getattr(buf, "gpu", buf)  # a CpuGpuBuffer in some versions, a tensor in others
+    if not isinstance(buf, torch.Tensor):
+        raise _missing("model_runner.positions")
+    return buf[:num_rows]
+
+
+def logits_processor(model: torch.nn.Module) -> torch.nn.Module:
+    """The model's ``LogitsProcessor``: the first module the runner calls after every forward."""
+    try:
+        from vllm.model_executor.layers.logits_processor import LogitsProcessor
+    except ImportError as exc:
+        raise _missing("vllm.model_executor.layers.logits_processor.LogitsProcessor") from exc
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, LogitsProcessor)]
+    if not found:
+        raise _missing(f"a LogitsProcessor in {type(model).__name__}")
+    return min(found, key=lambda item: item[0].count("."))[1]
+
+
+def is_last_pipeline_rank() -> bool:
+    """True unless this worker is a pipeline stage that hands hidden states to a later one."""
+    try:
+        from vllm.distributed import get_pp_group
+    except ImportError as exc:
+        raise _missing("vllm.distributed.get_pp_group") from exc
+    try:
+        return bool(get_pp_group().is_last_rank)
+    except (AssertionError, AttributeError, RuntimeError):
+        return True
 
 
 def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:

@@ -43,28 +43,32 @@ class ProjectionAccumulator:
         self._step: torch.Tensor | None = None
 
     def begin_step(self, layout: StepLayout) -> None:
-        """Allocate this step's ``[n, L, E]`` score buffer."""
+        """Remember this step's rows; the ``[n, L, E]`` score buffer is made on the first layer's device."""
         if layout.num_rows == 0:
             self._layout = self._step = None
             return
         self._layout = layout
-        self._step = torch.zeros(layout.num_rows, self.num_layers, self.num_concepts, dtype=torch.float32)
+        self._step = None
 
     def add(self, layer_pos: int, stream: torch.Tensor) -> None:
-        """Project this step's rows of hooked layer number ``layer_pos``."""
-        if self._step is None:
+        """Project this step's rows of hooked layer number ``layer_pos`` (on the rows' device)."""
+        if self._layout is None:
             return
-        rows = stream[: self._step.shape[0]].float()
+        n = self._layout.num_rows
+        rows = stream[:n].float()
+        if self._step is None:
+            self._step = torch.zeros(n, self.num_layers, self.num_concepts, dtype=torch.float32, device=rows.device)
         v = self.vectors[layer_pos]
         if v.device != rows.device:
             v = self.vectors[layer_pos] = v.to(rows.device)
-        self._step[:, layer_pos] = (rows @ v.T).to("cpu")
+        self._step[:, layer_pos] = rows @ v.T
 
     def end_step(self) -> None:
-        """Split the step's scores by request and keep them until drained."""
+        """Split the step's scores by request (one copy to the host per step) and keep them until drained."""
         if self._step is None or self._layout is None:
+            self._layout = self._step = None
             return
-        layout, step = self._layout, self._step
+        layout, step = self._layout, self._step.to("cpu")
         for r, req_id in enumerate(layout.req_ids):
             lo, hi = int(layout.starts[r]), int(layout.starts[r + 1])
             if hi <= lo:

@@ -142,7 +142,8 @@ class AmygdalaWorkerExtension:
         runner, _, owned = self._amygdala_install(list(layers))
         hidden = int(runner.model_config.get_hidden_size())
         assert self._amygdala_fanout is not None
-        self._amygdala_fanout.capture = PooledAccumulator(len(owned), hidden, skip_first_tokens)
+        device = probes.model_device(probes.runner_model(runner))
+        self._amygdala_fanout.capture = PooledAccumulator(len(owned), hidden, skip_first_tokens, device=device)
 
     def amygdala_capture_drain(self) -> bytes:
         """Pooled activations of every request seen since the last drain, as safetensors bytes.
