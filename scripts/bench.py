@@ -1,8 +1,9 @@
 #!/usr/bin/env python
-"""Benchmarks: extract vs plain vLLM prefill vs HF transformers, memory, reduce, threading.
+"""Benchmarks: extract vs plain vLLM prefill vs HF transformers, memory, reduce, threading, serving with readout.
 
     .venv/bin/python scripts/bench.py            # full run (~25-35 min on 2 cores), writes docs/
-    .venv/bin/python scripts/bench.py --quick    # smoke run (< 3 min), tiny sizes
+    .venv/bin/python scripts/bench.py --quick    # smoke run (~6 min: two compiled engines), tiny sizes
+    .venv/bin/python scripts/bench.py --serve-only   # only the serving rows, merged into docs/benchmarks.json
 
 Every measured configuration runs in a subprocess of its own (vLLM keeps
 process-global state; peak RSS is per process), one at a time. Prints a rich
@@ -49,11 +50,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--reduce-hidden", type=int, default=5120)
     p.add_argument("--batch-size", type=int, default=16, help="extract's --batch-size (its default)")
     p.add_argument("--best-batch", type=int, default=32, help="HF best-effort batch size")
+    p.add_argument("--serve-only", action="store_true",
+                   help="run only the serving rows (compiled/eager generate with and without readout) and merge "
+                        "them into an existing OUT/benchmarks.json")
+    p.add_argument("--serve-prompts", type=int, default=32, help="prompts per serving round (all in one batch)")
+    p.add_argument("--serve-tokens", type=int, default=64, help="greedy tokens generated per prompt")
+    p.add_argument("--serve-prompt-tokens", type=int, default=256, help="prompts are cut to this many tokens")
+    p.add_argument("--serve-concepts", type=int, default=200, help="readout vectors per layer")
+    p.add_argument("--serve-repeats", type=int, default=5)
     args = p.parse_args(argv)
     if args.quick:
         args.corpus_texts, args.subset, args.repeats, args.headline_repeats = 60, 8, 1, 1
         args.memory_sizes, args.reduce_texts, args.reduce_emotions, args.reduce_per_class = "100,400", 400, 20, 50
         args.reduce_hidden = 512
+        args.serve_prompts, args.serve_tokens, args.serve_repeats, args.serve_concepts = 4, 4, 1, 8
+    args.subset = max(args.subset, args.serve_prompts)
     return args
 
 
@@ -127,6 +138,49 @@ def work_counts(model: str, work: Path, main: Any, sub: Any) -> dict[str, Any]:
     return out
 
 
+def write_random_vectors(model: str, layers: list[int], concepts: int, out: Path) -> tuple[Path, Path]:
+    """Random unit readout vectors for ``model`` (their values do not change what readout costs)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from amygdala_vllm.formats import LAYER_SEMANTICS, READOUT_FORMAT, ReadoutManifest, write_json
+    from amygdala_vllm.models import model_fingerprint
+
+    hidden = int(json.loads((Path(model) / "config.json").read_text())["hidden_size"])
+    rng = np.random.default_rng(0)
+    mats = {}
+    for i in layers:
+        m = rng.standard_normal((concepts, hidden)).astype(np.float32)
+        mats[f"layer_{i}.vectors"] = m / np.linalg.norm(m, axis=1, keepdims=True)
+    out.mkdir(parents=True, exist_ok=True)
+    vec, man = out / "serve.safetensors", out / "serve.manifest.json"
+    save_file(mats, str(vec))
+    write_json(man, ReadoutManifest(format=READOUT_FORMAT, concepts=[f"c{k}" for k in range(concepts)],
+                                    layers=list(layers), layer_semantics=LAYER_SEMANTICS, hidden_size=hidden,
+                                    model=model, model_fingerprint=model_fingerprint(model), pooling="mean",
+                                    method="caa", counts={}, calibration={}))
+    return vec, man
+
+
+def run_serve(args: argparse.Namespace, runner: Runner, base: dict[str, Any], subset: Path, work: Path,
+              env: dict[str, str]) -> dict[str, Any]:
+    """Generate workload: plain compiled vLLM vs compiled with taps (readout off / on) vs eager (off / on)."""
+    vec, man = write_random_vectors(base["model"], base["layers"], args.serve_concepts, work / "serve")
+    job = dict(base, subset=str(subset), prompts=args.serve_prompts, max_tokens=args.serve_tokens,
+               max_prompt_tokens=args.serve_prompt_tokens, repeats=args.serve_repeats, vectors=str(vec),
+               manifest=str(man), concepts=args.serve_concepts)
+    engines = {
+        "compiled_plain": dict(eager=False, taps=None, modes=["plain"]),
+        "compiled_tapped": dict(eager=False, taps=base["layers"], modes=["plain", "readout"]),
+        "eager": dict(eager=True, taps=None, modes=["plain", "readout"]),
+    }
+    out = {name: runner.run("job_serve", dict(job, label=name, **spec), env) for name, spec in engines.items()}
+    out["settings"] = {"prompts": args.serve_prompts, "max_tokens": args.serve_tokens,
+                       "max_prompt_tokens": args.serve_prompt_tokens, "concepts": args.serve_concepts,
+                       "layers": base["layers"], "repeats": args.serve_repeats}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.render_only:
@@ -158,6 +212,21 @@ def main(argv: list[str] | None = None) -> None:
     full, rounds = corpus.build_corpus(work / "corpus", args.corpus_texts)
     main_ds = corpus.subset_dataset(full, work / "main", args.corpus_texts) if len(full.text_ids()) > args.corpus_texts else full
     sub = corpus.subset_dataset(main_ds, work / "subset", args.subset)
+    if args.serve_only:
+        doc_path = out_dir / "benchmarks.json"
+        if not doc_path.is_file():
+            raise SystemExit(f"--serve-only merges into {doc_path}, which does not exist; run the full benchmark first")
+        doc = json.loads(doc_path.read_text())
+        serve = run_serve(args, runner, base, sub.path, work, env_base)
+        machine["load_after"] = list(os.getloadavg())
+        doc["serve"] = report.serve_section(serve, machine)
+        doc_path.write_text(json.dumps(doc, indent=2) + "\n")
+        (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+        report.print_serve(doc)
+        print(f"merged the serving rows into {doc_path} in {runner.elapsed() / 60:.1f} min")
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     counts = work_counts(model, work, main_ds, sub)
     counts["corpus"]["rounds"] = rounds
     results: dict[str, Any] = {"counts": counts}
@@ -204,13 +273,14 @@ def main(argv: list[str] | None = None) -> None:
     results["rows"] = runner.run("job_vllm", dict(base, kind="rows", subset=str(sub.path), corpus=str(main_ds.path),
                                                   repeats=args.repeats, headline_repeats=headline,
                                                   work_dir=str(work / "rows"), label="rows"), env_base)
+    results["serve"] = run_serve(args, runner, base, sub.path, work, env_base)
     machine["load_after"] = list(os.getloadavg())
     machine["load_during"] = runner.loads
     machine["threads_default"] = results["rows"]["torch_threads"]
     command = "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:])
     doc = report.build(results, machine, args, command.strip(), runner.elapsed())
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "benchmarks.json").write_text(json.dumps(doc, indent=1) + "\n")
+    (out_dir / "benchmarks.json").write_text(json.dumps(doc, indent=2) + "\n")
     (out_dir / "benchmarks.md").write_text(report.markdown(doc))
     report.print_tables(doc)
     print(f"wrote {out_dir / 'benchmarks.md'} and {out_dir / 'benchmarks.json'} in {runner.elapsed() / 60:.1f} min")

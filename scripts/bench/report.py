@@ -10,7 +10,7 @@ from typing import Any
 
 from .common import summary
 
-__all__ = ["machine", "build", "markdown", "print_tables"]
+__all__ = ["machine", "build", "serve_section", "markdown", "print_tables", "print_serve"]
 
 MiB = 2**20
 TARGET_OVERHEAD, TARGET_SEED, TARGET_BEST = 0.05, 3.0, 1.5
@@ -108,6 +108,7 @@ def build(results: dict[str, Any], mach: dict[str, Any], args: Any, command: str
                        "met": side[4]["ratio_vs_extract"] >= TARGET_BEST},
         "memory_flat": memory_target(memory),
     }
+    doc_serve = {"serve": serve_section(results["serve"], mach)} if "serve" in results else {}
     return {
         "format": "amygdala-bench/1",
         "command": command,
@@ -130,7 +131,90 @@ def build(results: dict[str, Any], mach: dict[str, Any], args: Any, command: str
                          "per_class": args.reduce_per_class, "layers": 4, "hidden": args.reduce_hidden},
         "work": counts,
         "targets": targets,
+        **doc_serve,
     }
+
+
+_SERVE_ROWS = [
+    ("compiled_plain", "plain", "compiled vLLM, no taps (plain serving)"),
+    ("compiled_tapped", "plain", "compiled, layers tapped, readout off"),
+    ("compiled_tapped", "readout", "compiled, layers tapped, readout on"),
+    ("eager", "plain", "eager vLLM, no hooks"),
+    ("eager", "readout", "eager, readout on (forward hooks)"),
+]
+
+
+def serve_section(serve: dict[str, Any], mach: dict[str, Any]) -> dict[str, Any]:
+    """The serving rows: a generate workload with readout off and on, compiled and eager.
+
+    Two ratios per row: against plain compiled serving (another process, so it
+    also carries process-to-process variance) and against the same engine with
+    readout off (same process, alternated rounds: the cleaner readout cost).
+    """
+    base = summary(serve["compiled_plain"]["rows"]["plain"])["median"]
+    rows = []
+    for engine, mode, name in _SERVE_ROWS:
+        res = serve[engine]
+        runs = res["rows"][mode]
+        med = summary(runs)["median"]
+        same = summary(res["rows"]["plain"])["median"]
+        rows.append(_row(name, runs, res["tokens"][mode], engine=engine, mode=mode,
+                         engine_start_s=res["engine_start_s"], ratio_vs_compiled_plain=med / base,
+                         ratio_vs_same_engine_off=med / same))
+    by = {(r["engine"], r["mode"]): r for r in rows}
+    return {
+        "settings": serve["settings"],
+        "prompt_tokens": serve["compiled_plain"]["prompt_tokens"],
+        "rows": rows,
+        "readout_overhead_compiled_vs_plain": by[("compiled_tapped", "readout")]["ratio_vs_compiled_plain"] - 1,
+        "readout_overhead_compiled_same_engine": by[("compiled_tapped", "readout")]["ratio_vs_same_engine_off"] - 1,
+        "readout_overhead_eager_same_engine": by[("eager", "readout")]["ratio_vs_same_engine_off"] - 1,
+        "load_before": mach.get("load_before"),
+        "load_after": mach.get("load_after"),
+        "date": mach.get("date"),
+    }
+
+
+def _serve_lines(doc: dict[str, Any]) -> list[str]:
+    sv = doc.get("serve")
+    if not sv:
+        return ["Not run yet: `python scripts/bench.py --serve-only`."]
+    st = sv["settings"]
+    out = [
+        f"{st['prompts']} prompts (cut to at most {st['max_prompt_tokens']} tokens, {sv['prompt_tokens']:,} prompt "
+        f"tokens in all) x {st['max_tokens']} greedy tokens each, one `LLM.generate` call per round; readout scores "
+        f"every prompt and generated token on layers {st['layers']} against {st['concepts']} vectors each, and the "
+        f"scores are drained after every round. One engine per process (compiled: vLLM's default compilation; "
+        f"tapped: `EngineOptions(tap_layers=...)`); on an engine the modes alternate in rotating order, "
+        f"{st['repeats']} timed rounds after a warm-up. Run {sv['date']}, load before "
+        f"{', '.join(f'{x:.2f}' for x in sv['load_before'])}.", "",
+        "| row | median s | runs (s) | spread | tokens | tok/s | vs plain compiled | vs same engine, readout off "
+        "| engine start s |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in sv["rows"]:
+        out.append(f"| {r['name']} | {_f(r['median'])} | {', '.join(_f(x) for x in r['runs'])} | {r['spread']:.1%} | "
+                   f"{r['tokens']:,} | {r['tokens_per_s']:,.0f} | {r['ratio_vs_compiled_plain']:.3f}x | "
+                   f"{r['ratio_vs_same_engine_off']:.3f}x | {r['engine_start_s']:.0f} |")
+    out += ["", f"Readout overhead, compiled: {sv['readout_overhead_compiled_vs_plain']:+.1%} against plain compiled "
+                f"serving (separate processes), {sv['readout_overhead_compiled_same_engine']:+.1%} against the same "
+                f"tapped engine with readout off; eager: {sv['readout_overhead_eager_same_engine']:+.1%} on its "
+                "own engine."]
+    return out
+
+
+def print_serve(doc: dict[str, Any]) -> None:
+    """The serving rows, in the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="generate workload, readout off / on")
+    for col in ("row", "median s", "spread", "tok/s", "vs plain compiled", "vs same engine off"):
+        t.add_column(col, justify="left" if col == "row" else "right")
+    for r in doc["serve"]["rows"]:
+        t.add_row(r["name"], _f(r["median"]), f"{r['spread']:.1%}", f"{r['tokens_per_s']:,.0f}",
+                  f"{r['ratio_vs_compiled_plain']:.3f}x", f"{r['ratio_vs_same_engine_off']:.3f}x")
+    Console().print(t)
 
 
 def memory_target(memory: list[dict[str, Any]]) -> dict[str, Any]:
@@ -217,6 +301,8 @@ def markdown(doc: dict[str, Any]) -> str:
         *[f"| {r['texts']:,} | {r['tokens']:,} | {r['seconds']:.1f} | {r['peak_rss_mib']:,.0f} | "
           f"{r['rss_after_start_mib']:,.0f} | {r['peak_during_extract_mib']:,.0f} | {r['growth_mib']:+,.0f} |"
           for r in doc["memory"]], "",
+        "## Serving with readout: compiled vs eager, readout off vs on", "",
+        *_serve_lines(doc), "",
         "## reduce on production-shaped synthetic shards", "",
         *_reduce_lines(doc), "",
         "## Targets and notes", "",
@@ -266,5 +352,7 @@ def print_tables(doc: dict[str, Any]) -> None:
     console.print(m)
     r = doc["reduce"]
     console.print(f"reduce: median {r['median']:.1f} s, peak RSS {max(r['peak_rss_mib']):,.0f} MiB")
+    if doc.get("serve"):
+        print_serve(doc)
     for name, tg in doc["targets"].items():
         console.print(f"target {name}: {tg['value']:.3f} ({'met' if tg['met'] else 'MISSED'})")
