@@ -188,6 +188,30 @@ def test_compiled_engine_without_taps_refuses_capture(compiled_runs):
     assert "compiles the model" in compiled_runs["runs"]["plain"][1]["refused"]
 
 
+def test_readout_cli_with_compile_scores_equal_activation_dot_vector(compiled_runs, tiny_llama_dir, tmp_path):
+    """``amygdala-vllm readout --compile`` end to end: every token's raw score is HF activation . vector."""
+    from hf_reference import HFReference
+    from test_readout_engine import write_vectors
+
+    from amygdala_vllm.render import decode_scores
+
+    vec, _, mats = write_vectors(tmp_path, tiny_llama_dir, layers=TAPS, concepts=CONCEPTS)
+    text = "the storm passed and the harbour was quiet again, " * 6
+    cmd = [sys.executable, "-m", "amygdala_vllm", "readout", "--compile", "--json", "--layer", "all", "--vectors", str(vec),
+           "--model", str(tiny_llama_dir), "--dtype", "fp32", "--max-model-len", "512", "--kv-cache-gb", "0.0625",
+           text]
+    env = dict(os.environ, VLLM_CACHE_ROOT=str(compiled_runs["cache"]))
+    res = subprocess.run(cmd, capture_output=True, timeout=600, env=env, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr.decode()[-3000:]
+    doc = decode_scores(res.stdout)
+    assert doc.layers == TAPS and sorted(doc.concepts) == sorted(CONCEPTS) and len(doc.token_ids) > STEP_TOKENS // 2
+    rows = HFReference(tiny_llama_dir).rows(doc.token_ids, TAPS)  # [T, L, H]
+    got = np.asarray(doc.raw, dtype=np.float64)  # [T, L, E]
+    for l, layer in enumerate(TAPS):
+        want = rows[:, l] @ mats[layer][[CONCEPTS.index(c) for c in doc.concepts]].T
+        assert np.abs(got[:, l] - want).max() < 1e-4, (layer, float(np.abs(got[:, l] - want).max()))
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _child(json.loads(sys.argv[1]))

@@ -1,4 +1,4 @@
-"""``extract`` end to end: flags, errors before the model loads, sharding, resume after kill -9."""
+"""``extract`` end to end: flags, errors before the model loads, sharding, resume after kill -9, --compile."""
 
 from __future__ import annotations
 
@@ -168,3 +168,25 @@ def test_kill_9_then_resume_is_byte_identical(engine_pool, tiny_llama_dir, tmp_p
     ref_cap = json.loads((reference / "capture.json").read_text())
     out_cap = json.loads((out / "capture.json").read_text())
     assert ref_cap["shards"] == out_cap["shards"]
+
+
+@pytest.mark.engine
+def test_extract_compile_cli_equals_eager(engine_pool, dataset, tiny_llama_dir, tmp_path):
+    """``extract --compile`` (vLLM's torch.compile graph, layers tapped) writes what the eager path writes."""
+    llm = engine_pool.get(tiny_llama_dir, max_num_seqs=8)
+    run_extract(_opts(dataset, tmp_path / "eager", tiny_llama_dir), llm=llm)
+    out = tmp_path / "compiled"
+    cmd = [sys.executable, "-m", "amygdala_vllm", "extract", "--compile", "--model", str(tiny_llama_dir),
+           "--training-data-dir", str(dataset), "--target-layers", "1,3", "--dtype", "fp32", "--batch-size", "8",
+           "--shard-size", "16", "--max-model-len", "512", "--kv-cache-gb", "0.0625", "--output-dir", str(out)]
+    env = dict(os.environ, VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))  # a cold compile of its own
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "vllm-cache" / "torch_compile_cache").is_dir(), "no compile cache was written: did it compile?"
+    eager, compiled = _union([tmp_path / "eager"]), _union([out])
+    assert sorted(eager) == sorted(compiled) == list(range(90))
+    for tid, (mean, last, n) in eager.items():
+        scale = max(1.0, float(np.abs(mean).max()), float(np.abs(last).max()))
+        assert compiled[tid][2] == n
+        assert np.abs(compiled[tid][0] - mean).max() <= 1e-5 * scale, tid
+        assert np.abs(compiled[tid][1] - last).max() <= 1e-5 * scale, tid
