@@ -21,8 +21,9 @@ around the project's own pieces and checks that nothing is lost or stale:
 Pooled means, last-token rows and per-token scores are compared with an eager,
 uncompiled, one-prompt-at-a-time run of the same weights. Two controls show the
 check can fail: a hook on the top-level model (it must not fire on replays) and
-taps read with the previous step's layout (must differ). A timing table compares
-graph replays with and without taps at a production-like width.
+taps read with the previous step's layout (must differ). Timing tables compare
+graph replays with and without taps at a production-like width, and give the
+per-step cost of the hand-over (layout, pooling, projection onto 200 concepts).
 
 Run: ``python scripts/cudagraph_check.py --out DIR`` on a CUDA machine (falls
 back to compiled-without-graphs on CPU, for development). Writes
@@ -356,6 +357,63 @@ def timing(device: torch.device, dtype: torch.dtype, repeats: int, hidden: int =
     return rows
 
 
+def consumer_timing(device: torch.device, dtype: torch.dtype, repeats: int, hidden: int = 5120,
+                    concepts: int = 200) -> list[dict]:
+    """Per-step cost of the host-side hand-over: step layout, pooling and projection of 4 tapped layers.
+
+    This is everything the logits-processor hook does per step (including its
+    host synchronisations), on buffers shaped like the taps of a 27B model.
+    """
+    import numpy as np
+
+    rows = []
+    layers = 4
+    for n, reqs in ((64, 64), (2048, 8), (8192, 16)):
+        taps = [torch.randn(n, hidden, device=device, dtype=dtype) for _ in range(layers)]
+        vectors = [torch.nn.functional.normalize(torch.randn(concepts, hidden), dim=-1) for _ in range(layers)]
+        starts = np.linspace(0, n, reqs + 1).astype(np.int64)
+        positions = torch.from_numpy(np.concatenate([np.arange(c) for c in np.diff(starts)])).to(device)
+        req_ids = [f"r{i}" for i in range(reqs)]
+        plens = np.diff(starts) + 1  # every request still has one prompt token to go: nothing finishes
+        row = {"tokens": n, "requests": reqs}
+        for label in ("pool", "project"):
+            times = []
+            for _ in range(repeats):
+                consumer = (PooledAccumulator(layers, hidden, 1, device=device) if label == "pool"
+                            else ProjectionAccumulator(vectors, max_tokens_per_request=1 << 20))
+                with torch.inference_mode():
+                    for step in range(6):  # first step warms up; mean of the other five
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        t = time.perf_counter()
+                        layout = build_step_layout(req_ids, starts, positions, plens)
+                        consumer.begin_step(layout)
+                        for k in range(layers):
+                            consumer.add(k, taps[k][:n])
+                        consumer.end_step()
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        if step:
+                            times.append((time.perf_counter() - t) * 1e3)
+            row[f"{label}_ms"] = float(np.median(times))
+            print(f"consumer timing: {n} tokens, {label}: {row[f'{label}_ms']:.3f} ms", flush=True)
+        if device.type == "cuda":  # where the projection's time goes: its one device-to-host copy per step
+            block = torch.randn(n, layers, concepts, device=device)
+            pinned = torch.empty(block.shape, dtype=block.dtype, pin_memory=True)
+            for label, fn in (("d2h_pageable", lambda: block.to("cpu")),
+                              ("d2h_pinned_then_clone", lambda: pinned.copy_(block).clone())):
+                times = []
+                for _ in range(repeats + 1):
+                    torch.cuda.synchronize()
+                    t = time.perf_counter()
+                    fn()
+                    times.append((time.perf_counter() - t) * 1e3)
+                row[f"{label}_ms"] = float(np.median(times[1:]))
+                print(f"consumer timing: {n} tokens, {label}: {row[f'{label}_ms']:.3f} ms", flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/cudagraph_check"))
@@ -378,6 +436,7 @@ def main() -> int:
         print(f"correctness {dt}: {json.dumps(report['correctness'][-1])}", flush=True)
     if not args.no_timing:
         report["timing"] = timing(device, torch.bfloat16 if cuda else torch.float32, args.repeats)
+        report["consumer_timing"] = consumer_timing(device, torch.bfloat16 if cuda else torch.float32, args.repeats)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cudagraph_check.json").write_text(json.dumps(report, indent=2))
     print(f"torch {report['torch']} on {report['device']}")
@@ -391,6 +450,9 @@ def main() -> int:
     for t in report.get("timing", []):
         print(f"| {t['tokens']} tokens | plain {t['plain_ms']:.3f} ms | tapped {t['tapped_ms']:.3f} ms | "
               f"{t['tap_overhead_pct']:+.1f} % |")
+    for t in report.get("consumer_timing", []):
+        print(f"| hand-over, {t['tokens']} tokens / {t['requests']} requests | pool {t['pool_ms']:.3f} ms | "
+              f"project {t['project_ms']:.3f} ms |")
     ok = all(c["passed"] for c in report["correctness"])
     print("PASSED" if ok else "FAILED")
     return 0 if ok and all(math.isfinite(t["tap_overhead_pct"]) for t in report.get("timing", [])) else 1

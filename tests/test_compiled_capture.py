@@ -74,6 +74,15 @@ def _child(job: dict[str, Any]) -> None:
             rs.close()
         for k, s in enumerate(scores):
             arrays[f"scores{k}"] = s
+        # readout and capture in one pass, as validate runs them
+        rs = ReadoutSession(llm, job["vectors"], job["manifest"], capture_skip_first_tokens=1)
+        try:
+            scores, pooled = rs.run(prompts)
+        finally:
+            rs.close()
+        arrays["both_scores"] = np.concatenate(scores)
+        arrays["both_mean"] = np.stack([g.mean for g in pooled])
+        arrays["both_last"] = np.stack([g.last for g in pooled])
     out = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[:8]],
                        SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True), use_tqdm=False)
     meta["tokens"] = [list(o.outputs[0].token_ids) for o in out]
@@ -163,6 +172,15 @@ def test_compiled_readout_scores_equal_activation_dot_vector(compiled_runs, tiny
         expected = np.stack([rows[:, l] @ mats[i].T for l, i in enumerate(TAPS)], axis=1)
         worst = max(worst, float(np.abs(sc - expected).max()))
     assert worst < 1e-4, worst
+
+
+def test_readout_with_capture_in_one_pass_equals_each_alone(compiled_runs):
+    """What validate runs: readout and capture together on the compiled engine, same numbers as apart."""
+    arrays, _ = compiled_runs["runs"]["taps"]
+    n = len(compiled_runs["prompts"])
+    _close(arrays["both_scores"], np.concatenate([arrays[f"scores{k}"] for k in range(n)]))
+    _close(arrays["both_mean"], arrays["mean"])
+    _close(arrays["both_last"], arrays["last"])
 
 
 def test_warm_cache_with_other_layers_captures_those_layers(compiled_runs, engine_pool, tiny_llama_dir):
