@@ -230,6 +230,48 @@ def test_readout_cli_with_compile_scores_equal_activation_dot_vector(compiled_ru
         assert np.abs(got[:, l] - want).max() < 1e-4, (layer, float(np.abs(got[:, l] - want).max()))
 
 
+def test_validate_cli_with_compile_reports_what_eager_reports(engine_pool, tiny_llama_dir, tmp_path):
+    """``amygdala-vllm validate --compile`` end to end: same AUROCs as eager, agreement check passed."""
+    import contextlib
+
+    from text_datasets import write_text_dataset
+
+    from amygdala_vllm.extract import ExtractOptions, run_extract
+    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.reduce import ReduceOptions, reduce
+    from amygdala_vllm.validate import read_report
+    from amygdala_vllm.validate.run import ValidateOptions, run_validate
+
+    ds = write_text_dataset(tmp_path / "ds", varied_texts(60, max_words=60))
+    llm = engine_pool.get(tiny_llama_dir)
+    run_extract(ExtractOptions(dataset_dir=ds, output_dir=tmp_path / "act", model=str(tiny_llama_dir), layers=TAPS,
+                               dtype="fp32", max_model_len=512, kv_cache_gb=0.0625), llm=llm)
+    vec = tmp_path / "v.safetensors"
+    reduce([tmp_path / "act"], ds, vec, ReduceOptions(method="caa"))
+
+    @contextlib.contextmanager
+    def on_eager_engine(model, vectors, manifest, **engine):
+        with Readout(None, vectors, manifest, check_agreement=True, llm=llm) as r:
+            yield r
+
+    eager = run_validate(ValidateOptions(vectors=vec, training_data_dir=ds, output_dir=tmp_path / "eager",
+                                         dtype="fp32"), open_readout=on_eager_engine).report
+    cmd = [sys.executable, "-m", "amygdala_vllm", "validate", "--compile", "--vectors", str(vec),
+           "--training-data-dir", str(ds), "--model", str(tiny_llama_dir), "--dtype", "fp32", "--max-model-len", "512",
+           "--kv-cache-gb", "0.0625", "--output-dir", str(tmp_path / "compiled")]
+    env = dict(os.environ, VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert _aot_dirs(tmp_path / "vllm-cache"), "validate --compile left no compiled graph: did it compile?"
+    compiled = read_report(tmp_path / "compiled" / "report.json")
+    assert compiled.agreement.checked and compiled.agreement.passed
+    assert [c.concept for c in compiled.concepts] == [c.concept for c in eager.concepts] == ["joy"]
+    for got, want in zip(compiled.concepts[0].layers, eager.concepts[0].layers):
+        assert got.layer == want.layer
+        assert got.mean.auroc == pytest.approx(want.mean.auroc, abs=1e-9)
+        assert got.last.auroc == pytest.approx(want.last.auroc, abs=1e-9)
+
+
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     _child(json.loads(sys.argv[1]))
