@@ -1,4 +1,4 @@
-"""Loading a dataset dir written by ``pairs`` (dataset.json, texts.jsonl, examples.jsonl).
+"""Reading and writing a dataset dir in the ``pairs`` format (dataset.json, texts.jsonl, examples.jsonl).
 
 ``extract`` and ``reduce`` both need the texts and the examples, and both must
 agree on which dataset they saw: :func:`dataset_sha256` is that identity, the
@@ -9,6 +9,7 @@ describes them, and its ``source`` differs between equivalent sources).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,16 @@ from .formats import (
     PAIRS_FORMAT,
     TEXTS_FILE,
     DatasetInfo,
+    EmotionCounts,
     ExampleRecord,
     TextRecord,
+    encode_json,
+    encode_jsonl,
     read_json,
     read_jsonl,
 )
 
-__all__ = ["Dataset", "load_dataset", "dataset_sha256", "is_dataset_dir"]
+__all__ = ["Dataset", "load_dataset", "dataset_sha256", "is_dataset_dir", "emotion_counts", "write_dataset_files"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +83,24 @@ def load_dataset(path: Path) -> Dataset:
         if not 0 <= e.text_id < len(texts):
             raise FormatError(f"{path / EXAMPLES_FILE}: text_id {e.text_id} out of range 0..{len(texts) - 1}")
     return Dataset(path=path, info=info, texts=texts, examples=examples, sha256=dataset_sha256(path))
+
+
+def emotion_counts(examples: Iterable[ExampleRecord], emotions: Iterable[str] = ()) -> dict[str, EmotionCounts]:
+    """The ``emotions`` table of ``dataset.json``: train and held-out positives and negatives per emotion.
+
+    Names in ``emotions`` come first and are listed even without examples; the
+    rest follow in order of first use.
+    """
+    zero = {"positive": 0, "negative": 0, "heldout_positive": 0, "heldout_negative": 0}
+    counts: dict[str, dict[str, int]] = {e: dict(zero) for e in emotions}
+    for ex in examples:
+        c = counts.setdefault(ex.emotion, dict(zero))
+        c[("heldout_" if ex.split == "heldout" else "") + ex.polarity] += 1
+    return {name: EmotionCounts(**c) for name, c in counts.items()}
+
+
+def write_dataset_files(path: Path, info: DatasetInfo, texts: list[TextRecord], examples: list[ExampleRecord]) -> None:
+    """Write the three files of a dataset dir into ``path`` (the caller makes it atomic if it must be)."""
+    (path / TEXTS_FILE).write_bytes(encode_jsonl(texts))
+    (path / EXAMPLES_FILE).write_bytes(encode_jsonl(examples))
+    (path / DATASET_FILE).write_bytes(encode_json(info))

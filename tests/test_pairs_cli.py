@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from amygdala_vllm.cli import app
 from amygdala_vllm.dataset import load_dataset
 from amygdala_vllm.formats import DATASET_FILE, EXAMPLES_FILE, TEXTS_FILE
-from amygdala_vllm.pairs import build
+from amygdala_vllm import dataset as dataset_files  # writes a dataset dir's three files
 from amygdala_vllm.pairs.sources import parse_jsonl_nodes, sample_graph_bytes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def test_crash_mid_write_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.M
             raise KeyboardInterrupt  # as if Ctrl-C arrived between texts.jsonl and examples.jsonl
         return b"".join(json.dumps(r.id).encode() + b"\n" for r in records)
 
-    monkeypatch.setattr(build, "encode_jsonl", exploding)
+    monkeypatch.setattr(dataset_files, "encode_jsonl", exploding)
     result = pairs("--output-dir", tmp_path / "ds")
     assert result.exit_code == 130
     assert len(calls) == 2
@@ -164,7 +164,7 @@ def test_crash_mid_write_keeps_the_old_dataset(tmp_path: Path, monkeypatch: pyte
     def boom(*_: object) -> None:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(build, "encode_json", boom)
+    monkeypatch.setattr(dataset_files, "encode_json", boom)
     result = pairs("--output-dir", out, "--seed", 7)
     assert isinstance(result.exception, RuntimeError)
     assert read(out) == before

@@ -10,16 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from amygdala_vllm.formats import (
-    PAIRS_FORMAT,
-    DatasetInfo,
-    DatasetStats,
-    EmotionCounts,
-    ExampleRecord,
-    TextRecord,
-    encode_jsonl,
-    write_json,
-)
+from amygdala_vllm.dataset import emotion_counts, write_dataset_files
+from amygdala_vllm.formats import PAIRS_FORMAT, DatasetInfo, DatasetStats, ExampleRecord, TextRecord
 
 __all__ = ["write_dataset_dir", "write_text_dataset", "varied_texts"]
 
@@ -47,21 +39,14 @@ def write_dataset_dir(path: Path, texts: list[TextRecord], examples: list[Exampl
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    zero = {"positive": 0, "negative": 0, "heldout_positive": 0, "heldout_negative": 0}
-    counts: dict[str, dict[str, int]] = {e: dict(zero) for e in emotions}
-    for e in examples:
-        c = counts.setdefault(e.emotion, dict(zero))
-        c[("heldout_" if e.split == "heldout" else "") + e.polarity] += 1
     info = DatasetInfo(
         format=PAIRS_FORMAT,
         source=source or {"kind": "test"},
         options=options or {},
-        emotions={k: EmotionCounts(**v) for k, v in counts.items()},
+        emotions=emotion_counts(examples, emotions),
         stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)),
     )
-    write_json(path / "dataset.json", info)
-    (path / "texts.jsonl").write_bytes(encode_jsonl(texts))
-    (path / "examples.jsonl").write_bytes(encode_jsonl(examples))
+    write_dataset_files(path, info, texts, examples)
     return path
 
 

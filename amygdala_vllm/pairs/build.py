@@ -11,26 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from ..dataset import is_dataset_dir
+from ..dataset import emotion_counts, is_dataset_dir, write_dataset_files
 from ..errors import FormatError, SourceError, StoreError, UsageError
 from ..formats import (
     DATASET_FILE,
-    EXAMPLES_FILE,
     PAIRS_FORMAT,
-    TEXTS_FILE,
     DatasetInfo,
     DatasetStats,
     EmotionCounts,
     ExampleRecord,
     TextRecord,
-    encode_json,
-    encode_jsonl,
     read_input,
 )
 from .select import Example, Rules, Unit, choose_emotions, parse_emotion_list, prepare_texts, select_examples
@@ -138,24 +133,7 @@ def _records(examples: list[Example]) -> tuple[list[TextRecord], list[ExampleRec
         ),
         key=lambda e: (e.emotion, e.polarity != "positive", e.text_id),
     )
-    counts: dict[str, Counter[str]] = {}
-    for e in records:
-        prefix = "heldout_" if e.split == "heldout" else ""
-        counts.setdefault(e.emotion, Counter())[prefix + e.polarity] += 1
-    emotions = {
-        name: EmotionCounts(
-            positive=c["positive"], negative=c["negative"],
-            heldout_positive=c["heldout_positive"], heldout_negative=c["heldout_negative"],
-        )
-        for name, c in sorted(counts.items())
-    }
-    return texts, records, emotions
-
-
-def _write(staging: Path, info: DatasetInfo, texts: list[TextRecord], examples: list[ExampleRecord]) -> None:
-    (staging / TEXTS_FILE).write_bytes(encode_jsonl(texts))
-    (staging / EXAMPLES_FILE).write_bytes(encode_jsonl(examples))
-    (staging / DATASET_FILE).write_bytes(encode_json(info))
+    return texts, records, dict(sorted(emotion_counts(records).items()))
 
 
 def build_dataset(source: SourceSpec, output_dir: Path, options: PairsOptions, *, force: bool = False) -> PairsSummary:
@@ -198,6 +176,6 @@ def build_dataset(source: SourceSpec, output_dir: Path, options: PairsOptions, *
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     check_output_dir(output_dir, force=force)
     with atomic.staged_dir(output_dir, replace=True) as staging:
-        _write(staging, info, texts, records)
+        write_dataset_files(staging, info, texts, records)
     log.info("wrote %d texts and %d examples to %s", len(texts), len(records), output_dir)
     return PairsSummary(output_dir=output_dir, info=info, dropped=dropped, examples=len(records))

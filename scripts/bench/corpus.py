@@ -30,20 +30,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from amygdala_vllm.dataset import Dataset, load_dataset
-from amygdala_vllm.formats import (
-    DATASET_FILE,
-    EXAMPLES_FILE,
-    PAIRS_FORMAT,
-    TEXTS_FILE,
-    DatasetInfo,
-    DatasetStats,
-    EmotionCounts,
-    ExampleRecord,
-    TextRecord,
-    encode_json,
-    encode_jsonl,
-)
+from amygdala_vllm.dataset import Dataset, emotion_counts, load_dataset, write_dataset_files
+from amygdala_vllm.formats import PAIRS_FORMAT, DatasetInfo, DatasetStats, ExampleRecord, TextRecord
 from amygdala_vllm.pairs.build import PairsOptions, build_dataset
 from amygdala_vllm.pairs.sources import SourceSpec, sample_graph_bytes
 from amygdala_vllm.pairs.tags import MalformedTags, format_tag_line, parse_tags
@@ -145,16 +133,10 @@ def write_dataset(path: Path, texts: list[TextRecord], examples: list[ExampleRec
     """Write a dataset dir (the ``pairs`` format) from records; ids must be dense."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    counts: dict[str, dict[str, int]] = {}
-    for e in examples:
-        c = counts.setdefault(e.emotion, {"positive": 0, "negative": 0, "heldout_positive": 0, "heldout_negative": 0})
-        c[("heldout_" if e.split == "heldout" else "") + e.polarity] += 1
     info = DatasetInfo(format=PAIRS_FORMAT, source=source, options={},
-                       emotions={k: EmotionCounts(**v) for k, v in sorted(counts.items())},
+                       emotions=dict(sorted(emotion_counts(examples).items())),
                        stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)))
-    (path / TEXTS_FILE).write_bytes(encode_jsonl(texts))
-    (path / EXAMPLES_FILE).write_bytes(encode_jsonl(examples))
-    (path / DATASET_FILE).write_bytes(encode_json(info))
+    write_dataset_files(path, info, texts, examples)
     return load_dataset(path)
 
 
