@@ -1,6 +1,6 @@
 """Hand-made readout scores and manifests, so rendering and the CLI test without an engine.
 
-``FakeTextScores`` has the fields of :class:`amygdala_vllm.readout.TextScores`;
+Scores are real :class:`amygdala_vllm.readout.TextScores`;
 ``FakeReadout`` stands in for :class:`amygdala_vllm.readout.Readout` and
 records how the CLI drove it.
 """
@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from amygdala_vllm.formats import READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
+from amygdala_vllm.readout import TextScores
 
 CONCEPTS = ["anger", "joy", "fear", "calm", "awe"]
 LAYERS = [3, 8, 14, 20]
@@ -39,18 +40,8 @@ def make_manifest(*, uncalibrated: tuple[tuple[str, int], ...] = (), skip: int =
     )
 
 
-@dataclass(frozen=True)
-class FakeTextScores:
-    token_ids: list[int]
-    tokens: list[str]
-    scores: np.ndarray
-    mean: np.ndarray
-    last: np.ndarray
-    agreement: float | None = None
-
-
 def make_scores(tokens: list[str], manifest: ReadoutManifest, *, seed: int = 0,
-                boost: dict[str, float] | None = None) -> FakeTextScores:
+                boost: dict[str, float] | None = None) -> TextScores:
     """Scores near each calibration midpoint; ``boost`` shifts a concept by that many stds."""
     rng = np.random.default_rng(seed)
     n_l, n_e = len(manifest.layers), len(manifest.concepts)
@@ -61,9 +52,10 @@ def make_scores(tokens: list[str], manifest: ReadoutManifest, *, seed: int = 0,
             base[i, j] = layer / 10 + j + shift
     scores = (base[None] + rng.normal(0, 0.3, (len(tokens), n_l, n_e))).astype(np.float32)
     skip = manifest.skip_first_tokens
-    return FakeTextScores(
+    return TextScores(
         token_ids=list(range(100, 100 + len(tokens))), tokens=list(tokens), scores=scores,
         mean=scores[skip:].mean(axis=0) if len(tokens) > skip else scores.mean(axis=0), last=scores[-1],
+        agreement=None,
     )
 
 
@@ -93,10 +85,10 @@ class FakeReadout:
     def __exit__(self, *exc: object) -> None:
         self.calls.append(("close", None))
 
-    def _score(self, tokens: list[str]) -> FakeTextScores:
+    def _score(self, tokens: list[str]) -> TextScores:
         return make_scores(tokens, make_manifest(), boost={"fear": 2.0, "awe": -1.5})
 
-    def score_texts(self, texts: list[str], progress: Any = None) -> list[FakeTextScores]:
+    def score_texts(self, texts: list[str], progress: Any = None) -> list[TextScores]:
         self.calls.append(("score_texts", texts))
         return [self._score(["<s>", *t.split(" ")]) for t in texts]
 
@@ -104,6 +96,6 @@ class FakeReadout:
         self.calls.append(("chat_token_ids", messages))
         return list(range(7))
 
-    def score_token_ids(self, prompts: list[list[int]]) -> list[FakeTextScores]:
+    def score_token_ids(self, prompts: list[list[int]]) -> list[TextScores]:
         self.calls.append(("score_token_ids", prompts))
         return [self._score([f"<t{i}>" for i in p]) for p in prompts]

@@ -15,21 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from amygdala_vllm.readout import TextScores
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.validate import load_manifest, load_vectors
 from synthetic import SyntheticData, SyntheticSpec, make_run
-
-
-@dataclass(frozen=True)
-class FakeTextScores:
-    """Same fields as readout.TextScores (per-token scores are a single position here)."""
-
-    token_ids: list[int]
-    tokens: list[str]
-    scores: np.ndarray
-    mean: np.ndarray
-    last: np.ndarray
-    agreement: float | None
 
 
 @dataclass
@@ -40,7 +29,7 @@ class FakeReadout:
     ood: dict[str, np.ndarray] = field(default_factory=dict)  # text -> pooled activation [L, H]
     calls: list[dict] = field(default_factory=list)
 
-    def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[FakeTextScores]:
+    def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[TextScores]:
         by_text = {t.text: t.id for t in self.data.texts}
         out = []
         for text in texts:
@@ -50,7 +39,7 @@ class FakeReadout:
                 m = l = self.ood[text]
             mean = np.einsum("lh,elh->le", m.astype(np.float64), self.vectors).astype(np.float32)
             last = np.einsum("lh,elh->le", l.astype(np.float64), self.vectors).astype(np.float32)
-            out.append(FakeTextScores([1], [text[:4]], last[None], mean, last, self.agreement))
+            out.append(TextScores([1], [text[:4]], last[None], mean, last, self.agreement))
             if progress:
                 progress(1)
         return out
