@@ -199,6 +199,7 @@ class ReadoutManifest(_Strict):
     dropped: dict[str, str] = {}
     dataset_sha256: str = ""
     vllm_version: str = ""
+    method_options: dict[str, float] = {}  # e.g. shrinkage, neutral_variance, remove_shared (docs/reduce.md)
 
 
 # -------------------------------------------------------------------- helpers

@@ -48,13 +48,16 @@ def test_validate_writes_report_and_prints_summary(setup) -> None:
     res = _invoke(ds, vec, out, "--dtype", "fp32", "--ood", str(ood), "--compare-methods",
                   "--activations", str(dirs[0]), "--batch-size", "4", "--max-model-len", "256")
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md", "specificity.png"]
     report = read_report(out / "report.json")
     assert report.ood is not None and report.ood.texts == 4
     assert report.compare is not None and len(report.compare.concepts) == 3
+    assert report.specificity is not None and report.specificity.best_layer in SPEC.layers
+    assert {s.method for s in report.compare.scores} >= {"caa", "lda", "grand-mean", "mlda"}
+    assert set(report.compare.winners) == {str(l) for l in SPEC.layers}
     assert report.model == "synthetic/model" and report.dtype == "fp32"
     for name in ("anger", "joy", "warmth", "best layer", "Cohen's d", "agreement", "pass", "CAA vs LDA",
-                 "report.md"):
+                 "report.md", "specificity", "sibling", "top-1", "methods compared", "winner", "grand-mean"):
         assert name in res.output, name
     call = fake.calls[0]
     assert call["model"] == "synthetic/model" and call["dtype"] == "fp32" and call["batch_size"] == 4

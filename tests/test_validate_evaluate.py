@@ -89,7 +89,7 @@ def test_report_files_written_and_parse(tmp_path: Path) -> None:
     report.ood = ood_report("ood.txt", man, np.einsum("nlh,elh->nle", ood, load_vectors(vec, man)))
     out = tmp_path / "nested" / "report"
     paths = write_report(out, report)
-    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md", "specificity.png"]
     back = read_report(paths["report.json"])
     assert back == report
     raw = json.loads(paths["report.json"].read_text())

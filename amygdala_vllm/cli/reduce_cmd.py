@@ -25,7 +25,7 @@ def reduce_command(
     training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = Path("runs/dataset"),
     output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = Path("runs/amygdala.safetensors"),
     pooling: Annotated[str, typer.Option(help="Pooled activation to use: mean|last.")] = "mean",
-    method: Annotated[str, typer.Option(help="caa (mean difference) or lda (shrinkage LDA).")] = "caa",
+    method: Annotated[str, typer.Option(help="caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = "caa",
     shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,
     min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = 5,
     emotions: Annotated[str | None, typer.Option(help="Comma-separated subset, in manifest order (default: all, sorted).")] = None,
@@ -34,6 +34,8 @@ def reduce_command(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
     json_summary: Annotated[Path | None, typer.Option("--json-summary", help="Also write the summary (incl. cross-talk) as JSON.")] = None,
     top_pairs: Annotated[int, typer.Option(help="Most similar concept pairs to list per layer.")] = 5,
+    neutral_variance: Annotated[float, typer.Option(help="Project out the top principal components of the neutral train texts (positive for no concept) holding this share of their variance; 0 = off, 0.5 = Anthropic's recipe.")] = 0.0,
+    remove_shared: Annotated[int, typer.Option(help="Project out the top K shared axes of the concept vectors (valence, arousal); the full vectors go to NAME.full.safetensors.")] = 0,
 ) -> None:
     """Compute CAA/LDA readout vectors per concept and hooked layer, with calibration."""
     from ..reduce import ReduceOptions, reduce
@@ -42,6 +44,7 @@ def reduce_command(
     opts = ReduceOptions(
         pooling=pooling, method=method, shrinkage=shrinkage, min_examples=min_examples, emotions=names,
         dtype=dtype, allow_missing=allow_missing, force=force, top_pairs=top_pairs,
+        neutral_variance=neutral_variance, remove_shared=remove_shared,
     )
     result = reduce(activations, training_data_dir, output, opts)
     s = result.summary
@@ -49,6 +52,11 @@ def reduce_command(
         write_json(json_summary, s)
 
     console.print(f"wrote [bold]{s.output}[/] and [bold]{s.manifest}[/] ({s.method}, {s.pooling} pooling)")
+    if s.method_options:
+        console.print("method options: " + ", ".join(f"{k} {v:g}" for k, v in sorted(s.method_options.items())),
+                      highlight=False)
+    if s.full_output:
+        console.print(f"full vectors (shared axes kept): [bold]{s.full_output}[/]")
     console.print(f"concepts: {len(s.concepts)} kept, {len(s.dropped)} dropped")
     for name, reason in sorted(s.dropped.items()):
         console.print(f"  dropped {name}: {reason}", highlight=False)

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from ..errors import ValidationFailed
 from ._app import app, command, console
+from .specificity_view import print_method_ranking, print_specificity
 
 __all__ = ["validate_command"]
 
@@ -45,6 +46,7 @@ def validate_command(
     activations: Annotated[list[Path] | None, typer.Option("--activations", help="Activations dir from `extract --split all`, for --compare-methods; repeatable.")] = None,
     shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
+    taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
     compile_: Annotated[bool, typer.Option("--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed).")] = False,
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
@@ -54,7 +56,7 @@ def validate_command(
         vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
         dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
         min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
-        max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_,
+        max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_, taxonomy=taxonomy,
     )
     bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)
@@ -84,7 +86,11 @@ def validate_command(
         table.add_row(c.concept, counts, str(c.best_layer), _fmt(main.auroc), _fmt(oth.auroc),
                       _fmt(main.cohens_d, ".2f"), _fmt(main.accuracy))
     console.print(table)
+    if r.specificity is not None:
+        print_specificity(console, r.specificity)
     if r.compare is not None:
+        if r.compare.scores:
+            print_method_ranking(console, r.compare)
         cmp = Table(title=f"CAA vs LDA, offline ({r.compare.pooling} pooling): best held-out AUROC")
         for name in ("concept", "CAA", "LDA"):
             cmp.add_column(name, justify="left" if name == "concept" else "right")

@@ -25,14 +25,25 @@ from ..shards import POOLINGS
 from . import directions
 from .activations import Activations, open_activations
 from .directions import LayerCrossTalk
-from .stats import Classes, class_sums, projection_spread
+from .methods import SPECIFIC_METHODS, build
+from .stats import Classes, ClassSums, projection_spread
 from .writer import DTYPES, cast, manifest_path, safetensors_bytes, write_outputs
 
-__all__ = ["METHODS", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
+__all__ = ["METHODS", "full_path", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("caa", "lda")
+METHODS = ("caa", "lda", *SPECIFIC_METHODS)
+
+
+def full_path(output: Path) -> Path:
+    """Where ``--remove-shared`` writes the method's full vectors: ``NAME.full.safetensors`` beside ``NAME``.
+
+    The main output holds the specific vectors (shared axes removed), because
+    that is what the flag asks for; the full ones keep their own manifest so
+    either file can be loaded for readout as it is.
+    """
+    return Path(output).with_suffix(".full.safetensors")
 
 
 @dataclass(frozen=True)
@@ -48,6 +59,8 @@ class ReduceOptions:
     allow_missing: bool = False
     force: bool = False
     top_pairs: int = 10
+    neutral_variance: float = 0.0
+    remove_shared: int = 0
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is opened."""
@@ -61,6 +74,10 @@ class ReduceOptions:
             raise UsageError(f"--min-examples must be at least 2 (a spread needs two texts), got {self.min_examples}")
         if not self.shrinkage >= 0:
             raise UsageError(f"--shrinkage must be >= 0, got {self.shrinkage}")
+        if not 0.0 <= self.neutral_variance < 1.0:
+            raise UsageError(f"--neutral-variance must be within [0, 1) (0 = off), got {self.neutral_variance}")
+        if self.remove_shared < 0:
+            raise UsageError(f"--remove-shared must be >= 0 (0 = off), got {self.remove_shared}")
         if self.emotions is not None and len(set(self.emotions)) != len(self.emotions):
             raise UsageError("--emotions lists an emotion twice")
 
@@ -87,6 +104,8 @@ class ReduceSummary(msgspec.Struct):
     smallest: list[ClassSize]  # kept concepts, smallest class first
     cross_talk: list[LayerCrossTalk]
     missing_texts: int = 0
+    method_options: dict[str, float] = {}
+    full_output: str | None = None  # --remove-shared: the method's vectors before the shared axes were removed
 
 
 @dataclass
@@ -166,7 +185,8 @@ def reduce(
     if not output.parent.is_dir():
         raise StoreError(f"cannot write {output}: directory {output.parent} does not exist")
     if not opts.force:
-        for p in (output, man_path):
+        extra = (full_path(output), manifest_path(full_path(output))) if opts.remove_shared else ()
+        for p in (output, man_path, *extra):
             if p.exists():
                 raise StoreError(f"{p} already exists (pass --force to overwrite)")
     dataset = load_dataset(Path(training_data_dir))
@@ -185,17 +205,51 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
     concepts, members, dropped, missing = select_concepts(dataset, acts, opts)
     classes = Classes.build(members)
     layers = acts.layers
-    log.info("pass 1 over %d train texts for %d concepts", len(classes.ids), len(concepts))
-    stats = class_sums(acts, classes, opts.pooling, scatter=opts.method == "lda")
+    log.info("pass 1 over %d train texts for %d concepts (%s)", len(classes.ids), len(concepts), opts.method)
+    built = build(acts, members, concepts, opts.pooling, opts.method, shrinkage=opts.shrinkage,
+                  neutral_variance=opts.neutral_variance, remove_shared_k=opts.remove_shared)
+    stats = built.stats
     means = stats.means()
-    diff = means[0] - means[1]
-    raw_norm = np.linalg.norm(diff, axis=-1)  # [E, L]
-    raw = directions.caa(diff) if opts.method == "caa" else directions.lda(diff, stats.within_cov(), opts.shrinkage)
-    unit = directions.unit(raw, concepts, layers)
+    raw_norm = np.linalg.norm(means[0] - means[1], axis=-1)  # [E, L]
+    write = dict(acts=acts, dataset=dataset, classes=classes, stats=stats, concepts=concepts, dropped=dropped,
+                 raw_norm=raw_norm, opts=opts)
+    full_out = None
+    if built.specific is not None:
+        full_out = full_path(output)
+        full_opts = {k: v for k, v in built.options.items() if k != "remove_shared"}
+        _write_pair(full_out, built.full, full_opts, **write)  # type: ignore[arg-type]
+        unit = built.specific
+    else:
+        unit = built.full
+    manifest, written = _write_pair(output, unit, built.options, **write)  # type: ignore[arg-type]
+    counts = stats.counts
+    order = np.argsort(counts.min(axis=0), kind="stable")
+    summary = ReduceSummary(
+        output=str(output),
+        manifest=str(man_path),
+        method=opts.method,
+        pooling=opts.pooling,
+        concepts=concepts,
+        dropped=dropped,
+        layers=layers,
+        raw_norms={c: {str(l): float(raw_norm[e, i]) for i, l in enumerate(layers)} for e, c in enumerate(concepts)},
+        smallest=[ClassSize(concepts[e], int(counts[0, e]), int(counts[1, e])) for e in order],
+        cross_talk=directions.cross_talk(written, concepts, layers, top=opts.top_pairs),
+        missing_texts=missing,
+        method_options=built.options,
+        full_output=None if full_out is None else str(full_out),
+    )
+    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
+
+
+def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float], *, acts: Activations,
+                dataset: Dataset, classes: Classes, stats: ClassSums, concepts: list[str], dropped: dict[str, str],
+                raw_norm: np.ndarray, opts: ReduceOptions) -> tuple[ReadoutManifest, np.ndarray]:
+    """Calibrate unit vectors [E, L, H] (pass 2) and write them with their manifest; return both."""
+    info, layers = acts.info, acts.layers
     stored, written = cast(unit, opts.dtype)
     log.info("pass 2: calibration of the projections")
     proj_means, pooled = projection_spread(acts, classes, opts.pooling, written, stats)
-
     counts = stats.counts
     manifest = ReadoutManifest(
         format=READOUT_FORMAT,
@@ -224,6 +278,7 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
         dropped=dropped,
         dataset_sha256=dataset.sha256,
         vllm_version=info.vllm_version,
+        method_options=method_options,
     )
     tag = DTYPES[opts.dtype]
     tensors = {f"layer_{layer}.vectors": (tag, stored[:, li, :]) for li, layer in enumerate(layers)}
@@ -237,19 +292,5 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
         "layer_semantics": LAYER_SEMANTICS,
     }
     write_outputs(output, safetensors_bytes(tensors, metadata), manifest, force=opts.force)
-    log.info("wrote %s and %s", output, man_path)
-    order = np.argsort(counts.min(axis=0), kind="stable")
-    summary = ReduceSummary(
-        output=str(output),
-        manifest=str(man_path),
-        method=opts.method,
-        pooling=opts.pooling,
-        concepts=concepts,
-        dropped=dropped,
-        layers=layers,
-        raw_norms={c: {str(l): float(raw_norm[e, i]) for i, l in enumerate(layers)} for e, c in enumerate(concepts)},
-        smallest=[ClassSize(concepts[e], int(counts[0, e]), int(counts[1, e])) for e in order],
-        cross_talk=directions.cross_talk(written, concepts, layers, top=opts.top_pairs),
-        missing_texts=missing,
-    )
-    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
+    log.info("wrote %s and %s", output, manifest_path(output))
+    return manifest, written

@@ -1,4 +1,4 @@
-"""``--compare-methods``: CAA and shrinkage LDA from the same train texts, scored on the same held-out texts.
+"""``--compare-methods``: every ``reduce`` method from the same train texts, scored on the same held-out texts.
 
 Offline, from an activations dir that holds both splits (``extract --split
 all``): no engine, no vectors file. The directions come from the reduce
@@ -7,6 +7,14 @@ library's own streaming statistics and direction functions (the very code
 should I have used" for this dataset and model. FACTS.md measured why it
 matters: with noisy labels or a strong within-class nuisance axis, CAA points
 partly at the nuisance and LDA does not.
+
+Beside the per-concept CAA/LDA table, every method of :data:`VARIANTS` is
+scored per layer by the medians over concepts of one-vs-rest and sibling
+AUROC and by identification top-1/top-5 (``specificity.py``). The winner of a
+layer is the method with the best mean of median sibling AUROC and top-1
+among those keeping median one-vs-rest AUROC >= :data:`OVR_BAR` (all methods
+if none does): telling emotions apart is the point, but not at the price of
+no longer telling an emotion from its absence.
 """
 
 from __future__ import annotations
@@ -21,27 +29,58 @@ from ..dataset import Dataset
 from ..errors import CaptureError
 from ..formats import ReadoutManifest
 from ..reduce import ReduceOptions, open_activations, select_concepts
-from ..reduce import directions
-from ..reduce.stats import BLOCK, Classes, class_sums
+from ..errors import UsageError
+from ..reduce.methods import build
+from ..reduce.stats import BLOCK, Classes
 from . import metrics
 from .evaluate import heldout_classes
-from .schema import CompareReport, MethodConcept, MethodLayer, opt
+from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore, opt
+from .specificity import specificity
 
-__all__ = ["compare_methods", "method_vectors"]
+__all__ = ["compare_methods", "variant_vectors", "pick_winners", "VARIANTS", "OVR_BAR"]
+
+#: name -> (reduce --method, --neutral-variance, --remove-shared): the variants ranked side by side.
+VARIANTS: dict[str, tuple[str, float, int]] = {
+    "caa": ("caa", 0.0, 0),
+    "lda": ("lda", 0.0, 0),
+    "grand-mean": ("grand-mean", 0.0, 0),
+    "grand-mean+neutral0.5": ("grand-mean", 0.5, 0),
+    "caa+remove-shared1": ("caa", 0.0, 1),
+    "grand-mean+remove-shared1": ("grand-mean", 0.0, 1),
+    "mlda": ("mlda", 0.0, 0),
+}
+
+#: Median one-vs-rest AUROC a winner must keep.
+OVR_BAR = 0.9
 
 log = logging.getLogger(__name__)
 
 
-def method_vectors(acts, classes: Classes, pooling: str, concepts: Sequence[str], shrinkage: float
-                   ) -> dict[str, np.ndarray]:
-    """Unit CAA and LDA vectors [E, L, H] from one streaming pass over the train texts."""
-    stats = class_sums(acts, classes, pooling, scatter=True)
-    means = stats.means()
-    diff = means[0] - means[1]
-    layers = acts.layers
-    caa = directions.unit(directions.caa(diff), concepts, layers)
-    lda = directions.unit(directions.lda(diff, stats.within_cov(), shrinkage), concepts, layers)
-    return {"caa": caa, "lda": lda}
+def variant_vectors(acts, members, concepts: Sequence[str], pooling: str, shrinkage: float
+                    ) -> dict[str, np.ndarray]:
+    """Unit vectors [E, L, H] of every :data:`VARIANTS` entry; variants the data cannot support are left out."""
+    out = {}
+    for name, (method, neutral, shared) in VARIANTS.items():
+        try:
+            b = build(acts, members, concepts, pooling, method, shrinkage=shrinkage, neutral_variance=neutral,
+                      remove_shared_k=shared if shared < len(concepts) else 0)
+        except UsageError as exc:
+            log.warning("--compare-methods: %s left out: %s", name, exc)
+            continue
+        out[name] = b.full if b.specific is None else b.specific
+    return out
+
+
+def pick_winners(scores: Sequence[MethodScore]) -> dict[str, str]:
+    """str(layer) -> the method favoured there (see the module docstring)."""
+    out = {}
+    for layer in sorted({s.layer for s in scores}):
+        here = [s for s in scores if s.layer == layer and s.sibling_auroc is not None and s.top1 is not None]
+        keep = [s for s in here if (s.one_vs_rest_auroc or 0.0) >= OVR_BAR] or here
+        if keep:
+            best = max(keep, key=lambda s: (s.sibling_auroc + s.top1) / 2)  # type: ignore[operator]
+            out[str(layer)] = best.method
+    return out
 
 
 def _project(acts, ids: np.ndarray, pooling: str, vecs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -60,6 +99,7 @@ def compare_methods(
     *,
     shrinkage: float = 0.1,
     pooling: str | None = None,
+    taxonomy: dict[str, list[str]] | None = None,
 ) -> CompareReport:
     """Held-out AUROC per concept and layer for CAA and LDA; concepts and pooling follow the manifest."""
     pooling = pooling or manifest.pooling
@@ -71,7 +111,7 @@ def compare_methods(
     if missing:
         log.warning("--compare-methods: %d train texts are in no shard and are left out", missing)
     classes = Classes.build(members)
-    vecs = method_vectors(acts, classes, pooling, concepts, shrinkage)
+    vecs = variant_vectors(acts, members, concepts, pooling, shrinkage)
 
     held = heldout_classes(dataset, concepts)
     wanted = np.unique(np.concatenate([a for pair in held.values() for a in pair] + [np.zeros(0, np.int64)]))
@@ -87,6 +127,12 @@ def compare_methods(
         log.warning("--compare-methods: %d of %d held-out texts are in no shard", len(wanted) - len(ids), len(wanted))
     proj = _project(acts, ids, pooling, vecs)
     rows = {int(t): i for i, t in enumerate(ids)}
+    scores = []
+    for name, v in vecs.items():
+        spec = specificity(concepts, acts.layers, v, proj[name], ids, held, taxonomy)
+        scores += [MethodScore(method=name, layer=l.layer, one_vs_rest_auroc=l.median_one_vs_rest_auroc,
+                               sibling_auroc=l.median_sibling_auroc, top1=l.top1, top5=l.top5) for l in spec.layers]
+    proj = {k: proj[k] for k in ("caa", "lda")}
     out = []
     for e, c in enumerate(concepts):
         pos = [rows[int(t)] for t in held[c][0] if int(t) in rows]
@@ -99,4 +145,5 @@ def compare_methods(
         out.append(MethodConcept(concept=c, heldout_positive=len(pos), heldout_negative=len(neg), layers=layers,
                                  best_caa=best["caa"], best_lda=best["lda"]))
     return CompareReport(activations=[str(a) for a in activations], pooling=pooling, shrinkage=shrinkage,
-                         train_texts=int(len(classes.ids)), heldout_texts=int(len(ids)), concepts=out)
+                         train_texts=int(len(classes.ids)), heldout_texts=int(len(ids)), concepts=out,
+                         scores=scores, winners=pick_winners(scores))

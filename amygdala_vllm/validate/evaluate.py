@@ -25,6 +25,7 @@ from ..errors import FormatError, UsageError
 from ..formats import ReadoutManifest
 from . import metrics
 from .crosstalk import crosstalk, crosstalk_layer
+from .specificity import specificity
 from .schema import VALIDATE_FORMAT, Agreement, ConceptReport, LayerMetrics, PoolingMetrics, ValidateReport, opt
 
 __all__ = [
@@ -184,6 +185,7 @@ def evaluate_projections(
     manifest_path: Path | str = "",
     model: str | None = None,
     dtype: str = "bf16",
+    taxonomy: dict[str, list[str]] | None = None,
 ) -> ValidateReport:
     """The report (without OOD, comparison or failures) from pooled projections [N, L, E]."""
     classes = heldout_classes(dataset, manifest.concepts, proj.text_ids)
@@ -201,6 +203,8 @@ def evaluate_projections(
         method=manifest.method, pooling=manifest.pooling, skip_first_tokens=manifest.skip_first_tokens, dtype=dtype,
         layers=list(manifest.layers), concepts=concepts, heldout_texts=len(proj.text_ids), best_layers=best,
         crosstalk_layer=layer, crosstalk=talk, agreement=agreement,
+        specificity=specificity(manifest.concepts, manifest.layers, vectors, proj.pooled(manifest.pooling),
+                                proj.text_ids, classes, taxonomy),
     )
 
 

@@ -19,12 +19,13 @@ from .. import atomic
 from ..errors import FormatError, StoreError
 from ..formats import encode_json
 from .schema import VALIDATE_FORMAT, ValidateReport
+from .specificity_report import methods_markdown, specificity_markdown, specificity_png
 
 __all__ = ["write_report", "read_report", "render_markdown", "REPORT_FILES"]
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("report.json", "report.md", "auroc.png", "crosstalk.png")
+REPORT_FILES = ("report.json", "report.md", "auroc.png", "crosstalk.png", "specificity.png")
 
 
 def read_report(path: Path) -> ValidateReport:
@@ -86,6 +87,8 @@ def render_markdown(r: ValidateReport) -> str:
         cells = [("1" if i == j else _f(ct.cosine[i][j] if j > i else ct.correlation[i][j], "+.2f"))
                  for j in range(len(names))]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    if r.specificity is not None:
+        lines += specificity_markdown(r.specificity)
     if r.ood is not None:
         lines += ["", f"## Out-of-distribution: `{r.ood.file}` ({r.ood.texts} texts, {r.pooling} pooling)", "",
                   "z = (mean projection - calibrated threshold) / train pooled std, signed toward the concept.", "",
@@ -105,6 +108,8 @@ def render_markdown(r: ValidateReport) -> str:
         for mc in cm.concepts:
             lines.append(f"| {mc.concept} | {_f(mc.best_caa)} | {_f(mc.best_lda)} | "
                          + " | ".join(f"{_f(l.caa, '.2f')} / {_f(l.lda, '.2f')}" for l in mc.layers) + " |")
+        if cm.scores:
+            lines += methods_markdown(cm)
     return "\n".join(lines) + "\n"
 
 
@@ -174,6 +179,7 @@ def write_report(out_dir: Path, report: ValidateReport) -> dict[str, Path]:
         raise StoreError(f"{out_dir} exists and is not a directory")
     files = {"report.json": encode_json(report), "report.md": render_markdown(report).encode("utf-8")}
     files.update(render_plots(report))
+    files["specificity.png"] = specificity_png(report)
     paths = {}
     for name in REPORT_FILES:
         atomic.write_bytes(out_dir / name, files[name])

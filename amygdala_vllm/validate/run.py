@@ -32,6 +32,7 @@ from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_sc
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
+from .specificity import read_taxonomy
 from .vectors import load_manifest, load_vectors
 
 __all__ = ["ValidateOptions", "ValidateResult", "OpenReadout", "run_validate", "pick_heldout", "min_auroc_failures"]
@@ -69,6 +70,7 @@ class ValidateOptions:
     max_texts: int | None = None
     shrinkage: float = 0.1
     enforce_eager: bool = True
+    taxonomy: Path | None = None
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is read."""
@@ -167,7 +169,8 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     dataset = load_dataset(Path(opts.training_data_dir))
     text_ids = _heldout_ids(dataset, manifest, opts.max_texts)
     ood_texts = read_ood_texts(opts.ood) if opts.ood else None
-    compare = (compare_methods(opts.activations, dataset, manifest, shrinkage=opts.shrinkage)
+    taxonomy = read_taxonomy(opts.taxonomy) if opts.taxonomy else None
+    compare = (compare_methods(opts.activations, dataset, manifest, shrinkage=opts.shrinkage, taxonomy=taxonomy)
                if opts.compare_methods else None)
 
     model = opts.model or manifest.model
@@ -180,7 +183,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
         ood_scores = _score(r, ood_texts, "ood", progress) if ood_texts else None
 
     report = evaluate(dataset, manifest, vectors, scores, text_ids, vectors_path=vectors_path,
-                      manifest_path=man_path, model=model, dtype=opts.dtype)
+                      manifest_path=man_path, model=model, dtype=opts.dtype, taxonomy=taxonomy)
     failures = []
     a = report.agreement
     if a.checked and not a.passed:

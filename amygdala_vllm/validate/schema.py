@@ -26,6 +26,11 @@ __all__ = [
     "MethodLayer",
     "MethodConcept",
     "CompareReport",
+    "SiblingLayer",
+    "SpecificityConcept",
+    "SpecificityLayer",
+    "SpecificityReport",
+    "MethodScore",
     "ValidateReport",
     "opt",
 ]
@@ -140,6 +145,63 @@ class CompareReport(_Strict):
     train_texts: int
     heldout_texts: int
     concepts: list[MethodConcept]
+    scores: list[MethodScore] = []  # every method of ``reduce --method`` (and variants) per layer
+    winners: dict[str, str] = {}  # str(layer) -> method the numbers favour there (see compare.py)
+
+
+class SiblingLayer(_Strict):
+    """One concept at one layer: AUROC against each sibling's positives, beside one-vs-rest."""
+
+    layer: int
+    siblings: list[str]  # the most similar vectors at this layer, then taxonomy family members
+    sibling_auroc: list[float | None]  # in ``siblings`` order
+    sibling_auroc_mean: float | None
+    sibling_auroc_min: float | None
+    one_vs_rest_auroc: float | None
+    gap: float | None  # one-vs-rest minus sibling mean: how much of the AUROC is shared valence
+
+
+class SpecificityConcept(_Strict):
+    concept: str
+    layers: list[SiblingLayer]
+
+
+class SpecificityLayer(_Strict):
+    """Whole-set figures at one layer (see ``validate/specificity.py``)."""
+
+    layer: int
+    median_sibling_auroc: float | None
+    median_one_vs_rest_auroc: float | None
+    top1: float | None  # identification over held-out positives, z-scored projections
+    top5: float | None
+    median_rank: float | None
+    identified: int  # (text, concept) positive pairs ranked
+    pc1_share: float | None  # share of the vector matrix's variance in its first principal component
+    mean_abs_correlation: float | None  # between held-out projections of different concepts
+    mean_abs_partial_correlation: float | None  # the same after their first component is partialled out
+
+
+class SpecificityReport(_Strict):
+    """Sibling AUROC, identification and valence dominance per layer; ``best_layer`` by sibling AUROC."""
+
+    nearest: int
+    taxonomy: dict[str, list[str]]
+    chance: float  # 1 / number of concepts
+    best_layer: int | None
+    recommended_layers: list[int]  # up to three, best median sibling AUROC first
+    layers: list[SpecificityLayer]
+    concepts: list[SpecificityConcept]
+
+
+class MethodScore(_Strict):
+    """``--compare-methods``: one method at one layer, medians over concepts."""
+
+    method: str
+    layer: int
+    one_vs_rest_auroc: float | None
+    sibling_auroc: float | None
+    top1: float | None
+    top5: float | None
 
 
 class ValidateReport(_Strict):
@@ -167,3 +229,4 @@ class ValidateReport(_Strict):
     failures: list[str] = []
     ood: OODReport | None = None
     compare: CompareReport | None = None
+    specificity: SpecificityReport | None = None  # added within format 1: older reports lack it
