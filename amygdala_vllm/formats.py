@@ -179,6 +179,10 @@ class Calibration(_Strict):
     neg_mean: float
     pooled_std: float
     raw_norm: float
+    # Per-token class means of the projection over the train texts (positions >= skip_first_tokens,
+    # every token weighted alike); older manifests lack them. Per-token z = (score - mid) / half-gap.
+    token_pos_mean: float | None = None
+    token_neg_mean: float | None = None
 
 
 class ReadoutManifest(_Strict):

@@ -96,12 +96,13 @@ def test_unknown_concepts_are_refused_with_the_known_ones() -> None:
         check_concepts(man, ["grief"])
 
 
-def test_default_concepts_are_the_strongest_by_absolute_mean_z() -> None:
+def test_default_concepts_are_the_most_expressed_by_signed_mean_z() -> None:
     man = make_manifest()
     scored = make_scores(TOKENS * 5, man, boost={"calm": -3.0, "joy": 2.0, "awe": 1.0})
-    assert rank_concepts(man, scored, [8])[:3] == ["calm", "joy", "awe"]
+    ranked = rank_concepts(man, scored, [8])
+    assert ranked[:2] == ["joy", "awe"] and ranked[-1] == "calm"  # far below its midpoint: expressed least
     view = build_view(scored, man, layers=[8], top_k=2)
-    assert view.concepts == ["calm", "joy"]
+    assert view.concepts == ["joy", "awe"]
     assert build_view(scored, man, layers=[8], concepts=["anger"], top_k=2).concepts == ["anger"]
 
 

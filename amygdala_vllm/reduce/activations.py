@@ -99,6 +99,21 @@ class Activations:
             out[sel] = got
         return out
 
+    def read_num_tokens(self, ids: np.ndarray) -> np.ndarray:
+        """Prompt lengths (``num_tokens``) of ``ids`` (all present) as int64 [len(ids)]."""
+        pos = np.searchsorted(self.ids, ids)
+        out = np.empty(len(ids), dtype=np.int64)
+        shards = self.shard_of[pos]
+        for s in np.unique(shards):
+            sel = np.flatnonzero(shards == s)
+            try:
+                with safe_open(str(self.shard_paths[s]), framework="numpy") as f:
+                    counts = f.get_tensor("num_tokens")
+            except (SafetensorError, OSError, ValueError) as exc:
+                raise CaptureError(f"shard {self.shard_paths[s]}: cannot read num_tokens: {exc}") from exc
+            out[sel] = counts[self.row_of[pos[sel]]]
+        return out
+
     def close(self) -> None:
         """Nothing to release: each read opens and closes its shards (kept for callers' symmetry)."""
 

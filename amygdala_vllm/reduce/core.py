@@ -27,6 +27,7 @@ from .activations import Activations, open_activations
 from .directions import LayerCrossTalk
 from .methods import SPECIFIC_METHODS, build
 from .stats import Classes, ClassSums, projection_spread
+from .token_calibration import token_class_means
 from .writer import DTYPES, cast, manifest_path, safetensors_bytes, write_outputs
 
 __all__ = ["METHODS", "full_path", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
@@ -250,6 +251,7 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
     stored, written = cast(unit, opts.dtype)
     log.info("pass 2: calibration of the projections")
     proj_means, pooled = projection_spread(acts, classes, opts.pooling, written, stats)
+    tok = token_class_means(acts, classes, written)
     counts = stats.counts
     manifest = ReadoutManifest(
         format=READOUT_FORMAT,
@@ -269,6 +271,8 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
                     neg_mean=float(proj_means[1, e, li]),
                     pooled_std=float(pooled[e, li]),
                     raw_norm=float(raw_norm[e, li]),
+                    token_pos_mean=float(tok[0, e, li]),
+                    token_neg_mean=float(tok[1, e, li]),
                 )
                 for li, layer in enumerate(layers)
             }

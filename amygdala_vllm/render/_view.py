@@ -30,6 +30,7 @@ __all__ = [
     "ReadoutView",
     "CLIP_Z",
     "calibration_arrays",
+    "token_calibration_arrays",
     "to_z",
     "resolve_layers",
     "check_concepts",
@@ -127,6 +128,36 @@ def calibration_arrays(
     return mid, std, ok
 
 
+def token_calibration_arrays(
+    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(midpoint, half_gap, calibrated)`` of per-token scores, each ``[len(layers), len(concepts)]``.
+
+    From the manifest's per-token class means (``reduce/token_calibration.py``):
+    ``z = (score - midpoint) / half_gap`` puts a typical train positive token
+    at +1 and a typical negative one at -1 (the half-gap is signed, so z > 0
+    always leans toward the concept). Manifests written before per-token
+    calibration existed lack the means: those entries are not calibrated here
+    and per-token scores fall back to the pooled calibration.
+    """
+    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
+    half = np.ones_like(mid)
+    ok = np.zeros(mid.shape, dtype=bool)
+    for j, concept in enumerate(concepts):
+        per_layer = manifest.calibration.get(concept, {})
+        for i, layer in enumerate(layers):
+            cal = per_layer.get(str(layer))
+            if cal is None or cal.token_pos_mean is None or cal.token_neg_mean is None:
+                continue
+            gap = (cal.token_pos_mean - cal.token_neg_mean) / 2
+            if not (math.isfinite(gap) and gap != 0):
+                continue
+            mid[i, j] = (cal.token_pos_mean + cal.token_neg_mean) / 2
+            half[i, j] = gap
+            ok[i, j] = True
+    return mid, half, ok
+
+
 def to_z(raw: np.ndarray, mid: np.ndarray, std: np.ndarray) -> np.ndarray:
     """``(raw - mid) / std`` broadcast over leading axes, in float64."""
     return (np.asarray(raw, dtype=np.float64) - mid) / std
@@ -173,16 +204,19 @@ def check_concepts(manifest: ReadoutManifest, names: Sequence[str]) -> list[str]
 
 
 def rank_concepts(manifest: ReadoutManifest, scored: ScoredText, layers: Sequence[int]) -> list[str]:
-    """All concepts, strongest first: largest |mean z| over the chosen layers.
+    """All concepts, the ones the text expresses most first: largest (signed) pooled mean z over the chosen layers.
 
+    Signed, not |z|: a reader asks which emotions a text carries, and the
+    bundled vectors ranked by |z| showed four concepts the text was *far from*
+    (curiosity, clarity, tiredness, anxiety, all negative) above joy (+2.07).
     Only calibrated entries count: a raw dot product has no unit to compare
-    with a z, so an uncalibrated (concept, layer) ranks as strength 0. Ties
-    (and NaN) keep manifest order, so the ranking is deterministic.
+    with a z, so an uncalibrated (concept, layer) ranks below every calibrated
+    one. Ties (and NaN) keep manifest order, so the ranking is deterministic.
     """
     rows = [manifest.layers.index(layer) for layer in layers]
     mid, std, ok = calibration_arrays(manifest, layers, manifest.concepts)
-    z = np.abs(to_z(np.asarray(scored.mean)[rows], mid, std))
-    strength = np.where(ok, np.nan_to_num(z, nan=0.0), 0.0).max(axis=0)
+    z = to_z(np.asarray(scored.mean)[rows], mid, std)
+    strength = np.where(ok, np.nan_to_num(z, nan=-np.inf), -np.inf).max(axis=0)
     order = sorted(range(len(manifest.concepts)), key=lambda j: (-strength[j], j))
     return [manifest.concepts[j] for j in order]
 
@@ -211,6 +245,8 @@ def build_view(
     rows = [manifest.layers.index(layer) for layer in layers]
     cols = [manifest.concepts.index(c) for c in chosen]
     mid, std, ok = calibration_arrays(manifest, layers, chosen)
+    tmid, thalf, tok = token_calibration_arrays(manifest, layers, chosen)
+    tok &= ok
 
     def pick(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float32)[..., rows, :][..., cols]
@@ -223,7 +259,7 @@ def build_view(
         layers=list(layers),
         concepts=chosen,
         raw=raw,
-        z=to_z(raw, mid, std),
+        z=to_z(raw, np.where(tok, tmid, mid), np.where(tok, thalf, std)),
         mean_raw=mean_raw,
         mean_z=to_z(mean_raw, mid, std),
         last_raw=last_raw,
