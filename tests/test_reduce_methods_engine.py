@@ -11,19 +11,14 @@ import numpy as np
 import pytest
 
 from amygdala_vllm.formats import ExampleRecord
+from amygdala_vllm.validate.compare import VARIANTS as COMPARED
 from text_datasets import text_record, varied_texts, write_dataset_dir
 
 pytestmark = pytest.mark.engine
 
 EMOTIONS = ("calm", "joy", "anger", "awe")
-VARIANTS = {
-    "caa": dict(method="caa"),
-    "lda": dict(method="lda"),
-    "grand-mean": dict(method="grand-mean"),
-    "grand-mean+neutral": dict(method="grand-mean", neutral_variance=0.5),
-    "caa+remove-shared": dict(method="caa", remove_shared=1),
-    "mlda": dict(method="mlda"),
-}
+#: name -> ReduceOptions fields, for every variant ``validate --compare-methods`` ranks
+VARIANTS = {name: dict(method=m, neutral_variance=nv, remove_shared=k) for name, (m, nv, k) in COMPARED.items()}
 
 
 def _dataset(path):
