@@ -2,6 +2,8 @@
 # The main job on the bundled default data, from a fresh machine:
 #   set up .venv/, then pairs -> extract -> reduce -> validate on SmolLM2-135M-Instruct (offline).
 # Outputs land in runs/ (dataset/, activations/, amygdala.safetensors + .manifest.json, report/).
+# validate prints held-out AUROC, the specificity summary (sibling AUROC, identification, valence
+# dominance, recommended layers) and, with --compare-methods, every reduce method ranked per layer.
 # Extra arguments are passed to `validate` (e.g. --min-auroc 0.7).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

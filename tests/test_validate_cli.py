@@ -57,7 +57,7 @@ def test_validate_writes_report_and_prints_summary(setup) -> None:
     assert set(report.compare.winners) == {str(l) for l in SPEC.layers}
     assert report.model == "synthetic/model" and report.dtype == "fp32"
     for name in ("anger", "joy", "warmth", "best layer", "Cohen's d", "agreement", "pass", "CAA vs LDA",
-                 "report.md", "specificity", "sibling", "top-1", "methods compared", "winner", "grand-mean"):
+                 "report.md", "specificity", "sibling", "top-1", "methods compared", "winner of the layer", "grand-mean"):
         assert name in res.output, name
     call = fake.calls[0]
     assert call["model"] == "synthetic/model" and call["dtype"] == "fp32" and call["batch_size"] == 4

@@ -45,7 +45,8 @@ def methods_markdown(cm: CompareReport) -> list[str]:
     """Every compared method per layer, medians over concepts, with the winner of each layer."""
     lines = ["", "## Methods side by side (offline, medians over concepts)", "",
              "| layer | method | 1-vs-rest AUROC | sibling AUROC | top-1 | top-5 | |", "|---|---|---|---|---|---|---|"]
-    for s in cm.scores:
+    order = {m: i for i, m in enumerate(dict.fromkeys(s.method for s in cm.scores))}
+    for s in sorted(cm.scores, key=lambda s: (s.layer, order[s.method])):
         win = "**winner**" if cm.winners.get(str(s.layer)) == s.method else ""
         lines.append(f"| {s.layer} | {s.method} | {_f(s.one_vs_rest_auroc)} | {_f(s.sibling_auroc)} | "
                      f"{_f(s.top1, '.2f')} | {_f(s.top5, '.2f')} | {win} |")
