@@ -104,6 +104,6 @@ def validate_command(
     else:
         console.print("agreement runtime vs offline: [yellow]not checked[/]")
     console.print(f"report: [bold]{result.paths['report.md']}[/], plots: {result.paths['auroc.png']}, "
-                  f"{result.paths['crosstalk.png']}", highlight=False)
+                  f"{result.paths['crosstalk.png']}, {result.paths['specificity.png']}", highlight=False)
     if result.failures:
         raise ValidationFailed("; ".join(result.failures))

@@ -71,6 +71,7 @@ def specificity_png(r: ValidateReport) -> bytes:
             ax.plot(xs, ys, style, label=label)
         ax.axhline(s.chance, color="grey", lw=0.8, ls=":", label="chance top-1")
         ax.axhline(0.5, color="grey", lw=0.8, ls="-.", label="chance AUROC")
+        ax.set_xticks(xs)
         ax.set_xlabel("layer")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7, loc="lower right")
