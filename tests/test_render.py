@@ -33,6 +33,7 @@ from amygdala_vllm.render import (
     z_rgb,
 )
 from amygdala_vllm.render._colour import NEGATIVE, NEUTRAL, POSITIVE
+from amygdala_vllm.render._view import z_note
 from readout_fakes import CONCEPTS, LAYERS, make_manifest, make_scores
 
 TOKENS = ["<s>", "I", " am", " so", " angry", "\n", "[bold]x[/]"]
@@ -60,6 +61,24 @@ def test_z_uses_midpoint_and_pooled_std_of_that_concept_and_layer() -> None:
             np.testing.assert_allclose(view.last_z[i, j], (scored.last[li, ci] - mid) / std, rtol=1e-6)
             np.testing.assert_array_equal(view.raw[:, i, j], scored.scores[:, li, ci])
     assert view.calibrated.all()
+    assert not view.token_calibrated  # a manifest without per-token means keeps the pooled calibration
+
+
+def test_per_token_z_uses_the_token_calibration_and_pooled_z_the_pooled_one() -> None:
+    man = make_manifest()
+    for j, concept in enumerate(CONCEPTS):
+        for key, cal in man.calibration[concept].items():
+            man.calibration[concept][key] = msgspec.structs.replace(
+                cal, token_pos_mean=cal.pos_mean + 3.0, token_neg_mean=cal.neg_mean - 1.0)
+    scored = make_scores(TOKENS, man)
+    view = build_view(scored, man, layers=[8], concepts=["fear"])
+    cal = man.calibration["fear"]["8"]
+    li, ci = LAYERS.index(8), CONCEPTS.index("fear")
+    tmid, half = (cal.token_pos_mean + cal.token_neg_mean) / 2, (cal.token_pos_mean - cal.token_neg_mean) / 2
+    np.testing.assert_allclose(view.z[:, 0, 0], (scored.scores[:, li, ci] - tmid) / half, rtol=1e-6)
+    pooled_mid = (cal.pos_mean + cal.neg_mean) / 2
+    np.testing.assert_allclose(view.mean_z[0, 0], (scored.mean[li, ci] - pooled_mid) / cal.pooled_std, rtol=1e-6)
+    assert view.token_calibrated and "half the token gap" in z_note(view)
 
 
 def test_missing_or_degenerate_calibration_keeps_raw_scores_and_says_so() -> None:

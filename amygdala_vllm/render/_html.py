@@ -21,7 +21,7 @@ import numpy as np
 
 from ._colour import NEGATIVE, NEUTRAL, POSITIVE, ink_for, z_hex, z_rgb
 from ._document import _numbers
-from ._view import CLIP_Z, ReadoutView
+from ._view import CLIP_Z, ReadoutView, z_note
 
 __all__ = ["render_html", "embed_json"]
 
@@ -162,7 +162,7 @@ def _summary(view: ReadoutView) -> str:
 
 
 def _note(view: ReadoutView) -> str:
-    note = "z = (score − midpoint of train positives and negatives) / pooled std."
+    note = z_note(view) + "; midpoints between train positives and negatives."
     if view.skip_first_tokens:
         note += f" Dotted: the first {view.skip_first_tokens} position(s), left out of the mean."
     return html.escape(note + " Hover a token for its scores.")

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._colour import ink_for, z_rgb
-from ._view import CLIP_Z, ReadoutView
+from ._view import CLIP_Z, ReadoutView, z_note
 
 __all__ = ["visible_token", "score_table", "colour_strip", "legend"]
 
@@ -60,7 +60,7 @@ def score_table(view: ReadoutView, *, title: str | None = None) -> Table:
     layers = ", ".join(str(layer) for layer in view.layers)
     table = Table(
         title=title or f"z-scores per token, layer {layers}",
-        caption="z = (score - midpoint) / pooled std" + ("; (raw): uncalibrated" if not view.calibrated.all() else ""),
+        caption=z_note(view) + ("; (raw): uncalibrated" if not view.calibrated.all() else ""),
         show_lines=False,
     )
     table.add_column("#", justify="right", style="dim")

@@ -31,6 +31,7 @@ __all__ = [
     "CLIP_Z",
     "calibration_arrays",
     "token_calibration_arrays",
+    "z_note",
     "to_z",
     "resolve_layers",
     "check_concepts",
@@ -68,7 +69,9 @@ class ReadoutView:
 
     Arrays are ``[T, l, e]`` (per token) or ``[l, e]`` (pooled), with ``l``
     indexing :attr:`layers` and ``e`` indexing :attr:`concepts`. ``z`` equals
-    ``raw`` wherever :attr:`calibrated` is False.
+    ``raw`` wherever :attr:`calibrated` is False. Per-token ``z`` uses the
+    per-token calibration where the manifest has it (:attr:`token_calibrated`),
+    pooled ``mean_z``/``last_z`` the pooled one.
     """
 
     model: str
@@ -85,6 +88,7 @@ class ReadoutView:
     calibrated: np.ndarray
     skip_first_tokens: int
     agreement: float | None = None
+    token_calibrated: bool = False  # per-token z from per-token statistics (every calibrated column)
 
     def shade_scale(self) -> np.ndarray:
         """Per-column factor that maps a shown value onto the z colour scale, ``[l, e]``.
@@ -156,6 +160,16 @@ def token_calibration_arrays(
             half[i, j] = gap
             ok[i, j] = True
     return mid, half, ok
+
+
+#: Captions of the two calibrations, shared by the terminal and HTML views.
+TOKEN_NOTE = "tokens: z = (score - token midpoint) / half the token gap (train positive token ~ +1, negative ~ -1)"
+POOLED_NOTE = "z = (score - midpoint) / pooled std"
+
+
+def z_note(view: ReadoutView) -> str:
+    """What the shown z values mean for ``view``."""
+    return f"{TOKEN_NOTE}; mean/last: {POOLED_NOTE}" if view.token_calibrated else POOLED_NOTE
 
 
 def to_z(raw: np.ndarray, mid: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -267,4 +281,5 @@ def build_view(
         calibrated=ok,
         skip_first_tokens=manifest.skip_first_tokens,
         agreement=scored.agreement,
+        token_calibrated=bool(tok[ok].all()) if ok.any() else False,
     )
