@@ -155,5 +155,7 @@ def test_bad_method_options(run, tmp_path: Path) -> None:
         reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(remove_shared=24))
     with pytest.raises(UsageError, match="--neutral-variance"):
         reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(neutral_variance=1.5))
+    with pytest.raises(UsageError, match="needs at least 2 concepts"):
+        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="mlda", emotions=["emo00"]))
     with pytest.raises(UsageError, match="unknown --method"):
         reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="pca"))

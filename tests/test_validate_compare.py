@@ -47,3 +47,18 @@ def test_activations_without_heldout_texts_are_refused(tmp_path: Path) -> None:
     write_activations(train_only, data, dataset_sha256=sha, text_ids=data.ids("train"))
     with pytest.raises(CaptureError, match=r"hold none of the .* held-out texts; .*extract --split all"):
         compare_methods([train_only], load_dataset(ds), load_manifest(vec.with_suffix(".manifest.json")))
+
+
+def test_every_method_is_ranked_and_a_single_concept_skips_the_contrastive_ones(tmp_path: Path) -> None:
+    from amygdala_vllm.reduce import ReduceOptions, reduce
+    from amygdala_vllm.validate.compare import VARIANTS
+
+    ds, dirs, _ = make_run(tmp_path / "all", SyntheticSpec(seed=3))
+    dataset = load_dataset(ds)
+    for names, expect in ((None, set(VARIANTS)), (["joy"], {"caa", "lda", "caa+remove-shared1"})):
+        vec = tmp_path / f"v{len(names or [])}.safetensors"
+        reduce(dirs, ds, vec, ReduceOptions(emotions=names))
+        cmp = compare_methods(dirs, dataset, load_manifest(vec.with_suffix(".manifest.json")))
+        # one concept: grand-mean and mlda are undefined; remove-shared falls back to the full vectors
+        assert {s.method for s in cmp.scores} >= expect and len(cmp.scores) == len(expect) * 2
+        assert set(cmp.winners) == {"2", "5"} and all(w in expect for w in cmp.winners.values())

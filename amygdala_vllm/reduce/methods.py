@@ -172,6 +172,9 @@ def build(acts: Activations, members: Sequence[tuple[np.ndarray, np.ndarray]], c
           remove_shared_k: int = 0) -> Built:
     """Directions of ``method`` (caa|lda|grand-mean|mlda) with the optional neutral projection and shared removal."""
     layers = acts.layers
+    if method in SPECIFIC_METHODS and len(concepts) < 2:
+        raise UsageError(f"--method {method} contrasts each concept with the others and needs at least 2 concepts, "
+                         f"got {len(concepts)}")
     stats = class_sums(acts, Classes.build(members), pooling, scatter=method == "lda")
     options: dict[str, float] = {}
     if method in ("lda", "mlda"):

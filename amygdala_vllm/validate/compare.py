@@ -14,7 +14,8 @@ AUROC and by identification top-1/top-5 (``specificity.py``). The winner of a
 layer is the method with the best mean of median sibling AUROC and top-1
 among those keeping median one-vs-rest AUROC >= :data:`OVR_BAR` (all methods
 if none does): telling emotions apart is the point, but not at the price of
-no longer telling an emotion from its absence.
+no longer telling an emotion from its absence. With a single concept there is
+nothing to tell apart: one-vs-rest decides, and grand-mean/mlda are left out.
 """
 
 from __future__ import annotations
@@ -71,14 +72,22 @@ def variant_vectors(acts, members, concepts: Sequence[str], pooling: str, shrink
     return out
 
 
+def _merit(s: MethodScore) -> float:
+    """(sibling AUROC + top-1) / 2; one-vs-rest alone where neither exists (a single concept); -1 if nothing."""
+    both = [x for x in (s.sibling_auroc, s.top1) if x is not None]
+    if len(both) == 2:
+        return sum(both) / 2
+    return s.one_vs_rest_auroc if s.one_vs_rest_auroc is not None and not both else -1.0
+
+
 def pick_winners(scores: Sequence[MethodScore]) -> dict[str, str]:
     """str(layer) -> the method favoured there (see the module docstring)."""
     out = {}
     for layer in sorted({s.layer for s in scores}):
-        here = [s for s in scores if s.layer == layer and s.sibling_auroc is not None and s.top1 is not None]
+        here = [s for s in scores if s.layer == layer]
         keep = [s for s in here if (s.one_vs_rest_auroc or 0.0) >= OVR_BAR] or here
-        if keep:
-            best = max(keep, key=lambda s: (s.sibling_auroc + s.top1) / 2)  # type: ignore[operator]
+        best = max(keep, key=_merit, default=None)
+        if best is not None and _merit(best) > -1.0:
             out[str(layer)] = best.method
     return out
 

@@ -198,7 +198,7 @@ def specificity(
                 sibling_auroc_mean=mean, sibling_auroc_min=opt(float(np.min(finite))) if finite else None,
                 one_vs_rest_auroc=ovr, gap=None if ovr is None or mean is None else ovr - mean,
             ))
-        ranks = identification(zscore(p), pos) if len(ids) else np.zeros(0, np.int64)
+        ranks = identification(zscore(p), pos) if len(ids) and len(concepts) > 1 else np.zeros(0, np.int64)
         raw_corr, part_corr = partial_correlation(p) if len(ids) else (float("nan"), float("nan"))
         per_layer.append(SpecificityLayer(
             layer=int(layer),
