@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import anyio
-import uvicorn
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
@@ -225,6 +224,8 @@ def require_header(app: Any, name: str, value: str, seen: list[str]) -> Callable
 @contextmanager
 def serve_asgi(app: Any, path: str = "/mcp") -> Iterator[str]:
     """Run any ASGI app with uvicorn on 127.0.0.1 (ephemeral port) in a thread; yield its URL."""
+    import uvicorn  # here: the stdio server script needs no web server
+
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="auto",
                             timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)

@@ -76,6 +76,9 @@ def _fetch_bar() -> Iterator[Callable[[int, int], None]]:
 
     try:
         yield update
+    except BaseException:
+        bar.live.transient = True  # the error, not a half bar, is the one line left
+        raise
     finally:
         bar.stop()
 
@@ -88,7 +91,7 @@ def pairs(
         "or a legacy SSE one (.../sse).",
         rich_help_panel=_SRC)] = None,
     memory_mcp_command: Annotated[Optional[str], typer.Option(
-        help="MCP memory server run as a child process speaking stdio, e.g. \"poc-memory mcp\" "
+        help="MCP memory server run as a child process speaking stdio, e.g. \"/path/to/memory-server ARGS\" "
         "(split like a shell; stopped when done).",
         rich_help_panel=_SRC)] = None,
     memory_file: Annotated[Optional[Path], typer.Option(

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
@@ -82,15 +83,27 @@ class MCPClient:
             if self.target.transport == "stdio":
                 self._stderr = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace"))
             self._portal = stack.enter_context(start_blocking_portal(name="mcp-client"))
-            stack.enter_context(self._portal.wrap_async_context_manager(self._session()))
+            session = self._portal.wrap_async_context_manager(self._session())
+            session.__enter__()
             self._stack = stack.pop_all()
+            self._stack.push(lambda *exc: self._close(session, exc[0] is not None))
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        """Close the session, then the loop; on an error (Ctrl-C included) calls still in flight are cancelled."""
         stack, self._stack = self._stack, None
         if stack is not None:
             stack.__exit__(*exc)
         log.debug("%s: session closed", self.where)
+
+    def _close(self, session: contextlib.AbstractContextManager[None], failing: bool) -> None:
+        """End the session cleanly whatever ended the with-block: the caller's error is not the SDK's."""
+        try:
+            session.__exit__(None, None, None)
+        except Exception as exc:  # a failure while closing must not hide the caller's own error
+            if not failing:
+                raise self._error(exc, "closing the session") from exc
+            log.debug("%s: closing the session failed too: %r", self.where, exc)
 
     def list_tools(self) -> list[dict[str, Any]]:
         """Every tool the server offers (``name``, ``description``...), following cursors."""
@@ -289,13 +302,19 @@ class MCPClient:
         if isinstance(exc, MCPError):
             return exc
         if isinstance(exc, SDKError):
-            message = exc.error.message
+            message = " ".join(exc.error.message.split())[:300]  # pydantic's messages span lines
             if exc.code == mcp_types.CONNECTION_CLOSED:
                 return MCPTransportError(f"{where} closed the connection during {what}{self._child_note()}")
             if exc.code == mcp_types.REQUEST_TIMEOUT:
                 return MCPTransportError(f"{where} timed out after {t.timeout:g}s during {what}{self._child_note()}")
             if self._http_status and message in _HTTP_STAND_INS:
                 return MCPTransportError(f"{where} answered HTTP {self._http_status} to {what}")
+            if exc.code == mcp_types.PARSE_ERROR:
+                seen = re.search(r"input_value=(.*?), input_type", message)
+                return MCPProtocolError(
+                    f"{where} answered {what} with something that is not JSON-RPC"
+                    + (f": {seen.group(1)[:120]}" if seen else f" ({message})")
+                )
             return MCPProtocolError(f"{where} returned JSON-RPC error {exc.code} for {what}: {message}")
         if isinstance(exc, pydantic.ValidationError):
             line = _bad_input(exc)
@@ -314,7 +333,8 @@ class MCPClient:
         if isinstance(exc, httpx2.ConnectError):
             return MCPTransportError(f"cannot connect to {where}: {exc}")
         if isinstance(exc, httpx2.HTTPStatusError):
-            return MCPTransportError(f"{where} answered HTTP {exc.response.status_code} to {what}")
+            status = f"{exc.response.status_code} {exc.response.reason_phrase}".strip()
+            return MCPTransportError(f"{where} answered HTTP {status} to {what}")
         return MCPTransportError(f"{where} failed during {what}: {type(exc).__name__}: {exc}")
 
     def _child_note(self) -> str:

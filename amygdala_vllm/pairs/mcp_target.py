@@ -48,7 +48,8 @@ class ServerTarget:
     def where(self) -> str:
         """How error messages name the server (never with its headers or URL credentials)."""
         if self.transport == "stdio":
-            return f"MCP server command {shlex.join(self.command)!r}"
+            line = shlex.join(self.command)
+            return f"MCP server command [{line if len(line) <= 160 else line[:157] + '...'}]"
         return f"MCP server {_public_url(self.url or '')}"
 
     def describe(self) -> dict[str, Any]:
