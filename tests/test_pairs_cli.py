@@ -313,7 +313,7 @@ def test_json_listing_server_gives_the_same_dataset(tmp_path: Path) -> None:
     assert a[TEXTS_FILE] == b[TEXTS_FILE] and a[EXAMPLES_FILE] == b[EXAMPLES_FILE]
 
 
-JUNK = f"{shlex.quote(sys.executable)} -c 'import time; print(\"starting memory server...\", flush=True); time.sleep(9)'"
+JUNK = f"{shlex.quote(sys.executable)} -c 'import sys; print(\"starting memory server...\"); sys.stdin.read()'"
 
 
 @pytest.mark.parametrize(

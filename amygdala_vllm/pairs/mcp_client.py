@@ -11,38 +11,37 @@ so callers see plain methods, and it turns every failure into one
 errors, non-JSON-RPC output, a missing tool) naming the server, never its headers.
 
 Tool results are handed out as plain dicts in the wire shape (``content``,
-``structuredContent``, ``isError``), read with :func:`result_text` / :func:`result_json`.
+``structuredContent``, ``isError``), read with :mod:`.mcp_results`; failures are worded by
+:mod:`.mcp_errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
-import re
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import anyio
 import httpx2
 import mcp_types
-import pydantic
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError as SDKError
 
 from amygdala_vllm import __version__
-from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
+from amygdala_vllm.errors import MCPError, MCPProtocolError
 
+from .mcp_errors import translate
+from .mcp_results import result_text
 from .mcp_target import HEADERS_ENV, ServerTarget
 
-__all__ = ["MCPClient", "DEFAULT_CONCURRENCY", "result_text", "result_json"]
+__all__ = ["MCPClient", "DEFAULT_CONCURRENCY"]
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +51,6 @@ DEFAULT_CONCURRENCY = 8
 few enough not to swamp a single-threaded server."""
 
 _MAX_TOOL_PAGES = 1000
-# The SDK synthesises these messages for an HTTP error status; the status itself is ours to add.
-_HTTP_STAND_INS = ("Server returned an error response", "Not Found", "Session terminated")
 
 
 class MCPClient:
@@ -73,7 +70,7 @@ class MCPClient:
         self._client: Client | None = None
         self._fault: Exception | None = None
         self._scopes: set[anyio.CancelScope] = set()
-        self._stderr: TextIO | None = None
+        self._stderr: BinaryIO | None = None
         self._http_status: str | None = None
 
     # -- lifecycle (called from the caller's thread) ------------------------------------------
@@ -81,7 +78,7 @@ class MCPClient:
     def __enter__(self) -> MCPClient:
         with contextlib.ExitStack() as stack:
             if self.target.transport == "stdio":
-                self._stderr = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace"))
+                self._stderr = stack.enter_context(tempfile.TemporaryFile("w+b"))
             self._portal = stack.enter_context(start_blocking_portal(name="mcp-client"))
             session = self._portal.wrap_async_context_manager(self._session())
             session.__enter__()
@@ -198,7 +195,7 @@ class MCPClient:
             # from when it dies, so a traceback there never reaches the terminal.
             env = {k: v for k, v in os.environ.items() if k != HEADERS_ENV}
             params = StdioServerParameters(command=t.command[0], args=list(t.command[1:]), env=env)
-            return stdio_client(params, errlog=self._stderr or sys.stderr)
+            return stdio_client(params, errlog=self._stderr or sys.stderr)  # type: ignore[arg-type]
 
         def http_client(
             headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: Any = None
@@ -296,59 +293,18 @@ class MCPClient:
     # -- errors ---------------------------------------------------------------------------------
 
     def _error(self, exc: BaseException, what: str) -> MCPError:
-        """One line for one failure, the most telling leaf of whatever the SDK raised."""
-        exc = _leaf(exc)
-        where, t = self.where, self.target
-        if isinstance(exc, MCPError):
-            return exc
-        if isinstance(exc, SDKError):
-            message = " ".join(exc.error.message.split())[:300]  # pydantic's messages span lines
-            if exc.code == mcp_types.CONNECTION_CLOSED:
-                return MCPTransportError(f"{where} closed the connection during {what}{self._child_note()}")
-            if exc.code == mcp_types.REQUEST_TIMEOUT:
-                return MCPTransportError(f"{where} timed out after {t.timeout:g}s during {what}{self._child_note()}")
-            if self._http_status and message in _HTTP_STAND_INS:
-                return MCPTransportError(f"{where} answered HTTP {self._http_status} to {what}")
-            if exc.code == mcp_types.PARSE_ERROR:
-                seen = re.search(r"input_value=(.*?), input_type", message)
-                return MCPProtocolError(
-                    f"{where} answered {what} with something that is not JSON-RPC"
-                    + (f": {seen.group(1)[:120]}" if seen else f" ({message})")
-                )
-            return MCPProtocolError(f"{where} returned JSON-RPC error {exc.code} for {what}: {message}")
-        if isinstance(exc, pydantic.ValidationError):
-            line = _bad_input(exc)
-            if line is not None:
-                stream = "stdout" if t.transport == "stdio" else "its response"
-                return MCPProtocolError(
-                    f"{where} wrote something that is not JSON-RPC to {stream} during {what}: {line[:120]!r}"
-                    + (" (a stdio server must log to stderr)" if t.transport == "stdio" else "")
-                )
-            return MCPProtocolError(f"{where} sent a malformed answer to {what}: {_first_error(exc)}")
-        if t.transport == "stdio" and isinstance(exc, OSError) and what == "initialize":
-            reason = "not found" if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-            return MCPTransportError(f"cannot start {where}: {t.command[0]!r} {reason}")
-        if isinstance(exc, (httpx2.TimeoutException, TimeoutError)):
-            return MCPTransportError(f"{where} timed out after {t.timeout:g}s during {what}")
-        if isinstance(exc, httpx2.ConnectError):
-            return MCPTransportError(f"cannot connect to {where}: {exc}")
-        if isinstance(exc, httpx2.HTTPStatusError):
-            status = f"{exc.response.status_code} {exc.response.reason_phrase}".strip()
-            return MCPTransportError(f"{where} answered HTTP {status} to {what}")
-        return MCPTransportError(f"{where} failed during {what}: {type(exc).__name__}: {exc}")
+        return translate(exc, what, self.target, http_status=self._http_status, stderr_tail=self._stderr_tail())
 
-    def _child_note(self) -> str:
-        """For stdio: the last line the child wrote to stderr, which usually says why it ended."""
+    def _stderr_tail(self) -> str | None:
+        """For stdio: the end of what the child wrote to stderr (None for HTTP)."""
         if self._stderr is None:
-            return ""
+            return None
         try:
-            self._stderr.seek(0)
-            lines = [ln.strip() for ln in self._stderr.read()[-4000:].splitlines() if ln.strip()]
+            size = self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, size - 4000))
+            return self._stderr.read().decode("utf-8", "replace")
         except (OSError, ValueError):
             return ""
-        return f" (the server process ended or stopped answering; its stderr: {lines[-1][:200]!r})" if lines else (
-            " (the server process ended or stopped answering; it wrote nothing to stderr)"
-        )
 
 
 @contextlib.asynccontextmanager
@@ -374,72 +330,3 @@ def _quiet_sdk_logs() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(old)
-
-
-def _leaf(exc: BaseException) -> BaseException:
-    """The first non-group exception inside (nested) exception groups, preferring SDK errors."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(exc)
-    for kind in (MCPError, SDKError, pydantic.ValidationError, OSError):
-        for leaf in leaves:
-            if isinstance(leaf, kind):
-                return leaf
-    return leaves[0] if leaves else exc
-
-
-def _bad_input(exc: pydantic.ValidationError) -> str | None:
-    """The raw text of a line that failed JSON parsing, if that is what ``exc`` is."""
-    for err in exc.errors():
-        if err.get("type") == "json_invalid" and isinstance(err.get("input"), str):
-            return str(err["input"])
-    return None
-
-
-def _first_error(exc: pydantic.ValidationError) -> str:
-    errs = exc.errors()
-    if not errs:
-        return str(exc)[:200]
-    loc = ".".join(str(p) for p in errs[0].get("loc", ()))
-    return f"{errs[0].get('msg')} at {loc or 'the top'}"[:200]
-
-
-def result_text(result: dict[str, Any]) -> str:
-    """The concatenated text blocks of a tool result (how plain-text tools answer)."""
-    blocks = result.get("content")
-    if not isinstance(blocks, list):
-        return ""
-    return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text")
-
-
-def result_json(result: dict[str, Any]) -> list[Any]:
-    """Candidate JSON payloads of a tool result, best first.
-
-    ``structuredContent`` first, then its ``{"result": ...}`` wrapper (the Python SDK wraps
-    non-object returns that way), then the text content parsed as JSON.
-    """
-    out: list[Any] = []
-    sc = result.get("structuredContent")
-    if sc is not None:
-        out.append(sc)
-        if isinstance(sc, dict) and set(sc) == {"result"}:
-            out.append(sc["result"])
-    text = result_text(result)
-    if text.strip():
-        try:
-            out.append(json.loads(text))
-        except ValueError:
-            # Some servers send one JSON text block per item.
-            blocks = [b for b in result.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"]
-            try:
-                out.append([json.loads(str(b.get("text", ""))) for b in blocks])
-            except ValueError:
-                log.debug("tool result text is not JSON: %.100s", text)
-    return out

@@ -19,7 +19,8 @@ from typing import Any
 
 from amygdala_vllm.errors import MCPProtocolError
 
-from .mcp_client import DEFAULT_CONCURRENCY, MCPClient, result_json, result_text
+from .mcp_client import DEFAULT_CONCURRENCY, MCPClient
+from .mcp_results import result_json, result_text
 from .mcp_mapping import MCPMapping, resolve_path
 from .mcp_target import ServerTarget
 from .nodes import Node
