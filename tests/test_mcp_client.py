@@ -13,15 +13,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import psutil
 import pytest
 from mcp.server.mcpserver import MCPServer
 
-from amygdala_vllm.errors import MCPProtocolError, MCPTransportError
+from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 from amygdala_vllm.pairs.mcp_client import MCPClient
 from amygdala_vllm.pairs.mcp_results import result_json
 from amygdala_vllm.pairs.mcp_target import ServerTarget, make_target
-from mcp_fixture_server import serve_asgi, serve_memory_graph
+from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph
 
 STDIO_SERVER = Path(__file__).resolve().parent / "mcp_stdio_server.py"
 NODES = [
@@ -189,6 +190,25 @@ def test_call_many_stops_when_on_result_raises() -> None:
                 client.call_many("slow", [{"i": i} for i in range(200)], concurrency=2, on_result=stop)
             assert client.call_tool("slow", {"i": 0})  # the session survives
     assert len(calls) == 3
+
+
+def test_server_that_forgets_the_session() -> None:
+    """The SDK does not re-initialise a session the server dropped; the run ends with one clear line."""
+    sessions: list[bytes] = []
+    app = build_server(NODES, "json").streamable_http_app(json_response=True)
+
+    async def noting(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        if scope["type"] == "http":
+            sessions.extend(v for k, v in scope["headers"] if k == b"mcp-session-id")
+        await app(scope, receive, send)
+
+    with serve_asgi(noting) as url, MCPClient(http(url)) as client:
+        assert client.list_tools() and sessions
+        deleted = httpx.delete(url, headers={"Mcp-Session-Id": sessions[-1].decode()})
+        assert deleted.status_code == 200
+        with pytest.raises(MCPError, match=r"MCP server http://\S+ returned JSON-RPC error -32600 for tools/list: "
+                                           r"Session not found$"):
+            client.list_tools()
 
 
 # -- headers --------------------------------------------------------------------------------------

@@ -216,7 +216,8 @@ class MCPClient:
         return _owned_http_transport(t.url, http_client)
 
     async def _note_status(self, response: httpx2.Response) -> None:
-        if response.status_code >= 400:
+        # POSTs only: a 405 to the optional GET stream or the closing DELETE is no answer to a request.
+        if response.status_code >= 400 and response.request.method == "POST":
             self._http_status = f"{response.status_code} {response.reason_phrase}".strip()
 
     async def _on_message(self, message: Any) -> None:
