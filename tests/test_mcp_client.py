@@ -155,7 +155,7 @@ def _counting_server(in_flight: list[int], peak: list[int]) -> MCPServer:
     async def slow(i: int) -> str:
         in_flight[0] += 1
         peak[0] = max(peak[0], in_flight[0])
-        await anyio.sleep(0.2 if i % 2 else 0.05)  # finish out of order
+        await anyio.sleep(0.3 if i % 2 else 0.02)  # finish out of order
         in_flight[0] -= 1
         return f"answer {i}"
 
@@ -166,13 +166,11 @@ def test_call_many_bounds_concurrency_and_keeps_order() -> None:
     in_flight, peak, done = [0], [0], []
     with serve_asgi(_counting_server(in_flight, peak).streamable_http_app(json_response=True)) as url:
         with MCPClient(http(url)) as client:
-            start = time.monotonic()
             results = client.call_many("slow", [{"i": i} for i in range(12)], concurrency=4,
                                        on_result=lambda i, r: done.append(i))
-            elapsed = time.monotonic() - start
     assert [r["content"][0]["text"] for r in results] == [f"answer {i}" for i in range(12)]
+    # four in flight at once (the server counts them), never more; finished out of order, returned in order
     assert peak[0] == 4 and sorted(done) == list(range(12)) and done != list(range(12))
-    assert elapsed < 1.3  # one at a time would take 1.5 s of sleeps alone; 4 at a time about 0.6 s
 
 
 def test_call_many_stops_when_on_result_raises() -> None:
@@ -254,7 +252,7 @@ def _raw(status: int, ctype: bytes, body: bytes, delay: float = 0.0) -> Callable
         (_raw(200, b"text/event-stream", b"data: {not json\n\n"), MCPProtocolError,
          "answered initialize with something that is not JSON-RPC: '{not json'"),
         (_raw(200, b"text/html", b"<html>"), MCPProtocolError, "Unexpected content type: text/html"),
-        (_raw(200, b"application/json", b"{}", delay=1.0), MCPTransportError, r"timed out after 0.2s during initialize"),
+        (_raw(200, b"application/json", b"{}", delay=10.0), MCPTransportError, r"timed out after 0.2s during initialize"),
     ],
     ids=["500", "404", "json-not-json", "sse-not-json", "html", "slow"],
 )
@@ -263,7 +261,7 @@ def test_http_failure_shapes(app: Callable, error: type, message: str) -> None: 
         start = time.monotonic()
         with pytest.raises(error, match=message) as info:
             MCPClient(http(url, timeout=0.2)).__enter__()
-        assert time.monotonic() - start < 3 and "\n" not in str(info.value)
+        assert time.monotonic() - start < 5 and "\n" not in str(info.value)  # not the 10 s the slow one takes
 
 
 def test_unreachable_closed_port() -> None:
