@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from ..defaults import DATASET_DIR
 from ..pairs.build import PairsOptions, PairsSummary, build_dataset
 from ..pairs.select import Rules
 from ..pairs.sources import SourceSpec
@@ -121,7 +122,7 @@ def pairs(
         rich_help_panel=_EMO)] = 1,
     output_dir: Annotated[Path, typer.Option(
         help="Dataset dir to write (replaced atomically if it holds a dataset).", rich_help_panel=_OUT)
-    ] = Path("runs/dataset"),
+    ] = DATASET_DIR,
     strict: Annotated[bool, typer.Option(
         help="Fail on the first unreadable JSONL line instead of skipping and counting it.",
         rich_help_panel=_OUT)] = False,
