@@ -38,7 +38,8 @@ from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
 
-__all__ = ["ValidateOptions", "ValidateResult", "OpenReadout", "run_validate", "pick_heldout", "min_auroc_failures"]
+__all__ = ["ValidateOptions", "ValidateResult", "ReadoutLike", "OpenReadout", "open_vllm_readout", "run_validate", "pick_heldout",
+           "min_auroc_failures"]
 
 log = logging.getLogger(__name__)
 
