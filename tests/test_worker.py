@@ -75,3 +75,21 @@ def test_capture_and_readout_on_different_layers_are_refused_then_the_worker_sti
     finally:
         capture.close()
     assert got[0].num_tokens == 5 and got[0].mean.shape == (1, 128) and np.isfinite(got[0].mean).all()
+
+
+def test_readout_points_the_environment_at_its_vectors_while_open(llm, tmp_path, tiny_llama_dir, monkeypatch):
+    """``Readout`` sets VLLM_READOUT_* as serving reads them, and restores them on close."""
+    import os
+
+    from test_readout_engine import write_vectors
+
+    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.vectors_file import ENV_MANIFEST, ENV_VECTORS
+
+    monkeypatch.setenv(ENV_VECTORS, "/elsewhere.safetensors")
+    monkeypatch.delenv(ENV_MANIFEST, raising=False)
+    vec, man, _ = write_vectors(tmp_path, tiny_llama_dir)
+    with Readout(None, vec, man, dtype="fp32", llm=llm) as ro:
+        assert (os.environ[ENV_VECTORS], os.environ[ENV_MANIFEST]) == (str(vec.resolve()), str(man.resolve()))
+        assert ro.score_texts(["a short text"])[0].scores.shape[1:] == (2, 3)
+    assert os.environ[ENV_VECTORS] == "/elsewhere.safetensors" and ENV_MANIFEST not in os.environ
