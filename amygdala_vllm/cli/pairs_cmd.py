@@ -15,6 +15,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..defaults import DATASET_DIR
 from ..pairs.build import PairsOptions, PairsSummary, build_dataset
 from ..pairs.mcp_mapping import parse_json_args
 from ..pairs.select import Rules
@@ -174,7 +175,7 @@ def pairs(
         rich_help_panel=_EMO)] = 1,
     output_dir: Annotated[Path, typer.Option(
         help="Dataset dir to write (replaced atomically if it holds a dataset).", rich_help_panel=_OUT)
-    ] = Path("runs/dataset"),
+    ] = DATASET_DIR,
     strict: Annotated[bool, typer.Option(
         help="Fail on the first unreadable JSONL line or refused MCP fetch instead of skipping and counting it.",
         rich_help_panel=_OUT)] = False,
