@@ -21,7 +21,7 @@ from ..formats import encode_json
 from .schema import VALIDATE_FORMAT, ValidateReport
 from .specificity_report import methods_markdown, specificity_markdown, specificity_png
 
-__all__ = ["write_report", "read_report", "render_markdown", "REPORT_FILES"]
+__all__ = ["write_report", "read_report", "render_markdown", "render_plots", "REPORT_FILES"]
 
 log = logging.getLogger(__name__)
 
