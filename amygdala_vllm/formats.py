@@ -96,6 +96,9 @@ class DatasetInfo(_Strict):
     options: dict[str, Any]
     emotions: dict[str, EmotionCounts]
     stats: DatasetStats
+    # Ids of texts given as neutral (``pairs --neutral-texts``): in texts.jsonl, in no example, always train.
+    # Absent in older files (read as empty); ``reduce`` then derives the neutral set from the examples.
+    neutral: list[int] = []
 
 
 class TextRecord(_Strict):

