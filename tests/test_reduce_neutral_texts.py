@@ -48,7 +48,8 @@ def run(tmp_path_factory):
         ds.mkdir()
         info = DatasetInfo(format=PAIRS_FORMAT, source={"kind": "synthetic"}, options={},
                            emotions=emotion_counts(data.examples, SPEC.emotions),
-                           stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)), neutral=listed)
+                           stats=DatasetStats(nodes_read=len(texts), nodes_skipped={}, texts=len(texts)),
+                           neutral=listed)
         write_dataset_files(ds, info, texts if listed else data.texts, data.examples)
         acts = root / f"acts-{name}"
         ids = range(len(texts)) if listed else data.ids()
@@ -72,7 +73,8 @@ def test_neutral_projection_removes_what_the_given_texts_vary_along(run) -> None
     root, data, neutral, out = run
     man, vecs = _reduce(root, *out["given"], "given-caa", method="caa", neutral_variance=0.5)
     assert man.method_options["neutral_texts"] == N_NEUTRAL
-    assert np.abs(np.einsum("elh,lh->el", vecs, data.axis)).max() < 0.02  # the axis is gone (up to the sample estimate of it)
+    # the axis is gone (up to the sample estimate of it)
+    assert np.abs(np.einsum("elh,lh->el", vecs, data.axis)).max() < 0.02
     _, derived = _reduce(root, *out["derived"], "derived-caa", method="caa", neutral_variance=0.5)
     assert np.abs(np.einsum("elh,lh->el", derived, data.axis)).max() > 0.2  # derived negatives do not vary along it
     # numpy reference from exactly the listed texts

@@ -30,7 +30,8 @@ from ..formats import (
     read_input,
 )
 from .neutral import NeutralTexts, read_neutral_texts
-from .select import Example, Rules, choose_emotions, normalise_whitespace, parse_emotion_list, prepare_texts, select_examples
+from .select import (Example, Rules, choose_emotions, normalise_whitespace, parse_emotion_list, prepare_texts,
+                     select_examples)
 from .sources import SourceSpec, read_source
 
 __all__ = ["PairsOptions", "PairsSummary", "build_dataset", "check_output_dir", "read_emotions_file"]

@@ -65,7 +65,10 @@ def _text_of(line: bytes, where: str) -> str:
 
 
 def read_neutral_texts(path: Path) -> NeutralTexts:
-    """Read a neutral-texts file (``.jsonl`` objects with ``text``, else one text per line); errors name ``file:line``."""
+    """Read a neutral-texts file (``.jsonl`` objects with ``text``, else one text per line).
+
+    Errors name ``file:line``.
+    """
     path = Path(path)
     data = read_input(path, what="neutral-texts file", error=UsageError)
     jsonl = path.suffix.lower() == ".jsonl"

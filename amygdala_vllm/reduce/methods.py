@@ -43,7 +43,8 @@ from . import directions
 from .activations import Activations
 from .stats import Classes, ClassSums, class_sums
 
-__all__ = ["SPECIFIC_METHODS", "Built", "build", "Neutral", "neutral_ids", "given_neutral", "neutral_stats", "grand_mean", "multiclass_within_cov",
+__all__ = ["SPECIFIC_METHODS", "Built", "build", "Neutral", "neutral_ids", "neutral_stats", "grand_mean",
+           "given_neutral", "multiclass_within_cov",
            "mlda", "neutral_basis", "project_out", "remove_shared", "MIN_NEUTRAL"]
 
 log = logging.getLogger(__name__)

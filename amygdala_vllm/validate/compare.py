@@ -123,7 +123,8 @@ def compare_methods(
     if missing:
         log.warning("--compare-methods: %d train texts are in no shard and are left out", missing)
     classes = Classes.build(members)
-    vecs = variant_vectors(acts, members, concepts, pooling, shrinkage, given_neutral(dataset, acts, allow_missing=True))
+    given = given_neutral(dataset, acts, allow_missing=True)
+    vecs = variant_vectors(acts, members, concepts, pooling, shrinkage, given)
 
     held = heldout_classes(dataset, concepts)
     wanted = np.unique(np.concatenate([a for pair in held.values() for a in pair] + [np.zeros(0, np.int64)]))
