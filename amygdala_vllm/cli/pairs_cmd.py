@@ -176,7 +176,7 @@ def pairs(
         rich_help_panel=_EMO)] = 1,
     neutral_texts: Annotated[Optional[Path], typer.Option(
         help="Texts that express no emotion, for reduce --neutral-variance / --method mlda: JSONL objects with "
-        "\"text\" (*.jsonl) or one text per line. Added as train texts in no example.",
+        "\"text\" (first line starts with '{') or one text per line. Added as train texts in no example.",
         rich_help_panel=_SEL)] = None,
     output_dir: Annotated[Path, typer.Option(
         help="Dataset dir to write (replaced atomically if it holds a dataset).", rich_help_panel=_OUT)

@@ -8,9 +8,9 @@ instead, for instance plain factual prose (issue 15). The texts enter
 ``dataset.json`` lists their ids under ``neutral``; they are in no example, so
 no concept trains on them and ``validate`` never scores them.
 
-Two layouts: ``*.jsonl`` holds one JSON object per line with a string ``text``
-(other fields ignored); any other file holds one text per line. Blank lines
-are skipped. Texts are stripped, compared with collapsed whitespace, and a
+The file is read like ``validate --ood``'s (:mod:`amygdala_vllm.text_file`):
+JSONL objects with a string ``text`` when the first non-blank line starts with
+``{``, else one text per line; blank lines skipped. Texts are stripped, compared with collapsed whitespace, and a
 text already in the dataset (or repeated in the file) is kept once and counted
 as a duplicate, so a labelled text never also counts as neutral.
 """
@@ -21,10 +21,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
-from ..errors import FormatError, UsageError
-from ..formats import read_input
+from ..errors import FormatError
+from ..text_file import read_text_lines
 from .select import normalise_whitespace
 
 __all__ = ["NeutralTexts", "read_neutral_texts", "NEUTRAL_KEY_PREFIX"]
@@ -54,38 +52,12 @@ class NeutralTexts:
         return kept, len(self.texts) - len(kept)
 
 
-def _text_of(line: bytes, where: str) -> str:
-    try:
-        obj = msgspec.json.decode(line)
-    except msgspec.DecodeError as exc:
-        raise FormatError(f"{where}: not JSON ({exc})") from exc
-    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-        raise FormatError(f"{where}: expected a JSON object with a string \"text\"")
-    return obj["text"]
-
-
 def read_neutral_texts(path: Path) -> NeutralTexts:
-    """Read a neutral-texts file (``.jsonl`` objects with ``text``, else one text per line).
-
-    Errors name ``file:line``.
-    """
+    """Read a neutral-texts file (layout and errors: :mod:`amygdala_vllm.text_file`); texts are stripped."""
     path = Path(path)
-    data = read_input(path, what="neutral-texts file", error=UsageError)
-    jsonl = path.suffix.lower() == ".jsonl"
-    texts: dict[str, str] = {}
-    lines = 0
-    for n, raw in enumerate(data.splitlines(), start=1):
-        where = f"{path}:{n}"
-        if not raw.strip():
-            continue
-        lines += 1
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FormatError(f"{where}: not UTF-8") from exc
-        text = (_text_of(raw, where) if jsonl else line).strip()
-        if text:
-            texts[f"{NEUTRAL_KEY_PREFIX}{n}"] = text
+    numbered = read_text_lines(path, "--neutral-texts file")
+    texts = {f"{NEUTRAL_KEY_PREFIX}{n}": text.strip() for n, text in numbered if text.strip()}
     if not texts:
-        raise UsageError(f"neutral-texts file {path} holds no text")
-    return NeutralTexts(texts=texts, path=path, sha256=hashlib.sha256(data).hexdigest(), lines=lines)
+        raise FormatError(f"--neutral-texts file {path} holds no text")
+    return NeutralTexts(texts=texts, path=path, sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                        lines=len(numbered))
