@@ -117,3 +117,24 @@ def test_given_neutral_texts_missing_from_the_capture(run, tmp_path: Path) -> No
     with pytest.raises(CaptureError, match="neutral text"):
         reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(neutral_variance=0.5))
     reduce([acts], ds, tmp_path / "y.safetensors", ReduceOptions())  # plain CAA does not need them
+
+
+def test_compare_methods_uses_the_same_neutral_texts(run) -> None:
+    from amygdala_vllm.dataset import load_dataset
+    from amygdala_vllm.reduce import open_activations, select_concepts
+    from amygdala_vllm.reduce.methods import given_neutral
+    from amygdala_vllm.validate.compare import variant_vectors
+
+    root, _, neutral, out = run
+    ds, acts_dir = out["given"]
+    _, reduced = _reduce(root, ds, acts_dir, "given-gm", method="grand-mean", neutral_variance=0.5)
+    dataset = load_dataset(ds)
+    acts = open_activations([acts_dir], dataset_sha256=dataset.sha256)
+    try:
+        concepts, members, _, _ = select_concepts(dataset, acts, ReduceOptions())
+        given = given_neutral(dataset, acts)
+        assert given is not None and given.tolist() == neutral
+        vecs = variant_vectors(acts, members, concepts, "mean", 0.1, given)
+    finally:
+        acts.close()
+    np.testing.assert_allclose(vecs["grand-mean+neutral0.5"], reduced, atol=1e-6)
