@@ -24,8 +24,9 @@ shared storage instead.
 
 from __future__ import annotations
 
+from .executor import check_ray_executor, ray_executor_shards
 from .extract import RunStats, ray_shards
 from .placement import ClusterOptions
 from .readout import ray_readout
 
-__all__ = ["ClusterOptions", "RunStats", "ray_shards", "ray_readout"]
+__all__ = ["ClusterOptions", "RunStats", "ray_shards", "ray_readout", "ray_executor_shards", "check_ray_executor"]

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import ClusterError, UsageError
 
-__all__ = ["RAY_EXTRA", "NAMESPACE", "import_ray", "connect", "parse_address"]
+__all__ = ["RAY_EXTRA", "NAMESPACE", "import_ray", "require", "connect", "parse_address"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,13 @@ def import_ray() -> Any:
     except ImportError as exc:
         raise UsageError(f"--ray needs Ray, which is not installed: {RAY_EXTRA}") from exc
     return ray
+
+
+def require(address: str | None) -> None:
+    """Fail fast, before any input is read: Ray missing, or an explicit address nobody answers at."""
+    ray = import_ray()
+    if not ray.is_initialized():
+        _probe(address or os.environ.get("RAY_ADDRESS") or "local")
 
 
 def parse_address(address: str) -> tuple[str, int] | None:

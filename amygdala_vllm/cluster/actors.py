@@ -38,6 +38,7 @@ class Reply(msgspec.Struct, forbid_unknown_fields=True):
     truncated: list[int] = []
     skipped: list[int] = []
     num_texts: int = 0
+    threads: int = 0  # torch threads of the actor's engine (reported on start)
 
 
 class ReadoutSpec(msgspec.Struct, forbid_unknown_fields=True):
@@ -62,10 +63,23 @@ def _failed(exc: AmygdalaError) -> tuple[bytes, bytes]:
 _TEXTS = msgspec.json.Decoder(list[TextRecord])
 
 
+def _threads(threads: int | None) -> None:
+    """On a CPU cluster: torch threads = the cores this actor reserved (before torch is imported)."""
+    if threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 class CaptureActor:
     """Owns one capture engine; captures the shards the driver hands it, one at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        _threads(threads)
         self._capturer: Any = None
 
     def start(self, spec_json: bytes) -> tuple[bytes, bytes]:
@@ -76,7 +90,7 @@ class CaptureActor:
             self._capturer = ShardCapturer(msgspec.json.decode(spec_json, type=CaptureSpec))
         except AmygdalaError as exc:
             return _failed(exc)
-        return _reply(), b""
+        return _reply(threads=_torch_threads()), b""
 
     def capture(self, index: int, texts_json: bytes) -> tuple[bytes, bytes]:
         """Capture shard ``index`` (its texts in plan order); payload = the shard file's bytes."""
@@ -90,7 +104,8 @@ class CaptureActor:
 class ReadoutActor:
     """Owns one readout engine with the driver's vectors; scores the texts it is handed."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int | None = None) -> None:
+        _threads(threads)
         self._readout: Any = None
         self._dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -113,7 +128,7 @@ class ReadoutActor:
                                     check_agreement=True, enforce_eager=spec.enforce_eager)
         except AmygdalaError as exc:
             return _failed(exc)
-        return _reply(), b""
+        return _reply(threads=_torch_threads()), b""
 
     def score(self, index: int, texts_json: bytes) -> tuple[bytes, bytes]:
         """Score one chunk of texts; payload = :func:`encode_scores` bytes."""

@@ -19,7 +19,7 @@ import msgspec
 from ..extract import ProgressFn, ShardSource
 from ..formats import TextRecord
 from ..shard_capture import CaptureSpec, ShardResult
-from ._ray import connect
+from ._ray import connect, require
 from .actors import CaptureActor
 from .placement import ClusterOptions, plan_actors
 from .pool import ActorPool
@@ -38,11 +38,13 @@ class RunStats:
         self.actors = ""
         self.retried = 0
         self.restarts = 0
+        self.threads: list[int] = []  # torch threads of each actor's engine, as they became ready
 
 
 def ray_shards(opts: ClusterOptions, stats: RunStats | None = None,
                announce: Callable[[str], None] | None = None) -> ShardSource:
     """A shard source that runs on Ray actors; ``announce`` hears the sizing line once actors are chosen."""
+    require(opts.address)  # no Ray, or nobody at the address: one line, before any work
 
     @contextlib.contextmanager
     def source(spec: CaptureSpec, work: list[tuple[int, list[TextRecord]]],
@@ -77,6 +79,7 @@ def _results(pool: ActorPool, work: list[tuple[int, list[TextRecord]]], on_batch
             on_batch(planned[k], reply.tokens)
         if stats is not None:
             stats.retried, stats.restarts = pool.retried, pool.restarts
+            stats.threads = [r.threads for r in pool.started]
         if opts.on_piece:
             opts.on_piece(k, actor)
 

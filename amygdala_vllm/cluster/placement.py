@@ -5,9 +5,10 @@ engine's GPUs: ``tensor_parallel_size`` of them on one node (vLLM's default
 multiprocessing executor inside the actor), or, with vLLM's Ray executor
 (``--distributed-executor-backend ray``), a placement group of that many
 one-GPU bundles that may span nodes, in which vLLM starts its own workers. On a
-CPU-only cluster an actor reserves ``cpus_per_actor`` cores, and Ray sets its
-``OMP_NUM_THREADS`` to that (the measured setting for several engines on one
-machine: engines that oversubscribe cores stall each other's OpenMP barriers).
+CPU-only cluster an actor reserves ``cpus_per_actor`` cores and runs torch on
+that many threads (``OMP_NUM_THREADS``, set in the actor before torch loads,
+whatever the node's environment says): engines that oversubscribe cores stall
+each other's OpenMP barriers (docs/benchmarks.md, "Threading").
 
 The GPU paths follow Ray's and vLLM's documented contracts but were not run
 here (no GPU); the CPU path is what the tests run.
@@ -16,6 +17,7 @@ here (no GPU); the CPU path is what the tests run.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +92,7 @@ def plan_actors(ray: Any, opts: ClusterOptions, actor_cls: type, *, gpus_per_eng
             return remote.options(scheduling_strategy=strategy, **common).remote()
         if gpus > 0:
             return remote.options(num_gpus=gpus_per_engine, **common).remote()
-        return remote.options(**common).remote()
+        return remote.options(**common).remote(max(1, math.floor(opts.cpus_per_actor)))
 
     def release(name: str) -> None:
         pg = groups.pop(name, None)

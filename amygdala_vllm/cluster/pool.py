@@ -65,6 +65,7 @@ class ActorPool:
         self.max_attempts = max_attempts
         self.restarts = 0
         self.retried = 0
+        self.started: list[Reply] = []  # start replies, in the order actors became ready
         self._names = (f"{prefix}-{i}" for i in itertools.count())
         self._handles: dict[str, Any] = {}
         self._starting: dict[Any, str] = {}
@@ -158,7 +159,8 @@ class ActorPool:
                     lost(name, None, lost_exc.cause)
                     continue
                 _raise_reply(reply, name, "starting its engine")
-                log.info("actor %s ready on %s (pid %d)", name, reply.node, reply.pid)
+                log.info("actor %s ready on %s (pid %d, %d torch threads)", name, reply.node, reply.pid, reply.threads)
+                self.started.append(reply)
                 dispatch(name)
                 continue
             name, key = busy.pop(ref)

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from ..models import resolve_model
-from ._ray import connect
+from ._ray import connect, require
 from .actors import ReadoutActor, ReadoutSpec, decode_scores
 from .placement import ClusterOptions, plan_actors
 from .pool import ActorPool
@@ -43,6 +43,7 @@ class _RayReadout:
 
 def ray_readout(opts: ClusterOptions) -> Callable[..., contextlib.AbstractContextManager]:
     """The opener ``run_validate(open_readout=...)`` takes: same signature as the one-process one."""
+    require(opts.address)  # no Ray, or nobody at the address: one line, before any work
 
     @contextlib.contextmanager
     def open_readout(model: str, vectors: Path, manifest: Path, *, dtype: str, max_model_len: int,
