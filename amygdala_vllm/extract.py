@@ -290,10 +290,12 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
         _make_output_dir(opts)
         write_json(opts.output_dir / CAPTURE_FILE, header)
     else:
-        on_batch = progress(len(plan.planned), plan.resumed, 0) if progress else None
-        with (source or local_shards(llm))(plan.spec, plan.work(), on_batch) as results:
+        bar = _Progress(progress, len(plan.planned), plan.resumed) if progress else None
+        with (source or local_shards(llm))(plan.spec, plan.work(), bar) as results:
             _make_output_dir(opts)
             write_json(opts.output_dir / CAPTURE_FILE, header)
+            if bar:
+                bar.start()
             for res in results:
                 _record(opts.output_dir, plan, res)
                 tokens_total += res.tokens
@@ -313,12 +315,31 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     )
 
 
+class _Progress:
+    """The caller's progress display, started once the engine(s) are up, so its rate leaves out start-up."""
+
+    def __init__(self, progress: Callable[[int, int, int], ProgressFn], total: int, done: int):
+        self._args = (progress, total, done)
+        self._fn: ProgressFn | None = None
+
+    def start(self) -> None:
+        if self._fn is None:
+            progress, total, done = self._args
+            self._fn = progress(total, done, 0)
+
+    def __call__(self, n_texts: int, n_tokens: int) -> None:
+        self.start()
+        assert self._fn is not None
+        self._fn(n_texts, n_tokens)
+
+
 def _record(out: Path, plan: ExtractPlan, res: ShardResult) -> None:
     """Write one shard (checked against the plan) and list it in ``capture.json``; never the same shard twice."""
     header, name = plan.header, shard_name(res.index)
     if res.index not in plan.todo or any(s.file == name for s in header.shards):
         raise CaptureError(f"shard {res.index} came back but was not due (already written or not planned)")
-    expected = [t for t in plan.chunks[res.index] if t not in set(res.skipped)]
+    skipped = set(res.skipped)
+    expected = [t for t in plan.chunks[res.index] if t not in skipped]
     got = decode_shard(res.blob, f"shard {res.index} as received")
     if got.text_ids.tolist() != expected or got.mean.shape[1:] != (len(header.layers), header.hidden_size):
         raise CaptureError(f"shard {res.index} as received does not hold the planned texts and layers")
