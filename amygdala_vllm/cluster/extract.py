@@ -11,7 +11,8 @@ are the same, and ``reduce`` needs no merge step.
 from __future__ import annotations
 
 import contextlib
-import logging
+import os
+import time
 from collections.abc import Callable, Iterator
 
 import msgspec
@@ -25,8 +26,6 @@ from .placement import ClusterOptions, plan_actors
 from .pool import ActorPool
 
 __all__ = ["ray_shards", "RunStats"]
-
-log = logging.getLogger(__name__)
 
 _TEXTS = msgspec.json.Encoder()
 
@@ -85,7 +84,4 @@ def _results(pool: ActorPool, work: list[tuple[int, list[TextRecord]]], on_batch
 
 
 def _run_id() -> str:
-    import os
-    import time
-
     return f"{os.getpid()}-{int(time.time())}"

@@ -16,7 +16,6 @@ here (no GPU); the CPU path is what the tests run.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +25,6 @@ from typing import Any
 from ..errors import ClusterError, UsageError
 
 __all__ = ["ClusterOptions", "ActorPlan", "plan_actors"]
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class ClusterOptions:
