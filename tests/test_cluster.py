@@ -216,6 +216,16 @@ def test_validate_ray_scores_heldout_texts_across_actors(cluster, reference, dat
     assert doc["agreement"]["checked"] and doc["agreement"]["passed"], doc["agreement"]
 
 
+def test_a_cluster_too_small_is_refused_before_any_actor_starts(cluster, dataset, tiny_llama_dir, tmp_path):
+    out = tmp_path / "act"
+    res = runner.invoke(app, [*_extract_args(tiny_llama_dir, dataset, out), "--ray", "--ray-actors", "3"])
+    assert res.exit_code == 1, res.output
+    assert "ClusterError" in res.output and "holds 2 engine actor(s)" in res.output and "3 asked for" in res.output
+    assert not out.exists()
+    res = runner.invoke(app, [*_extract_args(tiny_llama_dir, dataset, out), "--ray-actors", "2"])
+    assert res.exit_code == 1 and "--ray-actors needs --ray" in res.output
+
+
 def test_vllm_ray_executor_at_tp2_does_not_run_on_cpu(cluster, dataset, tiny_llama_dir, tmp_path):
     """The evidence: vLLM itself refuses its Ray executor on CPU (with Ray up); our CLI says so in one line."""
     from vllm import LLM
