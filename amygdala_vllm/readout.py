@@ -2,7 +2,8 @@
 
 The workers load the vectors themselves from ``VLLM_READOUT_VECTORS`` /
 ``VLLM_READOUT_MANIFEST``, exactly as serving does, and project every token's
-residual stream at the manifest's layers. With ``check_agreement`` the same
+residual stream at the manifest's layers (the variables are set while the
+:class:`Readout` is open and restored by :meth:`Readout.close`). With ``check_agreement`` the same
 pass also pools the raw activations, so the runtime scores can be compared with
 the offline dot product ``activation . vector``: linear pooling commutes with the
 projection, so the two must agree to rounding.
@@ -10,7 +11,7 @@ projection, so the two must agree to rounding.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError
-from .formats import READOUT_FORMAT, ReadoutManifest, manifest_path_for, read_json
+from .formats import ReadoutManifest, manifest_path_for
+from .vectors_file import load as load_vectors_file
+from .vectors_file import read_manifest, readout_env
 
 __all__ = ["TextScores", "Readout"]
 
@@ -55,28 +58,28 @@ class Readout:
         manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
         if not vectors.is_file():
             raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
-        self.manifest: ReadoutManifest = read_json(manifest, ReadoutManifest, expect_format=READOUT_FORMAT)
+        self.manifest: ReadoutManifest = read_manifest(manifest)
         self.batch_size = batch_size
         self.max_prompt_tokens = max_model_len - 1
-        os.environ["VLLM_READOUT_VECTORS"] = str(vectors.resolve())
-        os.environ["VLLM_READOUT_MANIFEST"] = str(manifest.resolve())
-        self.llm = llm if llm is not None else open_engine(
-            EngineOptions(model=resolve_model(model or self.manifest.model), dtype=dtype, max_model_len=max_model_len,
-                          kv_cache_bytes=int(kv_cache_gb * (1 << 30)), max_num_seqs=max(batch_size, 1),
-                          enforce_eager=enforce_eager,
-                          tap_layers=None if enforce_eager else list(self.manifest.layers),
-                          extra=dict(engine_extra or {}))
+        self._env = contextlib.ExitStack()
+        self._env.enter_context(readout_env(vectors, manifest))
+        try:
+            self.llm = llm if llm is not None else open_engine(
+                EngineOptions(model=resolve_model(model or self.manifest.model), dtype=dtype,
+                              max_model_len=max_model_len, kv_cache_bytes=int(kv_cache_gb * (1 << 30)),
+                              max_num_seqs=max(batch_size, 1), enforce_eager=enforce_eager,
+                              tap_layers=None if enforce_eager else list(self.manifest.layers),
+                              extra=dict(engine_extra or {}))
+            )
+            self.tokenizer = self.llm.get_tokenizer()
+            skip = self.manifest.skip_first_tokens if check_agreement else None
+            self._session = ReadoutSession(self.llm, capture_skip_first_tokens=skip)
+        except BaseException:
+            self._env.close()
+            raise
+        self._vectors = (
+            [m.astype(np.float32) for m in load_vectors_file(vectors, manifest).matrices] if check_agreement else None
         )
-        self.tokenizer = self.llm.get_tokenizer()
-        skip = self.manifest.skip_first_tokens if check_agreement else None
-        self._session = ReadoutSession(self.llm, capture_skip_first_tokens=skip)
-        self._vectors = self._load_vectors(vectors) if check_agreement else None
-
-    def _load_vectors(self, path: Path) -> list[np.ndarray]:
-        from safetensors.torch import load_file
-
-        tensors = load_file(str(path))
-        return [tensors[f"layer_{i}.vectors"].float().numpy() for i in self.manifest.layers]
 
     def __enter__(self) -> Readout:
         return self
@@ -85,8 +88,11 @@ class Readout:
         self.close()
 
     def close(self) -> None:
-        """Stop readout on the workers (the engine is freed with this object)."""
-        self._session.close()
+        """Stop readout on the workers and restore the environment (the engine is freed with this object)."""
+        try:
+            self._session.close()
+        finally:
+            self._env.close()
 
     def chat_token_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of a chat conversation rendered with the model's chat template."""

@@ -141,24 +141,23 @@ def work_counts(model: str, work: Path, main: Any, sub: Any) -> dict[str, Any]:
 def write_random_vectors(model: str, layers: list[int], concepts: int, out: Path) -> tuple[Path, Path]:
     """Random unit readout vectors for ``model`` (their values do not change what readout costs)."""
     import numpy as np
-    from safetensors.numpy import save_file
 
-    from amygdala_vllm.formats import LAYER_SEMANTICS, READOUT_FORMAT, ReadoutManifest, write_json
+    from amygdala_vllm import vectors_file
+    from amygdala_vllm.formats import LAYER_SEMANTICS, READOUT_FORMAT, ReadoutManifest
     from amygdala_vllm.models import model_fingerprint
 
     hidden = int(json.loads((Path(model) / "config.json").read_text())["hidden_size"])
     rng = np.random.default_rng(0)
-    mats = {}
-    for i in layers:
-        m = rng.standard_normal((concepts, hidden)).astype(np.float32)
-        mats[f"layer_{i}.vectors"] = m / np.linalg.norm(m, axis=1, keepdims=True)
+    mats = rng.standard_normal((concepts, len(layers), hidden)).astype(np.float32)
+    mats /= np.linalg.norm(mats, axis=-1, keepdims=True)
     out.mkdir(parents=True, exist_ok=True)
-    vec, man = out / "serve.safetensors", out / "serve.manifest.json"
-    save_file(mats, str(vec))
-    write_json(man, ReadoutManifest(format=READOUT_FORMAT, concepts=[f"c{k}" for k in range(concepts)],
-                                    layers=list(layers), layer_semantics=LAYER_SEMANTICS, hidden_size=hidden,
-                                    model=model, model_fingerprint=model_fingerprint(model), pooling="mean",
-                                    method="caa", counts={}, calibration={}))
+    vec = out / "serve.safetensors"
+    manifest = ReadoutManifest(format=READOUT_FORMAT, concepts=[f"c{k}" for k in range(concepts)],
+                               layers=list(layers), layer_semantics=LAYER_SEMANTICS, hidden_size=hidden,
+                               model=model, model_fingerprint=model_fingerprint(model), pooling="mean",
+                               method="caa", counts={}, calibration={})
+    stored, _ = vectors_file.cast(mats, "float32")
+    man = vectors_file.write_pair(vec, vectors_file.encode_vectors(manifest, stored, "float32"), manifest, force=True)
     return vec, man
 
 

@@ -1,59 +1,138 @@
-"""The MCP client: against the SDK's real server where the contract is the point, and against
-raw servers / httpx.MockTransport for each failure shape a deployed server can show."""
+"""The MCP client on the official SDK: every transport against the SDK's real servers, and each
+failure shape a deployed server can show (real sockets, real child processes) as one clear line."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
 
+import anyio
 import httpx
+import psutil
 import pytest
+from mcp.server.mcpserver import MCPServer
 
-from amygdala_vllm.errors import MCPProtocolError, MCPTransportError, UsageError
-from amygdala_vllm.pairs.mcp_client import MCPClient, _sse_events, result_json
-from mcp_fixture_server import serve_asgi, serve_memory_graph
+from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
+from amygdala_vllm.pairs.mcp_client import MCPClient
+from amygdala_vllm.pairs.mcp_results import result_json
+from amygdala_vllm.pairs.mcp_target import ServerTarget, make_target
+from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph
 
+STDIO_SERVER = Path(__file__).resolve().parent / "mcp_stdio_server.py"
 NODES = [
     {"key": f"journal/2026-03-{i:02d}#evening", "content": f"Evening {i}: a long enough body.\nwarmth:{i}",
      "type": "daily", "category": "core" if i % 2 else None}
     for i in range(7)
 ]
+KNOWN_VERSIONS = {"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"}
 
 
-# -- against the real SDK server ----------------------------------------------------------
+def http(url: str, **kw: object) -> ServerTarget:
+    return make_target(url=url, command=None, environ={}, timeout=kw.pop("timeout", 5), **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture(params=[False, True], ids=["sse", "json"])
-def upstream_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    with serve_memory_graph(NODES, json_response=request.param) as url:
+def stdio(*argv: str, timeout: float = 30) -> ServerTarget:
+    return make_target(url=None, command=shlex.join(argv), environ={}, timeout=timeout)
+
+
+def write_graph(path: Path, nodes: list[dict]) -> Path:  # type: ignore[type-arg]
+    path.write_text("".join(json.dumps(n) + "\n" for n in nodes))
+    return path
+
+
+def stdio_server(tmp_path: Path, *extra: str, style: str = "json", timeout: float = 30) -> ServerTarget:
+    graph = write_graph(tmp_path / "graph.jsonl", NODES)
+    return stdio(sys.executable, str(STDIO_SERVER), str(graph), "--style", style, *extra, timeout=timeout)
+
+
+def wait_for_pid(path: Path) -> int:
+    deadline = time.monotonic() + 20
+    while not path.exists():
+        assert time.monotonic() < deadline, "stdio server never started"
+        time.sleep(0.02)
+    return int(path.read_text())
+
+
+def gone(pid: int) -> bool:
+    """The process is no longer running (exited; a zombie awaiting its reaper counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def live_children() -> list[psutil.Process]:
+    """Child processes of this test process that still run (the stdio server must not be one)."""
+    out = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                out.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+# -- the same session over every transport ---------------------------------------------------
+
+
+@pytest.fixture(params=["streamable-sse", "streamable-json", "legacy-sse", "stdio"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ServerTarget]:
+    if request.param == "stdio":
+        yield stdio_server(tmp_path)
+        return
+    options = {"streamable-sse": {}, "streamable-json": {"json_response": True}, "legacy-sse": {"transport": "sse"}}
+    with serve_memory_graph(NODES, "json", **options[request.param]) as url:  # type: ignore[arg-type]
+        yield http(url)
+
+
+def test_session_on_every_transport(target: ServerTarget) -> None:
+    with MCPClient(target) as client:
+        assert client.protocol_version in KNOWN_VERSIONS and client.server_name == "fixture-memory"
+        assert {"memory_query", "memory_render", "memory_pages"} <= {t["name"] for t in client.list_tools()}
+        client.require_tools(["memory_query", "memory_render"])
+        text = client.call_tool("memory_render", {"key": NODES[1]["key"]})["content"][0]["text"]
+        assert text.startswith(NODES[1]["content"] + "\n\nLinks:\n- -> " + NODES[0]["key"])
+        results = client.call_many("memory_render", [{"key": n["key"]} for n in NODES] + [{"key": "nope"}])
+    assert [r.get("isError", False) for r in results] == [False] * 7 + [True]
+    assert [r["content"][0]["text"].split("\n")[0] for r in results[:7]] == [n["content"].split("\n")[0] for n in NODES]
+
+
+def test_stdio_child_is_stopped_when_done(tmp_path: Path) -> None:
+    with MCPClient(stdio_server(tmp_path, "--pid-file", str(tmp_path / "pid"))) as client:
+        pid = wait_for_pid(tmp_path / "pid")
+        assert psutil.Process(pid).is_running() and client.list_tools()
+    assert gone(pid)
+    assert not live_children()
+
+
+# -- tool-level answers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def json_url() -> Iterator[str]:
+    with serve_memory_graph(NODES, "json", json_response=True) as url:
         yield url
 
 
-def test_handshake_gives_session_and_tools(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        assert client.session_id and len(client.session_id) >= 16
-        assert client.protocol_version == "2025-06-18"
-        names = {t["name"] for t in client.list_tools()}
-        assert {"memory_query", "memory_render", "memory_search", "journal_tail"} <= names
-        client.require_tools(["memory_query", "memory_render"])
-
-
-def test_missing_tool_lists_what_exists(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        with pytest.raises(MCPProtocolError, match=r"no tool 'read_graph'.*available: journal_tail, memory_pages"):
+def test_missing_tool_lists_what_exists(json_url: str) -> None:
+    with MCPClient(http(json_url)) as client:
+        with pytest.raises(MCPProtocolError, match=r"no tool 'read_graph'; available: journal_tail, memory_pages, "
+                                                   r"memory_query, memory_render, memory_search \(choose"):
             client.require_tools(["memory_query", "read_graph"])
 
 
-def test_cursor_paging_by_hand(upstream_url: str) -> None:
+def test_cursor_paging_by_hand(json_url: str) -> None:
     keys, cursor, pages = [], None, 0
-    with MCPClient(upstream_url, timeout=5) as client:
+    with MCPClient(http(json_url)) as client:
         while True:
-            args = {"cursor": cursor} if cursor else {}
-            payload = result_json(client.call_tool("memory_query", args))[0]
+            payload = result_json(client.call_tool("memory_query", {"cursor": cursor} if cursor else {}))[0]
             keys += [n["key"] for n in payload["nodes"]]
             pages += 1
             cursor = payload["next_cursor"]
@@ -62,52 +141,135 @@ def test_cursor_paging_by_hand(upstream_url: str) -> None:
     assert pages == 3 and keys == [n["key"] for n in NODES]
 
 
-def test_fetch_tool_returns_text_and_links(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        text = client.call_tool("memory_render", {"key": NODES[1]["key"]})["content"][0]["text"]
-    assert text.startswith(NODES[1]["content"] + "\n\nLinks:\n- -> " + NODES[0]["key"])
-
-
-def test_is_error_result_carries_server_message(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        with pytest.raises(MCPProtocolError, match=r"'memory_render'.*no node with key 'nope'"):
+def test_is_error_result_carries_server_message(json_url: str) -> None:
+    with MCPClient(http(json_url)) as client:
+        with pytest.raises(MCPProtocolError, match=r"MCP tool 'memory_render' on MCP server .* failed: .*no node "
+                                                   r"with key 'nope'"):
             client.call_tool("memory_render", {"key": "nope"})
 
 
-def test_jsonrpc_error_from_real_server(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        with pytest.raises(MCPProtocolError, match=r"JSON-RPC error -32601 for no/such"):
-            client.request("no/such", {})
+def _counting_server(in_flight: list[int], peak: list[int]) -> MCPServer:
+    server = MCPServer("counting", log_level="WARNING")
+
+    @server.tool()
+    async def slow(i: int) -> str:
+        in_flight[0] += 1
+        peak[0] = max(peak[0], in_flight[0])
+        await anyio.sleep(0.3 if i % 2 else 0.02)  # finish out of order
+        in_flight[0] -= 1
+        return f"answer {i}"
+
+    return server
 
 
-def test_expired_session_is_reinitialised_once(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        old = client.session_id
-        # The server forgets the session behind the client's back.
-        assert httpx.delete(upstream_url, headers={"Mcp-Session-Id": old}).status_code == 200
-        assert client.list_tools()
-        assert client.reinitialisations == 1 and client.session_id not in (None, old)
+def test_call_many_bounds_concurrency_and_keeps_order() -> None:
+    in_flight, peak, done = [0], [0], []
+    with serve_asgi(_counting_server(in_flight, peak).streamable_http_app(json_response=True)) as url:
+        with MCPClient(http(url)) as client:
+            results = client.call_many("slow", [{"i": i} for i in range(12)], concurrency=4,
+                                       on_result=lambda i, r: done.append(i))
+    assert [r["content"][0]["text"] for r in results] == [f"answer {i}" for i in range(12)]
+    # four in flight at once (the server counts them), never more; finished out of order, returned in order
+    assert peak[0] == 4 and sorted(done) == list(range(12)) and done != list(range(12))
 
 
-def test_close_deletes_session(upstream_url: str) -> None:
-    with MCPClient(upstream_url, timeout=5) as client:
-        sid = client.session_id
-    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/list"}
-    r = httpx.post(upstream_url, json=body, headers={"Mcp-Session-Id": sid,
-                                                     "Accept": "application/json, text/event-stream"})
-    assert r.status_code == 404
+def test_call_many_stops_when_on_result_raises() -> None:
+    in_flight, peak = [0], [0]
+    calls: list[int] = []
+
+    def stop(i: int, r: dict) -> None:  # type: ignore[type-arg]
+        calls.append(i)
+        if len(calls) == 3:
+            raise MCPProtocolError("stop here")
+
+    with serve_asgi(_counting_server(in_flight, peak).streamable_http_app(json_response=True)) as url:
+        with MCPClient(http(url)) as client:
+            with pytest.raises(MCPProtocolError, match="stop here"):
+                client.call_many("slow", [{"i": i} for i in range(200)], concurrency=2, on_result=stop)
+            assert client.call_tool("slow", {"i": 0})  # the session survives
+    assert len(calls) == 3
 
 
-# -- failure shapes: real sockets ---------------------------------------------------------
+def test_server_that_forgets_the_session() -> None:
+    """The SDK does not re-initialise a session the server dropped; the run ends with one clear line."""
+    sessions: list[bytes] = []
+    app = build_server(NODES, "json").streamable_http_app(json_response=True)
+
+    async def noting(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        if scope["type"] == "http":
+            sessions.extend(v for k, v in scope["headers"] if k == b"mcp-session-id")
+        await app(scope, receive, send)
+
+    with serve_asgi(noting) as url, MCPClient(http(url)) as client:
+        assert client.list_tools() and sessions
+        deleted = httpx.delete(url, headers={"Mcp-Session-Id": sessions[-1].decode()})
+        assert deleted.status_code == 200
+        with pytest.raises(MCPError, match=r"MCP server http://\S+ returned JSON-RPC error -32600 for tools/list: "
+                                           r"Session not found$"):
+            client.list_tools()
+
+
+# -- headers --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["http", "sse"])
+def test_header_is_sent_on_every_request(transport: str) -> None:
+    seen: list[str] = []
+    with serve_memory_graph(NODES, "json", transport=transport, header=("Authorization", "Bearer t0k"),  # type: ignore[arg-type]
+                            seen=seen) as url:
+        with MCPClient(http(url, header_flags=["Authorization: Bearer t0k"])) as client:
+            client.call_many("memory_render", [{"key": n["key"]} for n in NODES])
+        assert len(seen) >= 3 + len(NODES)  # the server answers 401 to any request without it
+        if transport == "http":
+            assert {"POST /mcp", "DELETE /mcp"} <= set(seen)
+        else:
+            assert {"GET /sse", "POST /messages/"} <= set(seen)
+        with pytest.raises(MCPTransportError, match=r"answered HTTP 401 Unauthorized to initialize"):
+            MCPClient(http(url, header_flags=["Authorization: Bearer wrong"])).__enter__()
+
+
+# -- failure shapes over HTTP: real sockets, raw servers -------------------------------------------
+
+
+def _raw(status: int, ctype: bytes, body: bytes, delay: float = 0.0) -> Callable:  # type: ignore[type-arg]
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+        if scope["type"] != "http":
+            return
+        await anyio.sleep(delay)
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype)]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+@pytest.mark.parametrize(
+    ("app", "error", "message"),
+    [
+        (_raw(500, b"text/plain", b"boom"), MCPTransportError, "answered HTTP 500 Internal Server Error to initialize"),
+        (_raw(404, b"text/plain", b"nf"), MCPTransportError, "answered HTTP 404 Not Found to initialize"),
+        (_raw(200, b"application/json", b"<html>"), MCPProtocolError,
+         "answered initialize with something that is not JSON-RPC: b'<html>'"),
+        (_raw(200, b"text/event-stream", b"data: {not json\n\n"), MCPProtocolError,
+         "answered initialize with something that is not JSON-RPC: '{not json'"),
+        (_raw(200, b"text/html", b"<html>"), MCPProtocolError, "Unexpected content type: text/html"),
+        (_raw(200, b"application/json", b"{}", delay=10.0), MCPTransportError, r"timed out after 0.2s during initialize"),
+    ],
+    ids=["500", "404", "json-not-json", "sse-not-json", "html", "slow"],
+)
+def test_http_failure_shapes(app: Callable, error: type, message: str) -> None:  # type: ignore[type-arg]
+    with serve_asgi(app) as url:
+        start = time.monotonic()
+        with pytest.raises(error, match=message) as info:
+            MCPClient(http(url, timeout=0.2)).__enter__()
+        assert time.monotonic() - start < 5 and "\n" not in str(info.value)  # not the 10 s the slow one takes
 
 
 def test_unreachable_closed_port() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}/mcp"
-    with pytest.raises(MCPTransportError, match=rf"cannot connect to MCP server {url}"):
-        MCPClient(url, timeout=2).initialize()
+    with pytest.raises(MCPTransportError, match=rf"cannot connect to MCP server http://127.0.0.1:{port}/mcp"):
+        MCPClient(http(f"http://127.0.0.1:{port}/mcp")).__enter__()
 
 
 def test_server_that_hangs_up() -> None:
@@ -117,7 +279,7 @@ def test_server_that_hangs_up() -> None:
     srv.listen()
 
     def hang_up() -> None:
-        for _ in range(2):  # httpx may retry once on a fresh connection
+        while True:
             try:
                 conn, _ = srv.accept()
             except OSError:
@@ -128,245 +290,54 @@ def test_server_that_hangs_up() -> None:
     threading.Thread(target=hang_up, daemon=True).start()
     url = f"http://127.0.0.1:{srv.getsockname()[1]}/mcp"
     try:
-        with pytest.raises(MCPTransportError, match=rf"{url} failed during initialize"):
-            MCPClient(url, timeout=2).initialize()
+        with pytest.raises(MCPTransportError, match=r"failed during initialize: RemoteProtocolError"):
+            MCPClient(http(url, timeout=2)).__enter__()
     finally:
         srv.close()
 
 
-async def _slow_app(scope: dict, receive: Callable, send: Callable) -> None:
-    """Headers at once, then an SSE body that stalls (a path of /slow-headers stalls before headers)."""
-    import anyio
-
-    if scope["type"] != "http":
-        return
-    if scope["path"] == "/slow-headers":
-        await anyio.sleep(0.6)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")]})
-    await send({"type": "http.response.body", "body": b": keepalive\n\n", "more_body": True})
-    await anyio.sleep(0.6)
-    await send({"type": "http.response.body", "body": b""})
-
-
-@pytest.mark.parametrize("path", ["/slow-headers", "/slow-body"])
-def test_timeout(path: str) -> None:
-    with serve_asgi(_slow_app, path=path) as url:
-        start = time.monotonic()
-        with pytest.raises(MCPTransportError, match=r"timed out after 0.2s during initialize"):
-            MCPClient(url, timeout=0.2).initialize()
-        assert time.monotonic() - start < 1.0
-
-
-# -- failure shapes: protocol-level, through MockTransport ---------------------------------
-
-
-def _fake(
-    answer: Callable[[str, dict[str, Any], httpx.Request], httpx.Response | None] | None = None,
-    log: list[httpx.Request] | None = None,
-    version: str = "2025-06-18",
-) -> httpx.MockTransport:
-    """A well-behaved JSON-mode server unless ``answer`` returns a response for a request."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if log is not None:
-            log.append(request)
-        if request.method == "DELETE":
-            return httpx.Response(200)
-        body = json.loads(request.content)
-        method = body.get("method", "")
-        if answer is not None and (resp := answer(method, body, request)) is not None:
-            return resp
-        if "id" not in body:
-            return httpx.Response(202)
-        result: dict[str, Any] = {}
-        if method == "initialize":
-            result = {"protocolVersion": version, "capabilities": {}, "serverInfo": {"name": "fake"}}
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result},
-                                  headers={"Mcp-Session-Id": "s1"})
-        if method == "tools/list":
-            result = {"tools": [{"name": "t"}]}
-        if method == "tools/call":
-            result = {"content": [{"type": "text", "text": "ok"}]}
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"], "result": result})
-
-    return httpx.MockTransport(handler)
-
-
-URL = "http://127.0.0.1:9/mcp"
-
-
-def test_negotiated_version_is_sent_back() -> None:
-    seen: list[httpx.Request] = []
-    with MCPClient(URL, transport=_fake(log=seen, version="2025-11-25")) as client:
-        client.list_tools()
-    assert client.protocol_version == "2025-11-25"
-    assert [r.headers.get("MCP-Protocol-Version") for r in seen[1:]] == ["2025-11-25"] * (len(seen) - 1)
-    assert all(r.headers["Mcp-Session-Id"] == "s1" for r in seen[1:])
-    assert seen[0].headers["Accept"] == "application/json, text/event-stream"
-    assert seen[-1].method == "DELETE"
-
-
-@pytest.mark.parametrize("status", [401, 403, 404, 500, 503])
-def test_http_error_status(status: int) -> None:
-    transport = _fake(lambda m, b, r: httpx.Response(status, text="nope") if m == "initialize" else None)
-    with pytest.raises(MCPTransportError, match=rf"{URL} answered HTTP {status} .* to initialize: nope"):
-        MCPClient(URL, transport=transport).initialize()
-
-
-def test_http_error_after_handshake() -> None:
-    transport = _fake(lambda m, b, r: httpx.Response(502) if m == "tools/list" else None)
-    with MCPClient(URL, transport=transport) as client:
-        with pytest.raises(MCPTransportError, match="HTTP 502 Bad Gateway to tools/list"):
-            client.list_tools()
-
-
-def test_jsonrpc_error_object() -> None:
-    err = {"code": -32602, "message": "Invalid params: cursor"}
-    transport = _fake(lambda m, b, r: httpx.Response(200, json={"jsonrpc": "2.0", "id": b["id"], "error": err})
-                      if m == "tools/list" else None)
-    with MCPClient(URL, transport=transport) as client:
-        with pytest.raises(MCPProtocolError, match=r"JSON-RPC error -32602 for tools/list: Invalid params: cursor"):
-            client.list_tools()
-
-
-def test_is_error_result() -> None:
-    res = {"content": [{"type": "text", "text": "database locked"}], "isError": True}
-    transport = _fake(lambda m, b, r: httpx.Response(200, json={"jsonrpc": "2.0", "id": b["id"], "result": res})
-                      if m == "tools/call" else None)
-    with MCPClient(URL, transport=transport) as client:
-        with pytest.raises(MCPProtocolError, match=r"tool 't' .* failed: database locked"):
-            client.call_tool("t", {})
-
-
-def _sse(text: str) -> httpx.Response:
-    return httpx.Response(200, content=text.encode(), headers={"content-type": "text/event-stream"})
+# -- failure shapes over stdio: real child processes -----------------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("body", "message"),
+    ("argv", "error", "message"),
     [
-        ("event: message\ndata: {not json\n\n", "malformed SSE event"),
-        ("event: message\ndata: {\"jsonrpc\": \"2.0\", \"id\": 99, \"result\": {}}\n\n", "ended without a response"),
-        ("", "ended without a response"),
+        (["no-such-memory-server", "--db", "x"], MCPTransportError,
+         r"cannot start MCP server command \[no-such-memory-server --db x\]: 'no-such-memory-server' not found"),
+        ([sys.executable, "-c", "import sys; print('no graph at /x', file=sys.stderr); sys.exit(3)"], MCPTransportError,
+         r"closed the connection during initialize \(the server process ended or stopped answering; "
+         r"its stderr: 'no graph at /x'\)"),
+        ([sys.executable, "-c", "pass"], MCPTransportError, r"it wrote nothing to stderr"),
     ],
-    ids=["bad-json", "wrong-id", "empty"],
+    ids=["not-found", "exits-with-message", "exits-silently"],
 )
-def test_malformed_sse(body: str, message: str) -> None:
-    transport = _fake(lambda m, b, r: _sse(body) if m == "tools/list" else None)
-    with MCPClient(URL, transport=transport) as client:
-        with pytest.raises(MCPProtocolError, match=message):
-            client.list_tools()
+def test_stdio_command_that_cannot_serve(argv: list[str], error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        MCPClient(stdio(*argv)).__enter__()
+    assert not live_children()
 
 
-def test_sse_skips_notifications_and_other_ids() -> None:
-    def answer(m: str, b: dict, r: httpx.Request) -> httpx.Response | None:
-        if m != "tools/list":
-            return None
-        rid = b["id"]
-        return _sse(
-            ": comment\n\n"
-            'data: {"jsonrpc":"2.0","method":"notifications/message","params":{}}\n\n'
-            f'event: message\nid: e1\ndata: {{"jsonrpc":"2.0","id":{rid + 100},"result":{{"tools":[]}}}}\n\n'
-            f'data: {{"jsonrpc":"2.0","id":{rid},\ndata: "result":{{"tools":[{{"name":"x"}}]}}}}\n\n'
-        )
-
-    with MCPClient(URL, transport=_fake(answer)) as client:
-        assert [t["name"] for t in client.list_tools()] == ["x"]
+def test_stdio_server_writing_junk_to_stdout() -> None:
+    """A server that logs to stdout fails at its first line, not after the request timeout."""
+    junk = "import sys; print('starting memory server...', flush=True); sys.stdin.read()"
+    start = time.monotonic()
+    with pytest.raises(MCPProtocolError, match=r"wrote something that is not JSON-RPC to stdout during initialize: "
+                                               r"'starting memory server...' \(a stdio server must log to stderr\)"):
+        MCPClient(stdio(sys.executable, "-c", junk, timeout=30)).__enter__()
+    assert time.monotonic() - start < 20
+    assert not live_children()
 
 
-@pytest.mark.parametrize(
-    ("ctype", "body", "message"),
-    [("application/json", b"<html>", "invalid JSON"), ("text/html", b"<html>", "Content-Type 'text/html'")],
-)
-def test_non_json_answers(ctype: str, body: bytes, message: str) -> None:
-    transport = _fake(lambda m, b, r: httpx.Response(200, content=body, headers={"content-type": ctype})
-                      if m == "tools/list" else None)
-    with MCPClient(URL, transport=transport) as client:
-        with pytest.raises(MCPProtocolError, match=message):
-            client.list_tools()
-
-
-def _expiring(times: int, inits: list[str]) -> httpx.MockTransport:
-    """Each initialize hands out a new session; the first ``times`` tools/list calls get 404."""
-    state = {"left": times}
-
-    def answer(m: str, b: dict, r: httpx.Request) -> httpx.Response | None:
-        if m == "initialize":
-            sid = f"s{len(inits) + 1}"
-            inits.append(sid)
-            res = {"protocolVersion": "2025-06-18", "capabilities": {}, "serverInfo": {}}
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": b["id"], "result": res},
-                                  headers={"Mcp-Session-Id": sid})
-        if m == "tools/list" and state["left"] > 0:
-            state["left"] -= 1
-            return httpx.Response(404, json={"jsonrpc": "2.0", "id": None,
-                                             "error": {"code": -32600, "message": "Session not found"}})
-        if m == "tools/list":
-            assert r.headers["Mcp-Session-Id"] == inits[-1]
-        return None
-
-    return _fake(answer)
-
-
-def test_session_expiry_reinitialises_once_then_succeeds() -> None:
-    inits: list[str] = []
-    with MCPClient(URL, transport=_expiring(1, inits)) as client:
-        assert client.list_tools() == [{"name": "t"}]
-        assert client.session_id == "s2" and client.reinitialisations == 1
-    assert inits == ["s1", "s2"]
-
-
-def test_session_expiry_twice_fails() -> None:
-    inits: list[str] = []
-    with MCPClient(URL, transport=_expiring(2, inits)) as client:
-        with pytest.raises(MCPTransportError, match="HTTP 404 to tools/list: session expired again"):
-            client.list_tools()
-    assert inits == ["s1", "s2"]
-
-
-def test_404_without_session_is_plain_http_error() -> None:
-    transport = _fake(lambda m, b, r: httpx.Response(404) if m == "initialize" else None)
-    with pytest.raises(MCPTransportError, match="HTTP 404 Not Found to initialize"):
-        MCPClient(URL, transport=transport).initialize()
-
-
-def test_failed_delete_is_ignored() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.method == "DELETE":
-            raise httpx.ConnectError("gone")
-        return _fake().handle_request(request)
-
-    with MCPClient(URL, transport=httpx.MockTransport(handler)) as client:
-        client.list_tools()
-
-
-def test_tools_list_follows_next_cursor() -> None:
-    def answer(m: str, b: dict, r: httpx.Request) -> httpx.Response | None:
-        if m != "tools/list":
-            return None
-        cursor = b["params"].get("cursor")
-        res = {"tools": [{"name": "b"}]} if cursor == "c2" else {"tools": [{"name": "a"}], "nextCursor": "c2"}
-        return httpx.Response(200, json={"jsonrpc": "2.0", "id": b["id"], "result": res})
-
-    with MCPClient(URL, transport=_fake(answer)) as client:
-        assert [t["name"] for t in client.list_tools()] == ["a", "b"]
-
-
-def test_sse_parser_multiline_and_comments() -> None:
-    events = list(_sse_events(["event: x", "data: a", "data:b", "", ": c", "data: last"]))
-    assert events == [("x", "a\nb"), ("message", "last")]
-
-
-def test_result_json_candidates() -> None:
-    text = {"type": "text", "text": '{"a": 1}'}
-    assert result_json({"structuredContent": {"result": [1]}, "content": [text]}) == [{"result": [1]}, [1], {"a": 1}]
-    per_item = [{"type": "text", "text": '{"k": 1}'}, {"type": "text", "text": '{"k": 2}'}]
-    assert result_json({"content": per_item}) == [[{"k": 1}, {"k": 2}]]
-    assert result_json({"content": [{"type": "text", "text": "plain words"}]}) == []
-
-
-@pytest.mark.parametrize("url", ["localhost:8000/mcp", "ftp://127.0.0.1/mcp", "http:///mcp", "http://[::1/mcp"])
-def test_bad_url_is_a_usage_error(url: str) -> None:
-    with pytest.raises(UsageError, match="MCP server URL"):
-        MCPClient(url)
+def test_stdio_child_killed_mid_listing(tmp_path: Path) -> None:
+    target = stdio_server(tmp_path, "--pid-file", str(tmp_path / "pid"), "--list-delay", "30", timeout=60)
+    with MCPClient(target) as client:
+        pid = wait_for_pid(tmp_path / "pid")
+        killer = threading.Timer(0.5, lambda: psutil.Process(pid).kill())
+        killer.start()
+        start = time.monotonic()
+        with pytest.raises(MCPTransportError, match=r"closed the connection during tools/call memory_query "
+                                                    r"\(the server process ended or stopped answering; its stderr: "
+                                                    r"'memory server: 7 nodes'\)") as info:
+            client.call_tool("memory_query", {})
+        assert time.monotonic() - start < 10 and "\n" not in str(info.value)
+    assert gone(pid) and not live_children()

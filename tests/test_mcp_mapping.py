@@ -9,7 +9,14 @@ import msgspec
 import pytest
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.pairs.mcp_mapping import DEFAULT_PRESET, PRESETS, MCPMapping, load_mapping, resolve_path
+from amygdala_vllm.pairs.mcp_mapping import (
+    DEFAULT_PRESET,
+    PRESETS,
+    MCPMapping,
+    load_mapping,
+    parse_json_args,
+    resolve_path,
+)
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "mcp.md"
 
@@ -23,7 +30,9 @@ def _toml(tmp_path: Path, text: str) -> Path:
 def test_presets() -> None:
     assert {"upstream", "server-memory"} <= set(PRESETS)
     up, sm = PRESETS["upstream"], PRESETS["server-memory"]
-    assert (up.list_tool, up.paging, up.items_path, up.fetch_tool) == ("memory_query", "cursor", "nodes", "memory_render")
+    assert (up.list_tool, up.list_args, up.list_format, up.paging, up.fetch_tool, up.fetch_key_arg) == (
+        "memory_query", {"query": "all"}, "text", "none", "memory_render", "key")
+    assert up.type_field is None and up.category_field is None and up.links_pattern
     assert (sm.list_tool, sm.paging, sm.items_path, sm.key_field, sm.content_field, sm.type_field) == (
         "read_graph", "none", "entities", "name", "observations", "entityType")
     assert sm.fetch_tool is None and sm.category_field is None
@@ -33,7 +42,7 @@ def test_default_is_upstream_and_presets_are_not_shared() -> None:
     m = load_mapping(None, None, {})
     assert m == PRESETS[DEFAULT_PRESET] and m is not PRESETS[DEFAULT_PRESET]
     m.list_args["x"] = 1
-    assert PRESETS[DEFAULT_PRESET].list_args == {}
+    assert PRESETS[DEFAULT_PRESET].list_args == {"query": "all"}
 
 
 def test_layers_apply_in_order(tmp_path: Path) -> None:
@@ -52,8 +61,8 @@ def test_file_may_name_its_preset_and_use_a_table(tmp_path: Path) -> None:
 
 
 def test_empty_string_clears_optional_fields() -> None:
-    m = load_mapping("upstream", None, {"fetch_tool": "", "fetch_strip_after": "", "category_field": ""})
-    assert (m.fetch_tool, m.fetch_strip_after, m.category_field) == (None, None, None)
+    m = load_mapping("server-memory", None, {"links_pattern": "", "type_field": ""})
+    assert (m.links_pattern, m.type_field) == (None, None)
 
 
 @pytest.mark.parametrize(
@@ -64,7 +73,12 @@ def test_empty_string_clears_optional_fields() -> None:
         ({"page_size": "ten"}, r"Expected `int`, got `str` - at `\$.page_size`"),
         ({"page_size": 0}, "page_size and max_pages must be >= 1"),
         ({"list_tool": ""}, "'list_tool' must not be empty"),
-        ({"fetch_strip_after": "(unclosed"}, "is not a valid regex"),
+        ({"links_pattern": "(unclosed"}, "links_pattern '\\(unclosed' is not a valid regex"),
+        ({"fetch_tool": ""}, r"a text listing gives only keys, so it needs fetch_tool \(--mcp-fetch-tool\)"),
+        ({"paging": "cursor"}, "a text listing cannot page by 'cursor'; use 'offset' or 'none'"),
+        ({"paging": "offset", "list_args": {}}, r"appends to the query string list_args\['query'\], which is not set"),
+        ({"paging": "offset", "query_page": " | skip:{skip}"}, r"query_page .* may only use \{offset\} and \{limit\}"),
+        ({"list_format": "xml"}, r"Invalid enum value 'xml' - at `\$.list_format`"),
         ({"list_args": ["a"]}, r"Expected `object`, got `array` - at `\$.list_args`"),
     ],
 )
@@ -111,17 +125,29 @@ def test_docs_list_every_key_and_flag() -> None:
     text = DOCS.read_text()
     for field in MCPMapping.__struct_fields__:
         assert f"`{field}`" in text or field in ("page_size_arg", "first_page"), field
-    for flag in ("preset", "config", "list-tool", "fetch-tool", "items-path", "key-field", "content-field",
-                 "paging", "timeout"):
+    for flag in ("preset", "config", "list-tool", "list-args", "list-format", "fetch-tool", "items-path",
+                 "key-field", "content-field", "paging", "links-pattern", "timeout", "transport", "header",
+                 "concurrency"):
         assert f"`--mcp-{flag}" in text, flag
+    assert "`--memory-mcp-command" in text and "AMYGDALA_MCP_HEADERS" in text
 
 
-def test_links_marker_cuts_headings_not_prose() -> None:
-    pattern = re.compile(PRESETS["upstream"].fetch_strip_after or "")
-    for heading in ("Links:", "## Links", "  links", "Related nodes:", "Backlinks", "### Linked nodes"):
-        assert pattern.search(f"body\nwarmth:9\n\n{heading}\n- a"), heading
-    for prose in ("Links: a, b", "The links between us", "related: yes"):
-        assert not pattern.search(f"body\n{prose}\nwarmth:9"), prose
+def test_links_pattern_matches_link_lines_and_headings_not_prose() -> None:
+    pattern = re.compile(PRESETS["upstream"].links_pattern or "")
+    for line in ("Links:", "## Links", "  links", "Related nodes:", "Backlinks", "### Linked nodes",
+                 "→ identity.md#boundaries (0.80)", "- -> journal#j-1", "* => a/b", "→ k"):
+        assert pattern.match(line), line
+    for prose in ("Links: a, b", "The links between us", "related: yes", "warmth:9 clarity:8", "- buy milk", "->"):
+        assert not pattern.match(prose), prose
+
+
+def test_json_args_flag() -> None:
+    assert parse_json_args(None, "--mcp-list-args") is None
+    assert parse_json_args('{"query": "all | limit:5"}', "--mcp-list-args") == {"query": "all | limit:5"}
+    with pytest.raises(UsageError, match="--mcp-list-args is not valid JSON"):
+        parse_json_args("{query: all}", "--mcp-list-args")
+    with pytest.raises(UsageError, match="--mcp-list-args must be a JSON object, got list"):
+        parse_json_args('["all"]', "--mcp-list-args")
 
 
 def test_resolve_path() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -250,22 +253,143 @@ def test_stories_dir_source(tmp_path: Path) -> None:
     assert info["source"] == {"kind": "stories", "path": str(stories), "files": 6}
 
 
-def test_mcp_server_gives_the_same_dataset_as_the_jsonl_export(tmp_path: Path) -> None:
+STDIO_SERVER = REPO / "tests" / "mcp_stdio_server.py"
+
+
+def sample_nodes(n: int) -> list[dict]:  # type: ignore[type-arg]
+    return [
+        {"key": x.key, "content": x.content, "type": x.type, "category": x.category}
+        for x in parse_jsonl_nodes(sample_graph_bytes(), "sample")[0][:n]
+    ]
+
+
+def stdio_command(graph: Path, *extra: str) -> str:
+    return shlex.join([sys.executable, str(STDIO_SERVER), str(graph), *extra])
+
+
+@pytest.mark.parametrize("transport", ["stdio", "http"])
+def test_upstream_server_gives_the_same_dataset_as_the_jsonl_export(tmp_path: Path, transport: str) -> None:
+    """The upstream replica (text listing, render with links) over stdio, and over Streamable HTTP
+    behind a bearer token that every request must carry (given through AMYGDALA_MCP_HEADERS)."""
     from mcp_fixture_server import serve_memory_graph
 
-    nodes = [
-        {"key": n.key, "content": n.content, "type": n.type, "category": n.category}
-        for n in parse_jsonl_nodes(sample_graph_bytes(), "sample")[0][:120]
-    ]
+    nodes = sample_nodes(60)
     graph = write_graph(tmp_path / "export.jsonl", nodes)
     assert pairs("--memory-file", graph, "--output-dir", tmp_path / "from-file").exit_code == 0
-    with serve_memory_graph(list(reversed(nodes)), page_size=25) as url:
-        result = pairs("--memory-mcp-url", url, "--output-dir", tmp_path / "from-mcp", "--mcp-timeout", 10)
+    served = write_graph(tmp_path / "served.jsonl", list(reversed(nodes)))
+    out = tmp_path / "from-mcp"
+    if transport == "stdio":
+        result = pairs("--memory-mcp-command", stdio_command(served), "--output-dir", out, "--mcp-preset", "upstream")
+    else:
+        seen: list[str] = []
+        with serve_memory_graph(list(reversed(nodes)), header=("Authorization", "Bearer s3cret"), seen=seen) as url:
+            result = runner.invoke(app, ["pairs", "--memory-mcp-url", url, "--output-dir", str(out)],
+                                   env={"AMYGDALA_MCP_HEADERS": "Authorization: Bearer s3cret"})
+        assert len(seen) > len(nodes)  # every request reached the server with the token (else: 401)
     assert result.exit_code == 0, result.output
-    a, b = read(tmp_path / "from-file"), read(tmp_path / "from-mcp")
+    assert "60/60" in result.output  # the fetch progress bar
+    a, b = read(tmp_path / "from-file"), read(out)
     assert a[TEXTS_FILE] == b[TEXTS_FILE]
     assert a[EXAMPLES_FILE] == b[EXAMPLES_FILE]
-    assert json.loads(b[DATASET_FILE])["source"]["kind"] == "mcp"
+    source = json.loads(b[DATASET_FILE])["source"]
+    assert (source["kind"], source["transport"], source["mapping"]["list_format"]) == ("mcp", transport, "text")
+    assert b"s3cret" not in b[DATASET_FILE]
+
+
+def test_json_listing_server_gives_the_same_dataset(tmp_path: Path) -> None:
+    """A JSON-listing server mapped by a TOML file and flags: cursor paging, full text from the fetch tool."""
+    from mcp_fixture_server import serve_memory_graph
+
+    nodes = sample_nodes(60)
+    graph = write_graph(tmp_path / "export.jsonl", nodes)
+    assert pairs("--memory-file", graph, "--output-dir", tmp_path / "from-file").exit_code == 0
+    cfg = tmp_path / "json-server.toml"
+    cfg.write_text('list_format = "json"\nlist_args = {}\npaging = "cursor"\nnext_cursor_path = "next_cursor"\n')
+    with serve_memory_graph(nodes, "json", page_size=25) as url:
+        result = pairs("--memory-mcp-url", url, "--output-dir", tmp_path / "from-mcp", "--mcp-config", cfg,
+                       "--mcp-items-path", "nodes")
+    assert result.exit_code == 0, result.output
+    a, b = read(tmp_path / "from-file"), read(tmp_path / "from-mcp")
+    assert a[TEXTS_FILE] == b[TEXTS_FILE] and a[EXAMPLES_FILE] == b[EXAMPLES_FILE]
+
+
+JUNK = f"{shlex.quote(sys.executable)} -c 'import sys; print(\"starting memory server...\"); sys.stdin.read()'"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--memory-mcp-url", "http://127.0.0.1:9/mcp", "--mcp-header", "Bearer s3cret"],
+         "UsageError: header 1 of --mcp-header has no ':'"),
+        (["--memory-mcp-command", "no-such-memory-server --stdio"],
+         "MCPTransportError: cannot start MCP server command [no-such-memory-server --stdio]"),
+        (["--memory-mcp-command", f"{shlex.quote(sys.executable)} -c 'import sys; sys.exit(\"no graph\")'"],
+         "closed the connection during initialize (the server process ended or stopped answering; its stderr: "
+         "'no graph')"),
+        (["--memory-mcp-command", JUNK], "wrote something that is not JSON-RPC to stdout during initialize: "
+                                         "'starting memory server...' (a stdio server must log to stderr)"),
+        (["--mcp-list-tool", "list_everything"], "has no tool 'list_everything'; available: memory_links, "
+                                                 "memory_query, memory_render, memory_search"),
+        (["--mcp-list-args", '{"query": "all | limit:0"}'], "the server listed no nodes"),
+        (["--mcp-list-args", "{}"], "failed: Error executing tool memory_query: query is required"),
+        (["--strict"], "MCPProtocolError: MCP tool 'memory_render' on MCP server http"),
+    ],
+    ids=["header-without-colon", "not-found", "exits-at-once", "junk-stdout", "missing-tool", "empty-listing",
+         "query-missing", "refused-fetch-strict"],
+)
+def test_bad_mcp_input_is_one_line_and_writes_nothing(tmp_path: Path, args: list[str], message: str) -> None:
+    """Stdio failures with real child processes; the rest against the upstream replica over HTTP."""
+    from mcp_fixture_server import serve_memory_graph
+
+    nodes = [{"key": f"k{i}", "content": f"Node {i} says enough.\njoy:9"} for i in range(3)]
+    with serve_memory_graph(nodes, refuse=frozenset({"k1"})) as url:
+        source = [] if any(a.startswith("--memory-mcp") for a in args) else ["--memory-mcp-url", url]
+        result = pairs(*source, *args, "--output-dir", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert "s3cret" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_refused_fetch_is_counted_as_skipped(tmp_path: Path) -> None:
+    from mcp_fixture_server import serve_memory_graph
+
+    nodes = [{"key": f"k{i}", "content": f"Node {i} says enough." + ("\njoy:9" if i % 2 else "")} for i in range(6)]
+    with serve_memory_graph(nodes, refuse=frozenset({"k1"})) as url:
+        result = pairs("--memory-mcp-url", url, "--output-dir", tmp_path / "out", "--min-content-chars", 5,
+                       "--heldout-fraction", 0)
+    assert result.exit_code == 0, result.output
+    info = json.loads((tmp_path / "out" / DATASET_FILE).read_text())
+    assert info["stats"]["nodes_read"] == 6 and info["stats"]["nodes_skipped"] == {"mcp_fetch_error": 1}
+    assert info["emotions"]["joy"]["positive"] == 2  # k3 and k5; k1 was refused
+
+
+def test_ctrl_c_stops_the_stdio_server(tmp_path: Path) -> None:
+    """SIGINT while the listing is in flight: exit 130, nothing written, the child process gone."""
+    import psutil
+
+    graph = write_graph(tmp_path / "g.jsonl", sample_nodes(5))
+    pid_file = tmp_path / "server.pid"
+    command = stdio_command(graph, "--pid-file", str(pid_file), "--list-delay", "60")
+    proc = subprocess.Popen([sys.executable, "-m", "amygdala_vllm", "pairs", "--memory-mcp-command", command,
+                             "--output-dir", str(tmp_path / "out")], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+            time.sleep(0.05)
+        server = psutil.Process(int(pid_file.read_text()))
+        time.sleep(1.0)  # handshake done, memory_query in flight
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE
+    assert not (tmp_path / "out").exists()
 
 
 def test_help_lists_every_flag() -> None:
@@ -276,6 +400,8 @@ def test_help_lists_every_flag() -> None:
         "--max-negative-mentions", "--min-content-chars", "--max-examples-per-emotion", "--mcp-preset",
         "--mcp-config", "--mcp-list-tool", "--mcp-fetch-tool", "--mcp-items-path", "--mcp-key-field",
         "--mcp-content-field", "--mcp-paging", "--mcp-timeout", "--emotions", "--top-emotions",
+        "--memory-mcp-command", "--mcp-transport", "--mcp-header", "--mcp-concurrency", "--mcp-list-args",
+        "--mcp-list-format", "--mcp-links-pattern",
         "--min-examples", "--heldout-fraction", "--seed", "--max-negative-score", "--negatives-per-positive",
         "--strict", "--force",
     ]:
@@ -290,7 +416,10 @@ def test_help_and_pairs_work_without_vllm(tmp_path: Path) -> None:
         "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'pairs imported torch'\n"
     )
-    for args in (["--help"], ["pairs", "--output-dir", str(tmp_path / "ds")]):
+    graph = write_graph(tmp_path / "g.jsonl", sample_nodes(20))
+    mcp = ["--memory-mcp-command", stdio_command(graph)]
+    for args in (["--help"], ["pairs", "--output-dir", str(tmp_path / "ds")],
+                 ["pairs", *mcp, "--output-dir", str(tmp_path / "mcp")]):
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120, cwd=REPO)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert (tmp_path / "ds" / DATASET_FILE).is_file()
+    assert (tmp_path / "ds" / DATASET_FILE).is_file() and (tmp_path / "mcp" / DATASET_FILE).is_file()

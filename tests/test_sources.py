@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
-from collections.abc import Iterator
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,21 +105,25 @@ def test_file_source_description_records_path_and_hash(tmp_path: Path) -> None:
 def test_mcp_dispatch_is_lazy_and_passes_the_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
-    def fake_iter(url: str, mapping: Any, *, timeout: float = 30.0) -> Iterator[Node]:
-        seen.update(url=url, mapping=mapping, timeout=timeout)
-        yield Node("k", "text")
+    def fake_read(target: Any, mapping: Any, *, strict: bool, concurrency: int, progress: Any) -> tuple:
+        seen.update(target=target, mapping=mapping, strict=strict, concurrency=concurrency)
+        return [Node("k", "text")], Counter({"mcp_fetch_error": 2})
 
     fake = types.ModuleType("amygdala_vllm.pairs.mcp_source")
-    fake.iter_mcp_nodes = fake_iter  # type: ignore[attr-defined]
+    fake.read_mcp_nodes = fake_read  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "amygdala_vllm.pairs.mcp_source", fake)
     spec = SourceSpec(memory_mcp_url="http://127.0.0.1:1/mcp", mcp_preset="server-memory",
-                      mcp_overrides={"list_tool": "dump_all"}, mcp_timeout=2.5)
-    result = read_source(spec)
-    assert result.nodes == [Node("k", "text")]
-    assert seen["url"] == "http://127.0.0.1:1/mcp" and seen["timeout"] == 2.5
+                      mcp_overrides={"list_tool": "dump_all"}, mcp_timeout=2.5, mcp_concurrency=3,
+                      mcp_headers=("Authorization: Bearer s3cret",))
+    result = read_source(spec, strict=True)
+    assert result.nodes == [Node("k", "text")] and result.skipped == {"mcp_fetch_error": 2}
+    assert seen["target"].url == "http://127.0.0.1:1/mcp" and seen["target"].timeout == 2.5
+    assert dict(seen["target"].headers) == {"Authorization": "Bearer s3cret"}
+    assert seen["strict"] is True and seen["concurrency"] == 3
     assert seen["mapping"].list_tool == "dump_all"
     assert seen["mapping"].items_path == "entities"  # the rest comes from the preset
     assert result.description["kind"] == "mcp" and result.description["mapping"]["list_tool"] == "dump_all"
+    assert result.description["transport"] == "http" and "s3cret" not in str(result.description)
 
 
 # ------------------------------------------------------------- the sample graph

@@ -75,5 +75,11 @@ def test_auroc_and_d_ignore_offset_and_scale(pos: list[float], neg: list[float],
     if len(np.unique(np.concatenate([p, n]))) == len(p) + len(n) and np.min(np.diff(np.sort(np.concatenate([p, n])))) > 1e-6:
         assert auroc(p * scale + shift, n * scale + shift) == pytest.approx(a)
     d = cohens_d(p, n)
-    if math.isfinite(d) and abs(d) < 1e6:
+    # d is kept only where the class spread survives the map: float64 rounds each mapped value by about
+    # eps * (|shift| + scale * |x|), which swamps a spread below that (pos=[0], neg=[0, 5.8e-105], shift 1:
+    # the spread rounds to 0 and d to nan). Demanding the mapped spread 1e8 times the rounding bounds the
+    # relative change of d far inside the tolerance.
+    pooled = np.sqrt((((p - p.mean()) ** 2).sum() + ((n - n.mean()) ** 2).sum()) / max(len(p) + len(n) - 2, 1))
+    rounding = np.finfo(np.float64).eps * (abs(shift) + scale * np.abs(np.concatenate([p, n])).max())
+    if math.isfinite(d) and scale * pooled > 1e8 * rounding:
         assert cohens_d(p * scale + shift, n * scale + shift) == pytest.approx(d, rel=1e-6, abs=1e-6)

@@ -8,18 +8,12 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ..defaults import ACTIVATIONS_DIR as DEFAULT_ACTIVATIONS
+from ..defaults import DATASET_DIR as DEFAULT_DATASET
+from ..defaults import auto_layers
 from ..errors import UsageError
 from ._app import app, command, console
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
-
-DEFAULT_DATASET = Path("runs/dataset")
-DEFAULT_ACTIVATIONS = Path("runs/activations")
-
-
-def auto_layers(num_layers: int) -> list[int]:
-    """Four layers spread over the middle-to-late decoder, where abstract features live."""
-    picks = sorted({min(num_layers - 1, int(num_layers * f)) for f in (0.25, 0.5, 0.7, 0.85)})
-    return picks
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:

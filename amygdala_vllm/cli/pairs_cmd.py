@@ -6,13 +6,18 @@ print a summary table. Semantics live in ``amygdala_vllm/pairs/`` and docs/pairs
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..defaults import DATASET_DIR
 from ..pairs.build import PairsOptions, PairsSummary, build_dataset
+from ..pairs.mcp_mapping import parse_json_args
 from ..pairs.select import Rules
 from ..pairs.sources import SourceSpec
 from ._app import app, command, console
@@ -20,7 +25,8 @@ from ._app import app, command, console
 __all__ = ["pairs", "summary_table"]
 
 _SRC = "Source (at most one; none = the bundled sample graph)"
-_MCP = "MCP mapping (with --memory-mcp-url)"
+_SRV = "MCP server (with --memory-mcp-url or --memory-mcp-command)"
+_MCP = "MCP mapping (with --memory-mcp-url or --memory-mcp-command)"
 _SEL = "Selection"
 _EMO = "Emotions"
 _OUT = "Output"
@@ -54,11 +60,40 @@ def _print_summary(summary: PairsSummary) -> None:
         console.print(f"emotions left out: {left}", highlight=False, soft_wrap=True)
 
 
+@contextmanager
+def _fetch_bar() -> Iterator[Callable[[int, int], None]]:
+    """A progress bar of nodes fetched from an MCP server, shown once the listing is known."""
+    bar = Progress(
+        TextColumn("[bold]pairs[/] fetch"), BarColumn(), MofNCompleteColumn(), TextColumn("nodes"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    task: list[int] = []
+
+    def update(done: int, total: int) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task("fetch", total=total))
+        bar.update(task[0], completed=done)
+
+    try:
+        yield update
+    except BaseException:
+        bar.live.transient = True  # the error, not a half bar, is the one line left
+        raise
+    finally:
+        bar.stop()
+
+
 @app.command("pairs")
 @command
 def pairs(
     memory_mcp_url: Annotated[Optional[str], typer.Option(
-        help="MCP memory server (Streamable HTTP endpoint, e.g. http://localhost:7777/mcp).",
+        help="MCP memory server over HTTP: a Streamable HTTP endpoint (http://localhost:7777/mcp) "
+        "or a legacy SSE one (.../sse).",
+        rich_help_panel=_SRC)] = None,
+    memory_mcp_command: Annotated[Optional[str], typer.Option(
+        help="MCP memory server run as a child process speaking stdio, e.g. \"/path/to/memory-server ARGS\" "
+        "(split like a shell; stopped when done).",
         rich_help_panel=_SRC)] = None,
     memory_file: Annotated[Optional[Path], typer.Option(
         help="Exported graph: JSONL, one node per line with key, content, optional type/category.",
@@ -66,14 +101,31 @@ def pairs(
     stories_dir: Annotated[Optional[Path], typer.Option(
         help="Folder of stories (*.txt, *.md, recursive); each file's trailing tag lines are its tags.",
         rich_help_panel=_SRC)] = None,
+    mcp_transport: Annotated[str, typer.Option(
+        help="HTTP transport: auto (SSE if the URL path ends in /sse, else Streamable HTTP), http or sse.",
+        rich_help_panel=_SRV)] = "auto",
+    mcp_header: Annotated[Optional[list[str]], typer.Option(
+        help="HTTP header 'Name: value' (repeatable); also read from AMYGDALA_MCP_HEADERS, one per line, "
+        "to keep tokens out of shell history. Never logged.",
+        rich_help_panel=_SRV)] = None,
+    mcp_timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for each MCP request.", rich_help_panel=_SRV)] = 30.0,
+    mcp_concurrency: Annotated[int, typer.Option(
+        help="Fetch-tool calls in flight at once.", rich_help_panel=_SRV)] = 8,
     mcp_preset: Annotated[Optional[str], typer.Option(
-        help="Mapping preset: 'upstream' (memory_query + memory_render) or 'server-memory' (read_graph). "
-        "Default: the config file's preset, else upstream.",
+        help="Mapping preset: 'upstream' (memory_query \"all\" as text + memory_render) or 'server-memory' "
+        "(read_graph). Default: the config file's preset, else upstream.",
         rich_help_panel=_MCP)] = None,
     mcp_config: Annotated[Optional[Path], typer.Option(
         help="TOML file with mapping fields, applied over the preset.", rich_help_panel=_MCP)] = None,
     mcp_list_tool: Annotated[Optional[str], typer.Option(
         help="Tool that lists nodes.", rich_help_panel=_MCP)] = None,
+    mcp_list_args: Annotated[Optional[str], typer.Option(
+        help="Arguments of the list tool as a JSON object, e.g. '{\"query\": \"all\"}'.",
+        rich_help_panel=_MCP)] = None,
+    mcp_list_format: Annotated[Optional[str], typer.Option(
+        help="What the list tool returns: json (items) or text (one key per line).",
+        rich_help_panel=_MCP)] = None,
     mcp_fetch_tool: Annotated[Optional[str], typer.Option(
         help="Optional per-node tool whose text replaces the listed content (called with the key).",
         rich_help_panel=_MCP)] = None,
@@ -85,9 +137,11 @@ def pairs(
     mcp_content_field: Annotated[Optional[str], typer.Option(
         help="Field of a listed item holding the node text.", rich_help_panel=_MCP)] = None,
     mcp_paging: Annotated[Optional[str], typer.Option(
-        help="Paging of the list tool: none, cursor or page.", rich_help_panel=_MCP)] = None,
-    mcp_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for each MCP request.", rich_help_panel=_MCP)] = 30.0,
+        help="Paging of the list tool: none, cursor, page, or offset (the query's offset/limit).",
+        rich_help_panel=_MCP)] = None,
+    mcp_links_pattern: Annotated[Optional[str], typer.Option(
+        help="Regex for one line of the links block cut from fetched text ('' keeps it).",
+        rich_help_panel=_MCP)] = None,
     min_positive_score: Annotated[float, typer.Option(
         help="A node is a positive for an emotion tagged at least this score (0-10).",
         rich_help_panel=_SEL)] = 8,
@@ -121,9 +175,9 @@ def pairs(
         rich_help_panel=_EMO)] = 1,
     output_dir: Annotated[Path, typer.Option(
         help="Dataset dir to write (replaced atomically if it holds a dataset).", rich_help_panel=_OUT)
-    ] = Path("runs/dataset"),
+    ] = DATASET_DIR,
     strict: Annotated[bool, typer.Option(
-        help="Fail on the first unreadable JSONL line instead of skipping and counting it.",
+        help="Fail on the first unreadable JSONL line or refused MCP fetch instead of skipping and counting it.",
         rich_help_panel=_OUT)] = False,
     force: Annotated[bool, typer.Option(
         help="Replace --output-dir even if it exists and is not a dataset dir.", rich_help_panel=_OUT)] = False,
@@ -131,11 +185,14 @@ def pairs(
     """Turn a memory graph into a deduplicated (emotion, polarity, text) training set."""
     overrides = {
         "list_tool": mcp_list_tool,
+        "list_args": parse_json_args(mcp_list_args, "--mcp-list-args"),
+        "list_format": mcp_list_format,
         "fetch_tool": mcp_fetch_tool,
         "items_path": mcp_items_path,
         "key_field": mcp_key_field,
         "content_field": mcp_content_field,
         "paging": mcp_paging,
+        "links_pattern": mcp_links_pattern,
     }
     source = SourceSpec(
         memory_mcp_url=memory_mcp_url,
@@ -145,6 +202,10 @@ def pairs(
         mcp_config=mcp_config,
         mcp_overrides={k: v for k, v in overrides.items() if v is not None},
         mcp_timeout=mcp_timeout,
+        memory_mcp_command=memory_mcp_command,
+        mcp_transport=mcp_transport,
+        mcp_headers=tuple(mcp_header or ()),
+        mcp_concurrency=mcp_concurrency,
     )
     rules = Rules(
         min_positive_score=min_positive_score,
@@ -163,4 +224,6 @@ def pairs(
         top_emotions=top_emotions,
         strict=strict,
     )
-    _print_summary(build_dataset(source, output_dir, options, force=force))
+    with _fetch_bar() as progress:
+        summary = build_dataset(source, output_dir, options, force=force, progress=progress)
+    _print_summary(summary)

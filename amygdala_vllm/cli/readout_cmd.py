@@ -19,11 +19,14 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .. import atomic
+from ..defaults import VECTORS_FILE
 from ..errors import StoreError, UsageError
-from ..formats import READOUT_FORMAT, ReadoutManifest, manifest_path_for, read_json
+from ..formats import manifest_path_for
+from ..vectors_file import read_manifest
 from ._app import app, command, console, err_console
 
 if TYPE_CHECKING:
+    from ..formats import ReadoutManifest
     from ..render import ChatMessage, ScoredText
 
 __all__ = ["readout_command", "read_input"]
@@ -92,7 +95,7 @@ def readout_command(
     text: Optional[str] = typer.Argument(None, help="Text to score. '-' (or nothing, with piped input) reads stdin."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Read the text from FILE (UTF-8)."),
     chat: bool = typer.Option(False, "--chat", help='Input is a JSON list of {"role", "content"} messages, rendered with the model\'s chat template.'),
-    vectors: Path = typer.Option(Path("runs/amygdala.safetensors"), "--vectors", help="NAME.safetensors written by `reduce`."),
+    vectors: Path = typer.Option(VECTORS_FILE, "--vectors", help="NAME.safetensors written by `reduce`."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Readout manifest (default: NAME.manifest.json beside --vectors)."),
     model: Optional[str] = typer.Option(None, "--model", help="Model to run (default: the manifest's model)."),
     concepts: Optional[str] = typer.Option(None, "--concepts", help=f"Comma-separated concepts to show (default: terminal the {TERMINAL_CONCEPTS} with the largest |mean z|; --json/--html all, strongest first)."),
@@ -115,7 +118,7 @@ def readout_command(
         raise UsageError(f"--vectors {vectors} does not exist (run `amygdala-vllm reduce`, or pass --vectors)")
     if not manifest_path.is_file():
         raise UsageError(f"manifest {manifest_path} does not exist (pass --manifest)")
-    man = read_json(manifest_path, ReadoutManifest, expect_format=READOUT_FORMAT)
+    man = read_manifest(manifest_path)
     layers = resolve_layers(man, layer)
     wanted = None
     if concepts is not None:

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..defaults import ACTIVATIONS_DIR, DATASET_DIR, VECTORS_FILE
 from ..formats import write_json
 from ._app import app, command, console
 
@@ -21,9 +22,9 @@ __all__ = ["reduce_command"]
 @app.command("reduce")
 @command
 def reduce_command(
-    activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")] = [Path("runs/activations")],  # noqa: B006
-    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = Path("runs/dataset"),
-    output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = Path("runs/amygdala.safetensors"),
+    activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")] = [ACTIVATIONS_DIR],  # noqa: B006
+    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = DATASET_DIR,
+    output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = VECTORS_FILE,
     pooling: Annotated[str, typer.Option(help="Pooled activation to use: mean|last.")] = "mean",
     method: Annotated[str, typer.Option(help="caa (mean difference) or lda (shrinkage LDA).")] = "caa",
     shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,

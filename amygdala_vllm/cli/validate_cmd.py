@@ -17,6 +17,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
 from ..errors import UsageError, ValidationFailed
 from ._app import app, command, console
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
@@ -31,11 +32,11 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
 @app.command("validate")
 @command
 def validate_command(
-    vectors: Annotated[Path, typer.Option("--vectors", help="NAME.safetensors from `reduce`; NAME.manifest.json beside it is the manifest.")] = Path("runs/amygdala.safetensors"),
-    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`; its held-out split is scored.")] = Path("runs/dataset"),
+    vectors: Annotated[Path, typer.Option("--vectors", help="NAME.safetensors from `reduce`; NAME.manifest.json beside it is the manifest.")] = VECTORS_FILE,
+    training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`; its held-out split is scored.")] = DATASET_DIR,
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
-    output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png.")] = Path("runs/report"),
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png.")] = REPORT_DIR,
     dtype: Annotated[str, typer.Option("--dtype", help="Model dtype: bf16, fp16 or fp32 (sets the agreement bar).")] = "bf16",
     max_model_len: Annotated[int, typer.Option("--max-model-len", help="Context length handed to vLLM.")] = 2048,
     kv_cache_gb: Annotated[float, typer.Option("--kv-cache-gb", help="KV cache size handed to vLLM, in GiB.")] = 1.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,17 +137,25 @@ def _records(examples: list[Example]) -> tuple[list[TextRecord], list[ExampleRec
     return texts, records, dict(sorted(emotion_counts(records).items()))
 
 
-def build_dataset(source: SourceSpec, output_dir: Path, options: PairsOptions, *, force: bool = False) -> PairsSummary:
+def build_dataset(
+    source: SourceSpec,
+    output_dir: Path,
+    options: PairsOptions,
+    *,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> PairsSummary:
     """Read ``source``, choose the examples, and write the dataset dir atomically.
 
     An existing dataset dir (or empty dir) at ``output_dir`` is replaced in one
     swap; any other existing dir needs ``force``. Nothing is written unless
-    every step before the write succeeded.
+    every step before the write succeeded. ``progress(done, total)`` follows the
+    per-node fetches from an MCP server.
     """
     output_dir = Path(output_dir)
     check_output_dir(output_dir, force=force)
     curated = read_emotions_file(options.emotions_file) if options.emotions_file is not None else None
-    result = read_source(source, strict=options.strict)
+    result = read_source(source, strict=options.strict, progress=progress)
     units, skipped = prepare_texts(
         result.nodes,
         min_content_chars=options.min_content_chars,

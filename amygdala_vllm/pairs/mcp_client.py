@@ -1,132 +1,110 @@
-"""A small synchronous MCP client for the Streamable HTTP transport, on httpx.
+"""The MCP client: the official ``mcp`` SDK behind a small synchronous interface.
 
-Why not the official SDK's client: it is async, pulls the whole SDK into the
-``pairs`` install, and hides the transport failures that we must turn into one
-clear line each. We only need ``initialize``, ``tools/list`` and ``tools/call``.
+The SDK speaks the protocol and tracks the spec: the initialize handshake, Streamable HTTP
+(sessions, JSON or SSE answers), legacy SSE, and stdio (the server as a child process, stopped
+on exit by closing its stdin, then SIGTERM/SIGKILL to its process group). This is the only
+async module in ``pairs``: it runs the SDK's anyio loop on a helper thread (a blocking portal),
+so callers see plain methods, and it turns every failure into one
+:class:`~amygdala_vllm.errors.MCPTransportError` (could not talk: unreachable, refused, HTTP
+4xx/5xx, timed out, the child would not start or died) or
+:class:`~amygdala_vllm.errors.MCPProtocolError` (talked, but got no usable answer: JSON-RPC
+errors, non-JSON-RPC output, a missing tool) naming the server, never its headers.
 
-Every failure leaves this module as :class:`MCPTransportError` (could not talk
-HTTP: unreachable, refused, timed out, 4xx/5xx) or :class:`MCPProtocolError`
-(talked, but the answer is not a usable JSON-RPC/MCP result), naming the URL.
+Tool results are handed out as plain dicts in the wire shape (``content``,
+``structuredContent``, ``isError``), read with :mod:`.mcp_results`; failures are worded by
+:mod:`.mcp_errors`.
 """
 
 from __future__ import annotations
 
-import itertools
-import json
+import contextlib
 import logging
-from collections.abc import Iterable, Iterator
-from typing import Any
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO
 
-import httpx
+import anyio
+import httpx2
+import mcp_types
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+from mcp import Client
+from mcp.client.sse import sse_client
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from amygdala_vllm import __version__
-from amygdala_vllm.errors import MCPProtocolError, MCPTransportError, UsageError
+from amygdala_vllm.errors import MCPError, MCPProtocolError
 
-__all__ = ["MCPClient", "PROTOCOL_VERSION", "result_text", "result_json"]
+from .mcp_errors import translate
+from .mcp_results import result_text
+from .mcp_target import HEADERS_ENV, ServerTarget
+
+__all__ = ["MCPClient", "DEFAULT_CONCURRENCY"]
 
 log = logging.getLogger(__name__)
 
-PROTOCOL_VERSION = "2025-06-18"
-# Versions whose tools/list + tools/call we know; a server may negotiate any of them.
-KNOWN_VERSIONS = frozenset({"2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25", "2026-07-28"})
-_ACCEPT = "application/json, text/event-stream"
+DEFAULT_CONCURRENCY = 8
+"""Tool calls in flight at once in :meth:`MCPClient.call_many`: enough to hide a round trip
+(a render takes ~1 ms on a local server, the round trip over stdio or HTTP about as long again),
+few enough not to swamp a single-threaded server."""
+
 _MAX_TOOL_PAGES = 1000
 
 
-class _SessionExpired(Exception):
-    """HTTP 404 on a request that carried a session id: the server forgot us."""
-
-
 class MCPClient:
-    """One MCP session with one server; use as a context manager.
+    """One session with one MCP server; use as a context manager.
 
-    ``transport`` lets unit tests drive failure shapes through ``httpx.MockTransport``.
+    Entering connects (spawning the child for stdio) and shakes hands; leaving ends the session
+    and stops the child, also when leaving by an exception or Ctrl-C.
     """
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 30.0,
-        transport: httpx.BaseTransport | None = None,
-    ) -> None:
-        try:
-            parsed = httpx.URL(url)
-        except httpx.InvalidURL as exc:
-            raise UsageError(f"invalid MCP server URL {url!r}: {exc}") from exc
-        if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise UsageError(f"MCP server URL must be http(s)://host[:port]/path, got {url!r}")
-        self.url = url
-        self.timeout = timeout
-        self._http = httpx.Client(timeout=httpx.Timeout(timeout), transport=transport)
-        self._ids = itertools.count(1)
-        self.session_id: str | None = None
+    def __init__(self, target: ServerTarget) -> None:
+        self.target = target
+        self.where = target.where
         self.protocol_version: str | None = None
-        self.server_info: dict[str, Any] = {}
-        self.reinitialisations = 0
+        self.server_name: str | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self._portal: BlockingPortal | None = None
+        self._client: Client | None = None
+        self._fault: Exception | None = None
+        self._scopes: set[anyio.CancelScope] = set()
+        self._stderr: BinaryIO | None = None
+        self._http_status: str | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle (called from the caller's thread) ------------------------------------------
 
     def __enter__(self) -> MCPClient:
-        try:
-            self.initialize()
-        except BaseException:
-            self.close()
-            raise
+        with contextlib.ExitStack() as stack:
+            if self.target.transport == "stdio":
+                self._stderr = stack.enter_context(tempfile.TemporaryFile("w+b"))
+            self._portal = stack.enter_context(start_blocking_portal(name="mcp-client"))
+            session = self._portal.wrap_async_context_manager(self._session())
+            session.__enter__()
+            self._stack = stack.pop_all()
+            self._stack.push(lambda *exc: self._close(session, exc[0] is not None))
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, *exc: Any) -> None:
+        """Close the session, then the loop; on an error (Ctrl-C included) calls still in flight are cancelled."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            stack.__exit__(*exc)
+        log.debug("%s: session closed", self.where)
 
-    def initialize(self) -> dict[str, Any]:
-        """Handshake: ``initialize``, remember the session id, send ``notifications/initialized``."""
-        self.session_id = None
-        self.protocol_version = None
-        params = {
-            "protocolVersion": PROTOCOL_VERSION,
-            "capabilities": {},
-            "clientInfo": {"name": "amygdala-vllm", "version": __version__},
-        }
-        result, headers = self._exchange("initialize", params)
-        version = result.get("protocolVersion") if isinstance(result, dict) else None
-        if not isinstance(version, str):
-            raise MCPProtocolError(f"MCP server {self.url} sent an initialize result without protocolVersion")
-        if version not in KNOWN_VERSIONS:
-            log.warning("MCP server %s negotiated unknown protocol version %s; trying anyway", self.url, version)
-        self.protocol_version = version
-        self.session_id = headers.get("mcp-session-id")
-        self.server_info = result.get("serverInfo") or {}
-        log.debug("MCP %s: protocol %s, session %s, server %s", self.url, version, self.session_id, self.server_info)
-        self._notify("notifications/initialized")
-        return result
-
-    def close(self) -> None:
-        """End the session politely (DELETE); a server that does not care is fine."""
+    def _close(self, session: contextlib.AbstractContextManager[None], failing: bool) -> None:
+        """End the session cleanly whatever ended the with-block: the caller's error is not the SDK's."""
         try:
-            if self.session_id is not None:
-                self._http.delete(self.url, headers=self._headers())
-        except httpx.HTTPError as exc:
-            log.debug("MCP %s: DELETE of session failed, ignored: %s", self.url, exc)
-        finally:
-            self.session_id = None
-            self._http.close()
-
-    # -- MCP methods ----------------------------------------------------------------------
+            session.__exit__(None, None, None)
+        except Exception as exc:  # a failure while closing must not hide the caller's own error
+            if not failing:
+                raise self._error(exc, "closing the session") from exc
+            log.debug("%s: closing the session failed too: %r", self.where, exc)
 
     def list_tools(self) -> list[dict[str, Any]]:
-        """Every tool the server offers, following ``nextCursor``."""
-        tools: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(_MAX_TOOL_PAGES):
-            result = self.request("tools/list", {"cursor": cursor} if cursor else {})
-            page = result.get("tools")
-            if not isinstance(page, list):
-                raise MCPProtocolError(f"MCP server {self.url}: tools/list result has no 'tools' list")
-            tools.extend(t for t in page if isinstance(t, dict))
-            cursor = result.get("nextCursor")
-            if not cursor:
-                return tools
-        raise MCPProtocolError(f"MCP server {self.url}: tools/list kept paging past {_MAX_TOOL_PAGES} pages")
+        """Every tool the server offers (``name``, ``description``...), following cursors."""
+        return self._run(self._list_tools)
 
     def require_tools(self, names: Iterable[str]) -> None:
         """Fail early, listing what the server has, if a tool the mapping needs is missing."""
@@ -134,211 +112,222 @@ class MCPClient:
         missing = [n for n in names if n not in available]
         if missing:
             raise MCPProtocolError(
-                f"MCP server {self.url} has no tool {', '.join(map(repr, missing))}; "
+                f"{self.where} has no tool {', '.join(map(repr, missing))}; "
                 f"available: {', '.join(available) or '(none)'} "
                 "(choose others with --mcp-list-tool / --mcp-fetch-tool or --mcp-preset)"
             )
 
     def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """Call a tool; an ``isError`` result becomes MCPProtocolError with the server's text."""
-        result = self.request("tools/call", {"name": name, "arguments": arguments})
+        result = self._run(self._call, name, arguments)
         if result.get("isError"):
             msg = result_text(result).strip() or "(no message)"
-            raise MCPProtocolError(f"MCP tool {name!r} on {self.url} failed: {msg}")
+            raise MCPProtocolError(f"MCP tool {name!r} on {self.where} failed: {msg}")
         return result
 
-    def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        """One JSON-RPC request; an expired session is re-initialised once and retried."""
-        try:
-            result, _ = self._exchange(method, params)
-        except _SessionExpired:
-            log.info("MCP %s: session expired during %s; re-initialising once", self.url, method)
-            self.reinitialisations += 1
-            self.initialize()
-            try:
-                result, _ = self._exchange(method, params)
-            except _SessionExpired:
-                raise MCPTransportError(
-                    f"MCP server {self.url} answered HTTP 404 to {method}: session expired again "
-                    "right after re-initialising"
-                ) from None
-        if not isinstance(result, dict):
-            raise MCPProtocolError(f"MCP server {self.url}: {method} result is not an object: {result!r:.200}")
-        return result
+    def call_many(
+        self,
+        name: str,
+        arguments: Sequence[dict[str, Any]],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        on_result: Callable[[int, dict[str, Any]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Call ``name`` once per argument dict, ``concurrency`` calls in flight; results in input order.
 
-    # -- transport ------------------------------------------------------------------------
+        ``isError`` results are returned like any other (the caller decides whether one failed
+        node is fatal); a failure to talk at all stops every call and raises. ``on_result(i, r)``
+        runs as each call finishes, on the client's own thread; an exception it raises stops
+        every call and is raised here.
+        """
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        return self._run(self._call_many, name, list(arguments), concurrency, on_result)
 
-    def _headers(self) -> dict[str, str]:
-        h = {"Accept": _ACCEPT, "Content-Type": "application/json"}
-        if self.session_id is not None:
-            h["Mcp-Session-Id"] = self.session_id
-        if self.protocol_version is not None:
-            h["MCP-Protocol-Version"] = self.protocol_version
-        return h
+    def _run(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        if self._portal is None or self._client is None:
+            raise RuntimeError("MCPClient used outside its with-block")
+        return self._portal.call(fn, *args)
 
-    def _notify(self, method: str) -> None:
-        """Send a notification; the server answers 202 with no body."""
-        with self._send({"jsonrpc": "2.0", "method": method}) as resp:
-            self._check_status(resp, method)
+    # -- the async side (runs on the portal's event loop) --------------------------------------
 
-    def _exchange(self, method: str, params: dict[str, Any]) -> tuple[Any, httpx.Headers]:
-        """POST one request and return (result, response headers)."""
-        rid = next(self._ids)
-        with self._send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}) as resp:
-            self._check_status(resp, method)
-            ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-            try:
-                if ctype == "text/event-stream":
-                    message = self._from_sse(resp, rid, method)
-                elif ctype == "application/json":
-                    message = self._from_json(resp.read(), rid, method)
-                else:
-                    raise MCPProtocolError(
-                        f"MCP server {self.url} answered {method} with Content-Type {ctype or '(none)'!r}, "
-                        "expected application/json or text/event-stream"
-                    )
-            except httpx.TimeoutException as exc:
-                raise self._timed_out(method) from exc
-            except httpx.HTTPError as exc:
-                raise MCPTransportError(f"MCP server {self.url} broke off the {method} response: {exc}") from exc
-            if "error" in message:
-                err = message["error"] if isinstance(message["error"], dict) else {}
-                raise MCPProtocolError(
-                    f"MCP server {self.url} returned JSON-RPC error {err.get('code')} for {method}: "
-                    f"{err.get('message', message['error'])}"
-                )
-            if "result" not in message:
-                raise MCPProtocolError(
-                    f"MCP server {self.url}: response to {method} has neither result nor error"
-                )
-            return message["result"], resp.headers
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[None]:
+        """Connect and hand shake; on leaving, end the session (and stop the child)."""
+        with _quiet_sdk_logs():
+            client = Client(
+                self._transport(),
+                mode="legacy",  # the initialize handshake: what deployed servers (2025-06-18/-11-25) speak
+                read_timeout_seconds=self.target.timeout,
+                message_handler=self._on_message,
+                client_info=mcp_types.Implementation(name="amygdala-vllm", version=__version__),
+                cache=None,
+            )
+            # The SDK's task groups live inside the client, so a fault during the handshake cancels
+            # this scope around the whole session (cancel scopes must nest); later faults cancel the
+            # scope of each call (_guard).
+            with anyio.CancelScope() as handshake:
+                self._scopes.add(handshake)
+                async with contextlib.AsyncExitStack() as stack:
+                    try:
+                        await stack.enter_async_context(client)
+                    except Exception as exc:  # the SDK and its transports raise many types
+                        raise self._error(self._fault or exc, "initialize") from exc
+                    self._scopes.discard(handshake)
+                    self._client = client
+                    self.protocol_version = client.protocol_version
+                    self.server_name = client.server_info.name if client.server_info else None
+                    log.debug("%s: protocol %s, server %s", self.where, self.protocol_version, self.server_name)
+                    try:
+                        yield
+                    finally:
+                        self._client = None
+            if handshake.cancelled_caught:
+                assert self._fault is not None
+                raise self._error(self._fault, "initialize") from self._fault
 
-    def _send(self, body: dict[str, Any]) -> Any:
-        """Open a streamed POST; transport failures become MCPTransportError."""
-        method = body["method"]
-        try:
-            req = self._http.build_request("POST", self.url, headers=self._headers(), json=body)
-            resp = self._http.send(req, stream=True)
-        except httpx.TimeoutException as exc:
-            raise self._timed_out(method) from exc
-        except httpx.ConnectError as exc:
-            raise MCPTransportError(f"cannot connect to MCP server {self.url}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise MCPTransportError(
-                f"MCP server {self.url} failed during {method}: {type(exc).__name__}: {exc}"
-            ) from exc
-        return _Closing(resp)
+    def _transport(self) -> Any:
+        """The SDK transport for the target: a stdio child, or an HTTP client carrying the headers."""
+        t = self.target
+        if t.transport == "stdio":
+            # The child gets the user's environment, as if run from their shell (the SDK would pass
+            # only HOME/PATH/...), minus our header variable; its stderr goes to a file we quote
+            # from when it dies, so a traceback there never reaches the terminal.
+            env = {k: v for k, v in os.environ.items() if k != HEADERS_ENV}
+            params = StdioServerParameters(command=t.command[0], args=list(t.command[1:]), env=env)
+            return stdio_client(params, errlog=self._stderr or sys.stderr)  # type: ignore[arg-type]
 
-    def _timed_out(self, method: str) -> MCPTransportError:
-        return MCPTransportError(f"MCP server {self.url} timed out after {self.timeout:g}s during {method}")
-
-    def _check_status(self, resp: httpx.Response, method: str) -> None:
-        if resp.status_code == 404 and "Mcp-Session-Id" in resp.request.headers:
-            raise _SessionExpired
-        if resp.status_code >= 400:
-            try:
-                detail = resp.read().decode("utf-8", "replace").strip()[:300]
-            except httpx.HTTPError:
-                detail = ""
-            raise MCPTransportError(
-                f"MCP server {self.url} answered HTTP {resp.status_code} {resp.reason_phrase} to {method}"
-                + (f": {detail}" if detail else "")
+        def http_client(
+            headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: Any = None
+        ) -> httpx2.AsyncClient:
+            # A long read timeout: the SDK keeps an SSE stream open between answers; each request's
+            # own deadline is read_timeout_seconds. The hook keeps the HTTP status the SDK drops.
+            return httpx2.AsyncClient(
+                headers={**(headers or {}), **t.headers},
+                timeout=timeout or httpx2.Timeout(t.timeout, read=max(300.0, t.timeout)),
+                auth=auth,
+                event_hooks={"response": [self._note_status]},
             )
 
-    def _from_json(self, raw: bytes, rid: int, method: str) -> dict[str, Any]:
+        assert t.url is not None
+        if t.transport == "sse":
+            return sse_client(t.url, timeout=t.timeout, sse_read_timeout=max(300.0, t.timeout),
+                              httpx_client_factory=http_client)
+        return _owned_http_transport(t.url, http_client)
+
+    async def _note_status(self, response: httpx2.Response) -> None:
+        # POSTs only: a 405 to the optional GET stream or the closing DELETE is no answer to a request.
+        if response.status_code >= 400 and response.request.method == "POST":
+            self._http_status = f"{response.status_code} {response.reason_phrase}".strip()
+
+    async def _on_message(self, message: Any) -> None:
+        """Transport faults (a non-JSON-RPC line, a broken event) come here, not to the waiting call."""
+        if isinstance(message, Exception) and self._fault is None:
+            self._fault = message
+            for scope in list(self._scopes):
+                scope.cancel()
+
+    async def _guard(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``fn()``; a transport fault cancels it; any failure becomes one of our errors."""
+        scope = anyio.CancelScope()
+        self._scopes.add(scope)
         try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise MCPProtocolError(
-                f"MCP server {self.url} answered {method} with invalid JSON: {raw[:200]!r}"
-            ) from exc
-        for msg in data if isinstance(data, list) else [data]:
-            if isinstance(msg, dict) and msg.get("id") == rid:
-                return msg
-        raise MCPProtocolError(f"MCP server {self.url}: no response with id {rid} to {method} in {raw[:200]!r}")
+            with scope:
+                if self._fault is not None:
+                    scope.cancel()
+                return await fn()
+        except MCPError:
+            raise
+        except Exception as exc:  # the SDK and its transports raise many types; all become ours
+            raise self._error(self._fault or exc, what) from exc
+        finally:
+            self._scopes.discard(scope)
+        assert self._fault is not None
+        raise self._error(self._fault, what) from self._fault
 
-    def _from_sse(self, resp: httpx.Response, rid: int, method: str) -> dict[str, Any]:
-        """Read SSE events until the one answering ``rid``; others (notifications) are skipped."""
-        for event, data in _sse_events(resp.iter_lines()):
-            if event not in ("message", "") or not data:
-                continue
-            try:
-                msg = json.loads(data)
-            except ValueError as exc:
-                raise MCPProtocolError(
-                    f"MCP server {self.url} sent a malformed SSE event for {method}: {data[:200]!r}"
-                ) from exc
-            if isinstance(msg, dict) and msg.get("id") == rid and ("result" in msg or "error" in msg):
-                return msg
-            log.debug("MCP %s: skipping SSE message %.200s", self.url, data)
-        raise MCPProtocolError(
-            f"MCP server {self.url}: SSE stream ended without a response to {method} (id {rid})"
-        )
+    async def _list_tools(self) -> list[dict[str, Any]]:
+        assert self._client is not None
+        client, tools, cursor = self._client, [], None
+        for _ in range(_MAX_TOOL_PAGES):
+            page = await self._guard("tools/list", lambda: client.list_tools(cursor=cursor))
+            tools += [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in page.tools]
+            cursor = page.next_cursor
+            if not cursor:
+                return tools
+        raise MCPProtocolError(f"{self.where}: tools/list kept paging past {_MAX_TOOL_PAGES} pages")
+
+    async def _call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+        assert self._client is not None
+        client = self._client
+        result = await self._guard(f"tools/call {name}", lambda: client.call_tool(name, arguments))
+        return result.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    async def _call_many(
+        self,
+        name: str,
+        arguments: list[dict[str, Any]],
+        concurrency: int,
+        on_result: Callable[[int, dict[str, Any]], None] | None,
+    ) -> list[dict[str, Any]]:
+        results: list[dict[str, Any] | None] = [None] * len(arguments)
+        todo: Iterator[tuple[int, dict[str, Any]]] = iter(enumerate(arguments))
+        failure: list[BaseException] = []
+
+        async def worker(cancel: anyio.CancelScope) -> None:
+            for i, args in todo:  # one shared iterator: each call is taken by exactly one worker
+                try:
+                    results[i] = result = await self._call(name, args)
+                    if on_result is not None:
+                        on_result(i, result)  # may raise to stop every call (strict mode)
+                except Exception as exc:
+                    failure.append(exc)
+                    cancel.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(min(concurrency, len(arguments))):
+                tg.start_soon(worker, tg.cancel_scope)
+        if failure:
+            raise failure[0]
+        return results  # type: ignore[return-value]
+
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _error(self, exc: BaseException, what: str) -> MCPError:
+        return translate(exc, what, self.target, http_status=self._http_status, stderr_tail=self._stderr_tail())
+
+    def _stderr_tail(self) -> str | None:
+        """For stdio: the end of what the child wrote to stderr (None for HTTP)."""
+        if self._stderr is None:
+            return None
+        try:
+            size = self._stderr.seek(0, os.SEEK_END)
+            self._stderr.seek(max(0, size - 4000))
+            return self._stderr.read().decode("utf-8", "replace")
+        except (OSError, ValueError):
+            return ""
 
 
-class _Closing:
-    """Context manager closing a streamed response."""
-
-    def __init__(self, resp: httpx.Response) -> None:
-        self.resp = resp
-
-    def __enter__(self) -> httpx.Response:
-        return self.resp
-
-    def __exit__(self, *exc: object) -> None:
-        self.resp.close()
+@contextlib.asynccontextmanager
+async def _owned_http_transport(url: str, factory: Callable[..., httpx2.AsyncClient]) -> AsyncIterator[Any]:
+    """Streamable HTTP over our own httpx2 client (headers, timeouts, status hook), closed after."""
+    async with factory() as http, streamable_http_client(url, http_client=http) as streams:
+        yield streams
 
 
-def _sse_events(lines: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Parse ``text/event-stream`` lines into (event, data) pairs per the WHATWG rules we need."""
-    event, data = "", []
-    for line in lines:
-        if line == "":
-            if data:
-                yield event or "message", "\n".join(data)
-            event, data = "", []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if field == "data":
-            data.append(value)
-        elif field == "event":
-            event = value
-    if data:
-        yield event or "message", "\n".join(data)
+@contextlib.contextmanager
+def _quiet_sdk_logs() -> Iterator[None]:
+    """The SDK logs transport faults with tracebacks at ERROR; we report each as one error line.
 
-
-def result_text(result: dict[str, Any]) -> str:
-    """The concatenated text blocks of a tool result (how plain-text tools answer)."""
-    blocks = result.get("content")
-    if not isinstance(blocks, list):
-        return ""
-    return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict) and b.get("type") == "text")
-
-
-def result_json(result: dict[str, Any]) -> list[Any]:
-    """Candidate JSON payloads of a tool result, best first.
-
-    ``structuredContent`` first, then its ``{"result": ...}`` wrapper (the Python SDK wraps
-    non-object returns that way), then the text content parsed as JSON.
+    Its loggers are raised to CRITICAL while a session runs, unless the user asked for DEBUG.
     """
-    out: list[Any] = []
-    sc = result.get("structuredContent")
-    if sc is not None:
-        out.append(sc)
-        if isinstance(sc, dict) and set(sc) == {"result"}:
-            out.append(sc["result"])
-    text = result_text(result)
-    if text.strip():
-        try:
-            out.append(json.loads(text))
-        except ValueError:
-            # Some servers send one JSON text block per item.
-            blocks = [b for b in result.get("content") or [] if isinstance(b, dict) and b.get("type") == "text"]
-            try:
-                out.append([json.loads(str(b.get("text", ""))) for b in blocks])
-            except ValueError:
-                log.debug("tool result text is not JSON: %.100s", text)
-    return out
+    logger = logging.getLogger("mcp")
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    old = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(old)

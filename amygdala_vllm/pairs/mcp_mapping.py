@@ -21,17 +21,29 @@ import msgspec
 
 from amygdala_vllm.errors import UsageError
 
-__all__ = ["MCPMapping", "PRESETS", "DEFAULT_PRESET", "load_mapping", "resolve_path"]
+__all__ = [
+    "MCPMapping",
+    "PRESETS",
+    "DEFAULT_PRESET",
+    "DEFAULT_LINKS_PATTERN",
+    "load_mapping",
+    "parse_json_args",
+    "resolve_path",
+]
 
 log = logging.getLogger(__name__)
 
-Paging = Literal["none", "cursor", "page"]
+Paging = Literal["none", "cursor", "page", "offset"]
+ListFormat = Literal["json", "text"]
 
-# A links section as a memory server renders it after the node text: a line that is only
-# "Links:", "## Links", "Linked nodes", "Related:" ... Everything from there on is cut off.
-DEFAULT_LINKS_MARKER = (
-    r"(?im)^[ \t]*(?:#+[ \t]*)?(?:links|linked(?: nodes)?|related(?: nodes)?|backlinks)[ \t]*:?[ \t]*$"
+# One line of the links block a memory server appends to a rendered node, after a blank line:
+# a heading that is only "Links:", "## Links", "Linked nodes", "Related:", "Backlinks",
+# "Neighbours" ..., or a link line "→ key (0.80)", "-> key", "- -> key", "=> key".
+DEFAULT_LINKS_PATTERN = (
+    r"(?i)^[ \t]*(?:(?:#+[ \t]*)?(?:links|linked(?: nodes)?|related(?: nodes)?|backlinks|neighbou?rs)[ \t]*:?"
+    r"|(?:[-*\u2022][ \t]*)?(?:\u2192|->|=>|\u21d2)[ \t]*\S.*)[ \t]*$"
 )
+DEFAULT_QUERY_PAGE = " | offset:{offset} | limit:{limit}"
 
 
 class MCPMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -47,12 +59,20 @@ class MCPMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """Tool whose result holds the nodes (or at least their keys, with ``fetch_tool``)."""
     list_args: dict[str, Any] = {}
     """Fixed arguments for every listing call (filters, a query matching everything...)."""
+    list_format: ListFormat = "json"
+    """'json': items in the result's JSON; 'text': plain text, one key per line (blank lines
+    and a "No results" answer mean none); each key's text then comes from ``fetch_tool``."""
     paging: Paging = "none"
-    """'none': one call; 'cursor': pass the result's next cursor back; 'page': page numbers."""
+    """'none': one call; 'cursor': pass the result's next cursor back; 'page': page numbers;
+    'offset': the query-language string ``list_args[query_arg]`` gets ``query_page`` appended."""
     cursor_arg: str = "cursor"
     """Argument name that carries the cursor on the second and later calls."""
     next_cursor_path: str = "nextCursor"
     """Where the next cursor sits in the result; missing, null or "" ends the listing."""
+    query_arg: str = "query"
+    """'offset' paging: the listing argument holding the query string."""
+    query_page: str = DEFAULT_QUERY_PAGE
+    """'offset' paging: appended to the query, with ``{offset}`` and ``{limit}`` (= page_size)."""
     page_arg: str = "page"
     page_size_arg: str = "page_size"
     page_size: int = 100
@@ -68,33 +88,31 @@ class MCPMapping(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """None: the server has no node types (absent fields are fine either way)."""
     category_field: str | None = "category"
     fetch_tool: str | None = None
-    """Optional per-node tool whose (plain-text) result replaces the listed content."""
+    """Optional per-node tool whose (plain-text) result replaces the listed content; called for
+    every node, several calls in flight."""
     fetch_key_arg: str = "key"
     fetch_args: dict[str, Any] = {}
     """Extra fixed arguments for every fetch call."""
-    fetch_strip_after: str | None = DEFAULT_LINKS_MARKER
-    """Regex: the fetched text is cut at its first match (the links section). None keeps all."""
+    links_pattern: str | None = DEFAULT_LINKS_PATTERN
+    """Regex for one line of the links block after the fetched text: a trailing run of such
+    lines (and blank ones) after a blank line is cut before the tag lines are read. None keeps all."""
 
 
 DEFAULT_PRESET = "upstream"
 
 PRESETS: dict[str, MCPMapping] = {
-    # The personal agent's memory graph. Its public tools are memory_query, memory_search,
-    # journal_tail and memory_render; none is documented as "list everything", so we ASSUME
-    # memory_query with no filter lists every node, cursor-paged, as
-    # {"nodes": [{"key", "content", "type", "category"}], "next_cursor": ...}, and take the
-    # text from memory_render {"key"}: the node as the agent sees it, minus its links section.
-    # If a deployment differs, override list_tool / list_args / items_path (see docs/mcp.md).
+    # The personal agent's memory graph (docs/mcp.md, "The upstream memory server"): a Rust
+    # server whose tools answer in plain text. memory_query runs its pipeline query language;
+    # "all" lists every node, one key per line. memory_render {"key"} returns the node's stored
+    # markdown (trailing tag lines included) followed by its neighbour links, which are cut off.
+    # Node types and categories are never returned as fields, so there are none.
     "upstream": MCPMapping(
         list_tool="memory_query",
-        paging="cursor",
-        cursor_arg="cursor",
-        next_cursor_path="next_cursor",
-        items_path="nodes",
-        key_field="key",
-        content_field="content",
-        type_field="type",
-        category_field="category",
+        list_args={"query": "all"},
+        list_format="text",
+        paging="none",
+        type_field=None,
+        category_field=None,
         fetch_tool="memory_render",
         fetch_key_arg="key",
     ),
@@ -113,7 +131,7 @@ PRESETS: dict[str, MCPMapping] = {
 }
 
 _FIELDS: tuple[str, ...] = MCPMapping.__struct_fields__
-_OPTIONAL_STR = {"type_field", "category_field", "fetch_tool", "fetch_strip_after"}
+_OPTIONAL_STR = {"type_field", "category_field", "fetch_tool", "links_pattern"}
 
 
 def _check_keys(data: dict[str, Any], where: str) -> None:
@@ -174,7 +192,7 @@ def load_mapping(
     _check_keys(given, "the command-line overrides")
     base = _preset(preset or DEFAULT_PRESET)
 
-    merged: dict[str, Any] = msgspec.structs.asdict(base)
+    merged: dict[str, Any] = msgspec.to_builtins(base)  # a deep copy: presets stay untouched
     merged.update(file_data)
     merged.update(given)
     for key in _OPTIONAL_STR:
@@ -196,13 +214,43 @@ def _validate(m: MCPMapping) -> None:
             raise UsageError(f"MCP mapping field {name!r} must not be empty")
     if m.page_size < 1 or m.max_pages < 1:
         raise UsageError("MCP mapping: page_size and max_pages must be >= 1")
-    if m.fetch_strip_after is not None:
+    if m.links_pattern is not None:
         try:
-            re.compile(m.fetch_strip_after)
+            re.compile(m.links_pattern)
         except re.error as exc:
+            raise UsageError(f"MCP mapping: links_pattern {m.links_pattern!r} is not a valid regex: {exc}") from exc
+    if m.list_format == "text":
+        if not m.fetch_tool:
             raise UsageError(
-                f"MCP mapping: fetch_strip_after {m.fetch_strip_after!r} is not a valid regex: {exc}"
+                "MCP mapping: a text listing gives only keys, so it needs fetch_tool (--mcp-fetch-tool)"
+            )
+        if m.paging in ("cursor", "page"):
+            raise UsageError(f"MCP mapping: a text listing cannot page by {m.paging!r}; use 'offset' or 'none'")
+    if m.paging == "offset":
+        if not isinstance(m.list_args.get(m.query_arg), str):
+            raise UsageError(
+                f"MCP mapping: 'offset' paging appends to the query string list_args[{m.query_arg!r}], "
+                "which is not set (e.g. --mcp-list-args '{\"query\": \"all\"}')"
+            )
+        try:
+            m.query_page.format(offset=0, limit=1)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise UsageError(
+                f"MCP mapping: query_page {m.query_page!r} may only use {{offset}} and {{limit}}: {exc!r}"
             ) from exc
+
+
+def parse_json_args(text: str | None, flag: str) -> dict[str, Any] | None:
+    """A flag's JSON object (``--mcp-list-args '{"query": "all"}'``); None when not given."""
+    if text is None:
+        return None
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise UsageError(f"{flag} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise UsageError(f"{flag} must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 _MISSING = object()

@@ -5,8 +5,8 @@ with its tag lines still in, plus a count of what could not be read and a
 small JSON description of the source for ``dataset.json``. Reading is
 all-or-nothing: a source that fails raises before anything is written.
 
-The MCP client lives in :mod:`.mcp_source` / :mod:`.mcp_mapping` and is
-imported only when ``--memory-mcp-url`` is used.
+The MCP client lives in :mod:`.mcp_source` / :mod:`.mcp_mapping` / :mod:`.mcp_client` and is
+imported only when ``--memory-mcp-url`` or ``--memory-mcp-command`` is used.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import importlib.resources
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ _REASONS = {
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """At most one of ``memory_mcp_url``, ``memory_file``, ``stories_dir``; none means the sample."""
+    """At most one of ``memory_mcp_url``, ``memory_mcp_command``, ``memory_file``, ``stories_dir``;
+    none means the sample. ``mcp_headers`` are ``Name: value`` strings (secrets: never recorded)."""
 
     memory_mcp_url: str | None = None
     memory_file: Path | None = None
@@ -60,6 +62,10 @@ class SourceSpec:
     mcp_config: Path | None = None
     mcp_overrides: dict[str, Any] = field(default_factory=dict)
     mcp_timeout: float = 30.0
+    memory_mcp_command: str | None = None
+    mcp_transport: str = "auto"
+    mcp_headers: tuple[str, ...] = field(default=(), repr=False)
+    mcp_concurrency: int = 8
 
 
 @dataclass
@@ -161,28 +167,45 @@ def _read_file(path: Path, strict: bool) -> SourceResult:
     return SourceResult(nodes, skipped, desc)
 
 
-def _read_mcp(spec: SourceSpec) -> SourceResult:
-    from .mcp_mapping import load_mapping  # lazy: httpx client only when asked for
-    from .mcp_source import iter_mcp_nodes
+def _read_mcp(spec: SourceSpec, strict: bool, progress: Callable[[int, int], None] | None) -> SourceResult:
+    from .mcp_mapping import load_mapping  # lazy: the mcp SDK only when asked for
+    from .mcp_source import read_mcp_nodes
+    from .mcp_target import make_target
 
-    assert spec.memory_mcp_url is not None
+    if spec.mcp_concurrency < 1:
+        raise UsageError(f"--mcp-concurrency must be >= 1, got {spec.mcp_concurrency}")
+    target = make_target(
+        url=spec.memory_mcp_url,
+        command=spec.memory_mcp_command,
+        transport=spec.mcp_transport,
+        header_flags=spec.mcp_headers,
+        timeout=spec.mcp_timeout,
+    )
     mapping = load_mapping(spec.mcp_preset, spec.mcp_config, spec.mcp_overrides)
-    nodes = list(iter_mcp_nodes(spec.memory_mcp_url, mapping, timeout=spec.mcp_timeout))
+    nodes, skipped = read_mcp_nodes(
+        target, mapping, strict=strict, concurrency=spec.mcp_concurrency, progress=progress
+    )
     desc = {
         "kind": "mcp",
-        "url": spec.memory_mcp_url,
+        **target.describe(),
         "preset": spec.mcp_preset,
         "mapping": msgspec.to_builtins(mapping),
     }
-    return SourceResult(nodes, Counter(), desc)
+    return SourceResult(nodes, skipped, desc)
 
 
-def read_source(spec: SourceSpec, *, strict: bool = False) -> SourceResult:
-    """Read every node of the one source ``spec`` names (the bundled sample if none)."""
+def read_source(
+    spec: SourceSpec, *, strict: bool = False, progress: Callable[[int, int], None] | None = None
+) -> SourceResult:
+    """Read every node of the one source ``spec`` names (the bundled sample if none).
+
+    ``progress(done, total)`` follows an MCP server's per-node fetches (from another thread).
+    """
     given = [
         flag
         for flag, value in (
             ("--memory-mcp-url", spec.memory_mcp_url),
+            ("--memory-mcp-command", spec.memory_mcp_command),
             ("--memory-file", spec.memory_file),
             ("--stories-dir", spec.stories_dir),
         )
@@ -190,8 +213,8 @@ def read_source(spec: SourceSpec, *, strict: bool = False) -> SourceResult:
     ]
     if len(given) > 1:
         raise UsageError(f"give at most one source, got {' and '.join(given)}")
-    if spec.memory_mcp_url is not None:
-        result = _read_mcp(spec)
+    if spec.memory_mcp_url is not None or spec.memory_mcp_command is not None:
+        result = _read_mcp(spec, strict, progress)
     elif spec.memory_file is not None:
         result = _read_file(spec.memory_file, strict)
     elif spec.stories_dir is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .activations import Activations, open_activations
 from .core import METHODS, ClassSize, ReduceOptions, ReduceResult, ReduceSummary, reduce, select_concepts
 from .directions import CrossPair, LayerCrossTalk, cross_talk
-from .writer import DTYPES, manifest_path
+from ..vectors_file import DTYPES, manifest_path
 
 __all__ = [
     "reduce",

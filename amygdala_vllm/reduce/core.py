@@ -4,7 +4,7 @@ The steps, each in its own module: open and cross-check the activations dirs
 (:mod:`.activations`), choose concepts and their train texts (here), pass 1
 over the texts for class sums (:mod:`.stats`), directions (:mod:`.directions`),
 pass 2 for the calibration of the projections, then write both files together
-(:mod:`.writer`). Held-out examples are never read: only ``split == "train"``
+(:mod:`amygdala_vllm.vectors_file`). Held-out examples are never read: only ``split == "train"``
 texts enter a class.
 """
 
@@ -22,11 +22,11 @@ from ..dataset import Dataset, load_dataset
 from ..errors import CaptureError, FormatError, StoreError, UsageError
 from ..formats import LAYER_SEMANTICS, READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
 from ..shards import POOLINGS
+from ..vectors_file import DTYPES, cast, encode_vectors, manifest_path, write_pair
 from . import directions
 from .activations import Activations, open_activations
 from .directions import LayerCrossTalk
 from .stats import Classes, class_sums, projection_spread
-from .writer import DTYPES, cast, manifest_path, safetensors_bytes, write_outputs
 
 __all__ = ["METHODS", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
 
@@ -225,18 +225,7 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
         dataset_sha256=dataset.sha256,
         vllm_version=info.vllm_version,
     )
-    tag = DTYPES[opts.dtype]
-    tensors = {f"layer_{layer}.vectors": (tag, stored[:, li, :]) for li, layer in enumerate(layers)}
-    metadata = {
-        "format": READOUT_FORMAT,
-        "model": info.model,
-        "layers": msgspec.json.encode(layers).decode(),
-        "concepts": msgspec.json.encode(concepts).decode(),
-        "method": opts.method,
-        "pooling": opts.pooling,
-        "layer_semantics": LAYER_SEMANTICS,
-    }
-    write_outputs(output, safetensors_bytes(tensors, metadata), manifest, force=opts.force)
+    write_pair(output, encode_vectors(manifest, stored, opts.dtype), manifest, force=opts.force)
     log.info("wrote %s and %s", output, man_path)
     order = np.argsort(counts.min(axis=0), kind="stable")
     summary = ReduceSummary(

@@ -20,7 +20,7 @@ from ..errors import FormatError, StoreError
 from ..formats import encode_json
 from .schema import VALIDATE_FORMAT, ValidateReport
 
-__all__ = ["write_report", "read_report", "render_markdown", "REPORT_FILES"]
+__all__ = ["write_report", "read_report", "render_markdown", "render_plots", "REPORT_FILES"]
 
 log = logging.getLogger(__name__)
 

@@ -9,14 +9,16 @@ a future offline mode) can hand in any object with ``score_texts``.
 
 The vectors reach the engine the way serving loads them: through
 ``VLLM_READOUT_VECTORS`` and ``VLLM_READOUT_MANIFEST``, set for the engine's
-lifetime and restored afterwards.
+lifetime and restored afterwards (:func:`~amygdala_vllm.vectors_file.readout_env`).
+The file is parsed once per process (:func:`~amygdala_vllm.vectors_file.load`):
+the offline pass here, the agreement check and a single-process engine's
+worker share that read.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,16 +27,19 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..dataset import Dataset, load_dataset
+from ..defaults import REPORT_DIR
 from ..errors import UsageError
 from ..formats import ReadoutManifest, manifest_path_for
+from ..vectors_file import load as load_vectors_file
+from ..vectors_file import readout_env
 from .compare import compare_methods
 from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_scores
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
-from .vectors import load_manifest, load_vectors
 
-__all__ = ["ValidateOptions", "ValidateResult", "OpenReadout", "run_validate", "pick_heldout", "min_auroc_failures"]
+__all__ = ["ValidateOptions", "ValidateResult", "ReadoutLike", "OpenReadout", "open_vllm_readout", "run_validate", "pick_heldout",
+           "min_auroc_failures"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +62,7 @@ class ValidateOptions:
     training_data_dir: Path
     manifest: Path | None = None
     model: str | None = None
-    output_dir: Path = Path("runs/report")
+    output_dir: Path = REPORT_DIR
     dtype: str = "bf16"
     max_model_len: int = 2048
     kv_cache_gb: float = 1.0
@@ -125,21 +130,6 @@ def min_auroc_failures(report: ValidateReport, bar: float) -> list[str]:
 
 
 @contextlib.contextmanager
-def _readout_env(vectors: Path, manifest: Path) -> Iterator[None]:
-    keys = {"VLLM_READOUT_VECTORS": str(vectors.resolve()), "VLLM_READOUT_MANIFEST": str(manifest.resolve())}
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextlib.contextmanager
 def open_vllm_readout(model: str, vectors: Path, manifest: Path, **engine: Any) -> Iterator[ReadoutLike]:
     """The real engine: ``amygdala_vllm.readout.Readout`` with the agreement check (vLLM imported here)."""
     from ..readout import Readout  # heavy: vllm + torch
@@ -162,8 +152,8 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     opts.check()
     vectors_path = Path(opts.vectors)
     man_path = Path(opts.manifest) if opts.manifest else manifest_path_for(vectors_path)
-    manifest = load_manifest(man_path)
-    vectors = load_vectors(vectors_path, manifest, man_path)
+    loaded = load_vectors_file(vectors_path, man_path, calibrated=True)
+    manifest, vectors = loaded.manifest, loaded.stacked()
     dataset = load_dataset(Path(opts.training_data_dir))
     text_ids = _heldout_ids(dataset, manifest, opts.max_texts)
     ood_texts = read_ood_texts(opts.ood) if opts.ood else None
@@ -175,7 +165,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
                   batch_size=opts.batch_size, enforce_eager=opts.enforce_eager)
     log.info("scoring %d held-out texts with %s", len(text_ids), model)
     opener = open_readout or open_vllm_readout
-    with _readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
+    with readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
         scores = _score(r, [dataset.texts[t].text for t in text_ids], "held-out", progress)
         ood_scores = _score(r, ood_texts, "ood", progress) if ood_texts else None
 

@@ -19,7 +19,8 @@ import numpy as np
 from safetensors.torch import load as load_tensors
 
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
-from . import WORKER_EXTENSION, probes
+from ..vectors_file import safetensors_metadata
+from . import WORKER_EXTENSION, probes, rpc
 
 __all__ = ["EngineOptions", "PooledText", "open_engine", "model_info", "CaptureSession", "ReadoutSession", "DTYPES"]
 
@@ -123,7 +124,7 @@ def open_engine(opts: EngineOptions) -> Any:
         llm = LLM(**kwargs)
     except (ValueError, OSError, RuntimeError) as exc:
         raise ModelError(f"vLLM could not load {opts.model}: {exc}") from exc
-    answers = llm.collective_rpc("amygdala_ping")
+    answers = rpc.call(llm, "amygdala_ping", error=IncompatibleVLLMError)
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
     return llm
@@ -131,7 +132,7 @@ def open_engine(opts: EngineOptions) -> Any:
 
 def model_info(llm: Any) -> dict[str, Any]:
     """Decoder layer count and hidden size, from the worker that holds layer 0."""
-    infos = llm.collective_rpc("amygdala_model_info")
+    infos = rpc.call(llm, "amygdala_model_info", error=ModelError)
     return infos[0]
 
 
@@ -176,13 +177,12 @@ class CaptureSession:
     def __init__(self, llm: Any, layers: list[int], skip_first_tokens: int):
         self.llm = llm
         self.layers = list(layers)
-        self.skip_first_tokens = skip_first_tokens
         self._params = _prefill_params()
-        llm.collective_rpc("amygdala_capture_start", args=(self.layers, skip_first_tokens))
+        rpc.call(llm, "amygdala_capture_start", self.layers, skip_first_tokens)
 
     def close(self) -> None:
         """Stop pooling on every worker."""
-        self.llm.collective_rpc("amygdala_capture_stop")
+        rpc.call(self.llm, "amygdala_capture_stop")
 
     def run(self, prompts: list[list[int]]) -> list[PooledText]:
         """Forward each token-id prompt once; pooled results in prompt order."""
@@ -199,7 +199,7 @@ class CaptureSession:
         num_tokens = np.full(n, -1, dtype=np.int64)
         filled = np.zeros((n, L), dtype=bool)
         external = set(order)
-        for tensors, req_ids, layers in _blobs(self.llm.collective_rpc("amygdala_capture_drain")):
+        for tensors, req_ids, layers in _blobs(rpc.call(self.llm, "amygdala_capture_drain")):
             layer_pos = [self.layers.index(i) for i in layers]
             if mean is None:
                 H = tensors["mean"].shape[-1]
@@ -230,7 +230,7 @@ class ReadoutSession:
     def __init__(self, llm: Any, vectors: str | None = None, manifest: str | None = None, *,
                  capture_skip_first_tokens: int | None = None):
         self.llm = llm
-        infos = llm.collective_rpc("amygdala_readout_start", args=(vectors, manifest))
+        infos = rpc.call(llm, "amygdala_readout_start", vectors, manifest)
         self.concepts: list[str] = infos[0]["concepts"]
         self.layers: list[int] = infos[0]["layers"]
         self.capture = (
@@ -242,7 +242,7 @@ class ReadoutSession:
         """Stop readout (and capture) on every worker."""
         if self.capture is not None:
             self.capture.close()
-        self.llm.collective_rpc("amygdala_readout_stop")
+        rpc.call(self.llm, "amygdala_readout_stop")
 
     def run(self, prompts: list[list[int]]) -> tuple[list[np.ndarray], list[PooledText] | None]:
         """Scores ``[T, L, E]`` per prompt (every position once, in order), plus pooled capture if on."""
@@ -253,7 +253,7 @@ class ReadoutSession:
         L, E = len(self.layers), len(self.concepts)
         scores = [np.zeros((len(p), L, E), np.float32) for p in prompts]
         seen = [np.zeros(L, dtype=bool) for _ in prompts]
-        for tensors, req_ids, layers in _blobs(self.llm.collective_rpc("amygdala_readout_drain")):
+        for tensors, req_ids, layers in _blobs(rpc.call(self.llm, "amygdala_readout_drain")):
             layer_pos = [self.layers.index(i) for i in layers]
             for k, internal in enumerate(req_ids):
                 i = _index(internal, order, external)
@@ -270,7 +270,5 @@ class ReadoutSession:
 
 
 def _metadata(blob: bytes) -> dict[str, str]:
-    """Read the ``__metadata__`` of in-memory safetensors bytes."""
-    header_len = int.from_bytes(blob[:8], "little")
-    header = json.loads(blob[8 : 8 + header_len])
-    return header.get("__metadata__", {})
+    """Read the ``__metadata__`` of a worker's in-memory safetensors reply."""
+    return safetensors_metadata(blob, "a worker's reply")

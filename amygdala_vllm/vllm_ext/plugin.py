@@ -30,7 +30,7 @@ import torch.nn as nn
 from .layers import resolve_decoder_layers
 from .ops import TappedLayer, register_tap_op
 
-__all__ = ["LOAD_FORMAT", "CONFIG_KEY", "register", "tap_engine_kwargs"]
+__all__ = ["LOAD_FORMAT", "CONFIG_KEY", "register", "tap_engine_kwargs", "install_taps"]
 
 LOAD_FORMAT = "amygdala"
 CONFIG_KEY = "amygdala"

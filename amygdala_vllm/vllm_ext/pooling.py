@@ -64,7 +64,6 @@ class PooledAccumulator:
         new_last = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
         new_count = torch.zeros(capacity, dtype=torch.int64)
         new_rows = torch.zeros(capacity, dtype=torch.int64)
-        new_lastpos = torch.full((capacity,), -1, dtype=torch.int64)
         new_plen = torch.zeros(capacity, dtype=torch.int64)
         if old is not None:
             n = old.shape[1]
@@ -72,13 +71,12 @@ class PooledAccumulator:
             new_last[:, :n] = self._last
             new_count[:n] = self._count
             new_rows[:n] = self._rows
-            new_lastpos[:n] = self._lastpos
             new_plen[:n] = self._plen
             self._free.extend(range(capacity - 1, n - 1, -1))
         else:
             self._free = list(range(capacity - 1, -1, -1))
         self._sum, self._last = new_sum, new_last
-        self._count, self._rows, self._lastpos, self._plen = new_count, new_rows, new_lastpos, new_plen
+        self._count, self._rows, self._plen = new_count, new_rows, new_plen
 
     def _slot(self, req_id: str) -> int:
         slot = self._slots.get(req_id)
@@ -108,7 +106,6 @@ class PooledAccumulator:
         prompt_rows = torch.nonzero(in_prompt).squeeze(1)
         self._rows.index_add_(0, row_slot[prompt_rows], torch.ones_like(prompt_rows))
         self._count.index_add_(0, row_slot[mean_rows], torch.ones_like(mean_rows))
-        self._lastpos[row_slot[last_rows]] = pos[last_rows]
         maps = (row_slot[mean_rows], mean_rows, row_slot[last_rows], last_rows)
         if self.device.type != "cpu":
             maps = tuple(t.to(self.device, non_blocking=True) for t in maps)
@@ -155,7 +152,6 @@ class PooledAccumulator:
         self._last[:, slot].zero_()
         self._count[slot] = 0
         self._rows[slot] = 0
-        self._lastpos[slot] = -1
         self._plen[slot] = 0
         self._free.append(slot)
         return result

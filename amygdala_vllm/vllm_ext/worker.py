@@ -69,7 +69,6 @@ class AmygdalaWorkerExtension:
     _amygdala_hooks: LayerHooks | TapHooks | None = None
     _amygdala_fanout: _Fanout | None = None
     _amygdala_layers: list[int] = []
-    _amygdala_manifest_concepts: list[str] = []
 
     # ------------------------------------------------------------------ info
 
@@ -185,7 +184,7 @@ class AmygdalaWorkerExtension:
         Returns the manifest's concepts and layers so the driver can label scores.
         """
         from ..models import model_fingerprint
-        from .vectors import load_readout, paths_from_env
+        from ..vectors_file import load_torch, paths_from_env
 
         self.amygdala_readout_stop()
         if vectors_path is None or manifest_path is None:
@@ -195,7 +194,7 @@ class AmygdalaWorkerExtension:
         runner, decoder = self._amygdala_decoder()
         model_path = str(runner.model_config.model)
         fingerprint = model_fingerprint(model_path) if Path(model_path).is_dir() else None
-        manifest, vectors = load_readout(
+        manifest, vectors = load_torch(
             vec, man, num_layers=decoder.total, hidden_size=int(runner.model_config.get_hidden_size()),
             model_fingerprint=fingerprint,
         )
@@ -204,7 +203,6 @@ class AmygdalaWorkerExtension:
         assert self._amygdala_fanout is not None
         max_tokens = int(runner.model_config.max_model_len)
         self._amygdala_fanout.readout = ProjectionAccumulator(mine, max_tokens_per_request=max_tokens)
-        self._amygdala_manifest_concepts = list(manifest.concepts)
         return {"concepts": list(manifest.concepts), "layers": list(manifest.layers)}
 
     def amygdala_readout_drain(self, req_ids: list[str] | None = None) -> bytes:
