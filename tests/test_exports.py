@@ -19,6 +19,9 @@ import amygdala_vllm
 PACKAGES = {
     "amygdala_vllm": ["__version__"],
     "amygdala_vllm.cli": ["app", "main"],
+    "amygdala_vllm.cluster": [
+        "ClusterOptions", "RunStats", "check_ray_executor", "ray_executor_shards", "ray_readout", "ray_shards",
+    ],
     "amygdala_vllm.reduce": [
         "Activations", "ClassSize", "CrossPair", "DTYPES", "LayerCrossTalk", "METHODS", "ReduceOptions",
         "ReduceResult", "ReduceSummary", "cross_talk", "manifest_path", "open_activations", "reduce",

@@ -13,6 +13,7 @@ from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
 from ._app import app, command, console
+from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
@@ -30,6 +31,27 @@ def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) 
     from ..models import resolve_model
 
     return auto_layers(read_decoder_shape(resolve_model(model)).num_layers)
+
+
+def _source(ray: bool, address: Optional[str], actors: Optional[int], cpus: float, backend: Optional[str]):
+    """Where the shards run: one engine here (vLLM's executor of choice), or Ray actors; plus the Ray stats."""
+    if backend not in (None, "mp", "ray"):
+        raise UsageError(f"unknown --distributed-executor-backend {backend!r}; choose mp or ray")
+    if not ray and actors is not None:
+        raise UsageError("--ray-actors needs --ray")
+    if not ray and address is not None and backend != "ray":
+        raise UsageError("--ray-address needs --ray or --distributed-executor-backend ray")
+    if ray:
+        from ..cluster import RunStats, ray_shards
+
+        stats = RunStats()
+        announce = lambda line: console.print(line, highlight=False)  # noqa: E731
+        return ray_shards(cluster_options(address, actors, cpus), stats, announce), stats
+    if backend == "ray":
+        from ..cluster import ray_executor_shards
+
+        return ray_executor_shards(address), None
+    return None, None
 
 
 @app.command("extract")
@@ -54,10 +76,16 @@ def extract(
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
     compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md), or eager mode with hooks (default: eager; on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
+    distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
     from ..extract import ExtractOptions, run_extract
 
+    source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)
     layers = _layers(target_layers, manifest, model)
     opts = ExtractOptions(
         dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=dtype,
@@ -65,6 +93,7 @@ def extract(
         max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size, split=split,
         num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
         force=force, enforce_eager=not compile_,
+        engine_extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {},
     )
     progress = Progress(
         TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),
@@ -88,9 +117,12 @@ def extract(
         return on_batch
 
     try:
-        summary = run_extract(opts, progress=start)
+        summary = run_extract(opts, progress=start, source=source)
     finally:
         progress.stop()
+    if stats is not None and stats.actors:
+        console.print(f"Ray: {stats.actors}; {stats.retried} shard(s) retried after a lost actor, "
+                      f"{stats.restarts} actor(s) replaced", highlight=False)
     console.print(
         f"[green]wrote[/] {summary.output_dir}: {summary.texts_planned} texts planned, {summary.texts_run} run now, "
         f"{summary.texts_resumed} resumed from earlier shards, {summary.tokens:,} tokens in {summary.seconds:.1f} s; "

@@ -18,8 +18,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
-from ..errors import ValidationFailed
+from ..errors import UsageError, ValidationFailed
 from ._app import app, command, console
+from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 from .specificity_view import print_method_ranking, print_specificity
 
 __all__ = ["validate_command"]
@@ -49,6 +50,10 @@ def validate_command(
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
     compile_: Annotated[bool, typer.Option("--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed).")] = False,
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
@@ -67,8 +72,15 @@ def validate_command(
         task = bar.add_task(label, total=total)
         return lambda n: bar.update(task, advance=n)
 
+    open_readout = None
+    if ray:
+        from ..cluster import ray_readout
+
+        open_readout = ray_readout(cluster_options(ray_address, ray_actors, ray_cpus_per_actor))
+    elif ray_address is not None or ray_actors is not None:
+        raise UsageError("--ray-address and --ray-actors need --ray")
     try:
-        result = run_validate(opts, progress)
+        result = run_validate(opts, progress, open_readout=open_readout)
     finally:
         bar.stop()
     r = result.report

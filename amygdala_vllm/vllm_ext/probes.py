@@ -48,6 +48,7 @@ __all__ = [
     "tensor_parallel_rank",
     "compiles_model",
     "external_request_id",
+    "ray_device_key",
 ]
 
 SUPPORTED = ((0, 32), (0, 33))
@@ -199,3 +200,13 @@ def external_request_id(internal: str, external_ids: set[str]) -> str | None:
     if sep and head in external_ids:
         return head
     return None
+
+
+def ray_device_key() -> str:
+    """The Ray resource vLLM's Ray executor reserves per worker (``"GPU"`` on CUDA); ``""`` where
+    that executor cannot run: vLLM 0.32 raises "current platform cpu does not support ray" on CPU."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError as exc:
+        raise _missing("vllm.platforms.current_platform") from exc
+    return str(getattr(current_platform, "ray_device_key", "") or "")
