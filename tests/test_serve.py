@@ -9,6 +9,7 @@ Every score is checked against HF transformers' ``activation . vector``.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
-from api_server import free_port, metric_total, running_server, server_env
+from amygdala_vllm.serve.process import metric_total
 from hf_reference import HFReference
 from test_readout_engine import CONCEPTS, LAYERS, write_vectors
 from text_datasets import varied_texts
@@ -31,6 +32,7 @@ KV_BYTES = 16 * 128 * 2048  # 16 blocks of 128 tokens x 2 KiB (4 layers x K,V x 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_llama_dir):
     from amygdala_vllm.formats import Calibration
+    from amygdala_vllm.serve.process import free_port, running_server, server_env
 
     root = tmp_path_factory.mktemp("serve")
     vec, _, mats = write_vectors(root, tiny_llama_dir, calibration={"joy": {"1": Calibration(**CAL)}})
@@ -39,7 +41,7 @@ def served(tmp_path_factory, tiny_llama_dir):
             "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
             "--kv-cache-memory-bytes", str(KV_BYTES), "--max-num-seqs", "32", "--max-num-batched-tokens", "128",
             "--enable-prefix-caching", "--seed", "0"]
-    with running_server(argv, server_env(), root / "server.log", port) as base:
+    with running_server(argv, server_env({"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}), root / "server.log", port) as base:
         yield base, mats
 
 

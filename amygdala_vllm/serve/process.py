@@ -1,8 +1,10 @@
-"""A real vLLM OpenAI server in a subprocess on 127.0.0.1, for the serving tests and the benchmark.
+"""Run an OpenAI server (ours or plain vLLM) as a subprocess on 127.0.0.1: for tests, benchmarks, scripts.
 
 Start-up takes ~60 s on a 2-core machine (the API server and the engine core
-each import vLLM), so a test module starts one and shares it. The server's
-output goes to a log file whose tail is shown if it fails to come up.
+each import vLLM; compiling adds more), so callers start one and share it. The
+server's output goes to a log file whose tail is in the error if it never
+becomes healthy. The whole process group is stopped on exit (the engine core
+is a child of the API server).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["free_port", "running_server", "metric_total"]
+__all__ = ["free_port", "server_env", "running_server", "metric_total"]
 
 
 def free_port() -> int:
@@ -29,10 +31,9 @@ def free_port() -> int:
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The test environment for a server: multiprocess engine (the API server needs one), one thread per op."""
+    """This process's environment for a server: the engine core in its own process (in-process engines are for tests)."""
     env = dict(os.environ)
     env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
-    env.setdefault("OMP_NUM_THREADS", "1")
     env.update(extra or {})
     return env
 
