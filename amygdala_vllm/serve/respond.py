@@ -93,6 +93,9 @@ async def annotate_stream(body: AsyncIterator[Any], scorer: ResponseScorer, brok
             yield "".join(e + "\n\n" for e in out)
     finally:
         broker.discard(tag)
+        aclose = getattr(body, "aclose", None)
+        if aclose is not None:  # let vLLM's generator run its own clean-up (it aborts the engine request)
+            await aclose()
 
 
 async def _annotate_event(event: str, scorer: ResponseScorer, broker: ScoreBroker, tag: str) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import uuid
 from argparse import Namespace
 from dataclasses import dataclass
@@ -196,6 +197,16 @@ class AmygdalaEndpoint:
         log.info("amygdala: reading %d concepts at layers %s", len(manifest.concepts), manifest.layers)
 
 
+_WORKER_ERROR = re.compile(r"Worker failed with error '(.*)', please check", re.S)
+
+
 def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    """The worker's own message, without vLLM's RPC wrapping (``Call to collective_rpc ... failed: ...``)."""
+    text = str(exc).strip()
+    inner = _WORKER_ERROR.search(text)
+    if inner:
+        text = inner.group(1)
+    if "amygdala_serve_start" in text and ("has no attribute" in text or "not found" in text):
+        text += f" (start the server with --worker-extension-cls {SERVE_WORKER_EXTENSION})"
+    lines = text.splitlines()
+    return lines[-1] if lines else type(exc).__name__

@@ -26,9 +26,16 @@ class AmygdalaServeExtension(AmygdalaWorkerExtension):
     """Readout for served requests that opt in through ``vllm_xargs``."""
 
     _amygdala_serve: ServeScores | None = None
+    _amygdala_serve_info: tuple[tuple[str, str], dict[str, Any]] | None = None
 
     def amygdala_serve_start(self, vectors_path: str, manifest_path: str) -> dict[str, Any]:
-        """Load and check the vectors against this model (as ``readout`` does); then score opted-in requests."""
+        """Load and check the vectors against this model (as ``readout`` does); then score opted-in requests.
+
+        Idempotent for the same files: with ``--api-server-count`` > 1 every API
+        server process starts readout, and a restart must not drop held scores.
+        """
+        if self._amygdala_serve_info is not None and self._amygdala_serve_info[0] == (vectors_path, manifest_path):
+            return dict(self._amygdala_serve_info[1])
         info = self.amygdala_readout_start(vectors_path, manifest_path)
         fan = self._amygdala_fanout
         assert fan is not None and fan.readout is not None
@@ -36,6 +43,7 @@ class AmygdalaServeExtension(AmygdalaWorkerExtension):
         fan.readout = scores
         self._amygdala_serve = scores
         info.update(self.amygdala_model_info())
+        self._amygdala_serve_info = ((vectors_path, manifest_path), dict(info))
         return info
 
     def _amygdala_scores(self) -> ServeScores:
