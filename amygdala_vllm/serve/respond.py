@@ -22,6 +22,8 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
+
 from .assemble import ChoiceBuilder, SequenceScores
 from .broker import Drained, ScoreBroker
 from .schema import encode_scores
@@ -114,4 +116,4 @@ async def _annotate_event(event: str, scorer: ResponseScorer, broker: ScoreBroke
         if final:
             scorer.absorb(await broker.final(tag))
         scorer.annotate_chunk(choice, final)
-    return "data: " + json.dumps(chunk, separators=(",", ":"))
+    return "data: " + msgspec.json.encode(chunk).decode()

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -127,11 +128,15 @@ async def _serve(request: Any, raw_request: Request, core: Any, completions: boo
         return response if response is not None else Response(status_code=499)
     try:
         scorer.absorb(await broker.final(tag))
-    finally:
-        broker.release(tag)
+    except BaseException:  # client gone or drain failed: the worker must not keep this request's scores
+        broker.discard(tag)
+        raise
+    broker.release(tag)
     body = scorer.annotate_full(json.loads(bytes(response.body)))
     headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
-    return JSONResponse(body, headers=headers)
+    # msgspec, not JSONResponse's json.dumps: 9x faster on score arrays (0.13 s -> 0.014 s for 160 tokens x
+    # 4 layers x 200 concepts), and the API server's event loop is shared by every request.
+    return Response(msgspec.json.encode(body), media_type="application/json", headers=headers)
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
