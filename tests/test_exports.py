@@ -42,8 +42,8 @@ PACKAGES = {
     "amygdala_vllm.vllm_ext": ["WORKER_EXTENSION"],
 }
 
-#: Modules without an ``__all__`` on purpose: a namespace package and the ``python -m`` entry.
-NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.__main__"}
+#: Modules without an ``__all__`` on purpose: namespace packages and the ``python -m`` entry.
+NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
 
 
 def _modules() -> list[str]:

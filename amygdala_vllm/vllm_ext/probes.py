@@ -19,7 +19,11 @@ Internals relied on (V1 model runner):
 - ``model_runner.query_start_loc.cpu`` (``[num_reqs + 1]`` row offsets);
 - ``vllm.distributed.get_tensor_model_parallel_rank``;
 - ``model_runner.vllm_config.compilation_config.mode`` (0 = NONE: eager);
-- internal request ids are ``"<external id>-<random suffix>"``.
+- internal request ids are ``"<external id>-<random suffix>"``;
+- serving: ``model_runner.requests`` (live requests, preempted ones included;
+  finished ones are removed) and each entry's ``sampling_params.extra_args``
+  (a request's ``vllm_xargs``); ``model_runner.input_ids`` (the token ids the
+  model is fed this step).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ __all__ = [
     "compiles_model",
     "external_request_id",
     "ray_device_key",
+    "request_extra_args",
+    "live_request_ids",
+    "step_input_ids",
 ]
 
 SUPPORTED = ((0, 32), (0, 33))
@@ -210,3 +217,34 @@ def ray_device_key() -> str:
     except ImportError as exc:
         raise _missing("vllm.platforms.current_platform") from exc
     return str(getattr(current_platform, "ray_device_key", "") or "")
+
+
+def request_extra_args(runner: Any, req_id: str) -> dict[str, Any]:
+    """The ``SamplingParams.extra_args`` (a served request's ``vllm_xargs``) of a live request; ``{}`` if none."""
+    try:
+        state = runner.requests.get(req_id)
+    except AttributeError as exc:
+        raise _missing(f"model_runner.requests ({exc})") from exc
+    params = getattr(state, "sampling_params", None) if state is not None else None
+    extra = getattr(params, "extra_args", None) if params is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def live_request_ids(runner: Any) -> set[str]:
+    """Ids of the requests the runner still holds (running or preempted; finished ones are gone)."""
+    try:
+        return set(runner.requests)
+    except AttributeError as exc:
+        raise _missing(f"model_runner.requests ({exc})") from exc
+
+
+def step_input_ids(runner: Any, num_rows: int) -> torch.Tensor:
+    """The token ids fed to the model for this step's first ``num_rows`` rows (on the model's device)."""
+    try:
+        buf = runner.input_ids
+    except AttributeError as exc:
+        raise _missing(f"model_runner.input_ids ({exc})") from exc
+    buf = getattr(buf, "gpu", buf)
+    if not isinstance(buf, torch.Tensor):
+        raise _missing("model_runner.input_ids")
+    return buf[:num_rows]
