@@ -31,7 +31,7 @@ PACKAGES = {
         "CLIP_Z", "ChatMessage", "Pooled", "ReadoutScores", "ReadoutView", "SCORES_FORMAT", "ScoredText",
         "build_view", "calibration_arrays", "check_concepts", "colour_strip", "decode_scores", "encode_scores",
         "legend", "parse_chat", "rank_concepts", "render_html", "resolve_layers", "score_table", "to_document",
-        "to_z", "visible_token", "z_hex", "z_rgb",
+        "to_z", "token_z_arrays", "visible_token", "z_hex", "z_rgb",
     ],
     "amygdala_vllm.validate": [
         "Projections", "VALIDATE_FORMAT", "ValidateOptions", "ValidateReport", "ValidateResult", "accuracy_at",

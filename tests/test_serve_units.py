@@ -122,3 +122,17 @@ def test_serve_cli_refuses_wrong_vectors_in_one_line_before_vllm_starts(tmp_path
     assert "VLLM_PLUGINS=amygdala,amygdala_serve" in r.output and "--enforce-eager" in r.output
     assert "--worker-extension-cls amygdala_vllm.vllm_ext.serve_worker.AmygdalaServeExtension" in r.output
     assert "--max-model-len 512" in r.output
+
+
+def test_per_token_z_uses_the_per_token_calibration_and_pooled_z_the_pooled_one():
+    import msgspec
+
+    man = _manifest()
+    cal = man.calibration["joy"]["3"]
+    man.calibration["joy"]["3"] = msgspec.structs.replace(cal, token_pos_mean=3.0, token_neg_mean=-1.0)
+    seq = SequenceScores()
+    seq.add(np.array([0, 1, 2]), np.array([5, 6, 7]), np.full((3, 2, 3), 5.0, np.float32), prompt_len=3)
+    opts = parse_options({"amygdala": ["joy"], "amygdala_layers": [3]}, CONCEPTS, LAYERS)
+    out = ChoiceBuilder(man, opts).build(seq, seq.positions(), pooled=True)
+    assert out.prompt.z[0][0][0] == pytest.approx((5.0 - 1.0) / 2.0)  # token midpoint 1, half-gap 2
+    assert out.pooled.mean_z[0][0] == pytest.approx((5.0 - 0.5) / 2.0)  # pooled midpoint 0.5, std 2

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import ReadoutManifest
-from ..render import calibration_arrays, to_z
+from ..render import calibration_arrays, to_z, token_z_arrays
 from .options import ReadoutOptions
 from .schema import ChoiceScores, Pooled, TokenScores
 
@@ -62,6 +62,8 @@ class ChoiceBuilder:
         self._li = [manifest.layers.index(i) for i in options.layers]
         self._ei = [manifest.concepts.index(c) for c in options.concepts]
         self._mid, self._std, self._ok = calibration_arrays(manifest, options.layers, options.concepts)
+        # Per-token z against per-token statistics; pooled summaries against pooled ones.
+        self._tmid, self._tscale, _ = token_z_arrays(manifest, options.layers, options.concepts)
 
     def _pick(self, scores: np.ndarray) -> np.ndarray:
         return scores[..., self._li, :][..., self._ei].astype(np.float64)
@@ -71,7 +73,7 @@ class ChoiceBuilder:
             return None
         if not self.options.tokens:
             return TokenScores(positions=positions, token_ids=ids)
-        return TokenScores(positions=positions, token_ids=ids, z=_round(to_z(raw, self._mid, self._std)),
+        return TokenScores(positions=positions, token_ids=ids, z=_round(to_z(raw, self._tmid, self._tscale)),
                            raw=_round(raw) if self.options.raw else None)
 
     def build(self, seq: SequenceScores, positions: list[int], pooled: bool) -> ChoiceScores:
