@@ -135,8 +135,9 @@ def build_tiny_llama(
     heads: int = 4,
     kv_heads: int = 2,
     vocab: int = 512,
+    context: int = 2048,
 ) -> Path:
-    """A random float32 ``LlamaForCausalLM`` (head_dim = hidden // heads >= 32) in ``path``."""
+    """A random float32 ``LlamaForCausalLM`` (head_dim = hidden // heads >= 32, context ``context``) in ``path``."""
     from transformers import LlamaConfig
 
     _check_head_dim(hidden, heads)
@@ -147,7 +148,7 @@ def build_tiny_llama(
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=context,
         tie_word_embeddings=False,
         architectures=["LlamaForCausalLM"],
     )

@@ -10,7 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UsageError
 from ._app import app, command, console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 
 DEFAULT_DATASET = Path("runs/dataset")
 DEFAULT_ACTIVATIONS = Path("runs/activations")
@@ -67,9 +67,9 @@ def extract(
     from ..extract import ExtractOptions, run_extract
 
     layers = _layers(target_layers, manifest, model)
-    dtype = announce_dtype(dtype)
+    choice = choose_dtype(dtype)
     opts = ExtractOptions(
-        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=dtype,
+        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=choice.dtype,
         batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
         max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size, split=split,
@@ -84,6 +84,7 @@ def extract(
     import time
 
     def start(total: int, done: int, tokens: int):
+        announce_dtype(choice)
         progress.start()
         task = progress.add_task("extract", total=total, completed=done, tokens=tokens, rate=0.0)
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from .. import atomic
 from ..errors import StoreError, UsageError
 from ..formats import READOUT_FORMAT, ReadoutManifest, manifest_path_for, read_json
 from ._app import app, command, console, err_console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 
 if TYPE_CHECKING:
     from ..render import ChatMessage, ScoredText
@@ -132,10 +132,11 @@ def readout_command(
 
     from ..readout import Readout
 
-    dtype = announce_dtype(dtype)
+    choice = choose_dtype(dtype)
+    announce_dtype(choice)
     err_console.print(f"scoring with [bold]{model or man.model}[/] in vLLM ...", highlight=False)
     with _stdout_to_stderr(json_out):
-        with Readout(model or man.model, vectors, manifest_path, dtype=dtype, max_model_len=max_model_len,
+        with Readout(model or man.model, vectors, manifest_path, dtype=choice.dtype, max_model_len=max_model_len,
                      kv_cache_gb=kv_cache_gb, batch_size=1, enforce_eager=not compile_,
                      **_parallel(tensor_parallel_size, pipeline_parallel_size)) as engine:
             if messages is not None:

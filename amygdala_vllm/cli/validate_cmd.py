@@ -19,7 +19,7 @@ from rich.table import Table
 
 from ..errors import ValidationFailed
 from ._app import app, command, console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 
 __all__ = ["validate_command"]
 
@@ -53,10 +53,10 @@ def validate_command(
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
 
-    dtype = announce_dtype(dtype)
+    choice = choose_dtype(dtype)
     opts = ValidateOptions(
         vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
-        dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
+        dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
         min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
         max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_,
         tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
@@ -65,6 +65,8 @@ def validate_command(
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)
 
     def progress(label: str, total: int) -> Callable[[int], None]:
+        if label == "held-out":
+            announce_dtype(choice)
         bar.start()
         task = bar.add_task(label, total=total)
         return lambda n: bar.update(task, advance=n)

@@ -132,6 +132,8 @@ def open_engine(opts: EngineOptions) -> Any:
     answers = llm.collective_rpc("amygdala_ping")
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
+    if opts.pipeline_parallel_size > 1:
+        llm.collective_rpc("amygdala_prepare_pipeline")
     runners = runner_info(llm)
     log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
              runners["class"], dtype)

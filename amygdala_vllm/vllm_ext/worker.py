@@ -83,6 +83,10 @@ class AmygdalaWorkerExtension:
         cls = type(runner)
         return {"kind": probes.runner_kind(runner), "class": f"{cls.__module__}.{cls.__qualname__}"}
 
+    def amygdala_prepare_pipeline(self) -> bool:
+        """Allocate this pipeline stage's receive buffers if vLLM skipped it (see probes.ensure_pipeline_buffers)."""
+        return probes.ensure_pipeline_buffers(probes.model_runner(self))
+
     def _amygdala_decoder(self) -> tuple[Any, DecoderLayers]:
         runner = probes.model_runner(self)
         return runner, resolve_decoder_layers(probes.runner_model(runner))
