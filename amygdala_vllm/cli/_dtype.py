@@ -25,4 +25,4 @@ def choose_dtype(dtype: str) -> DtypeChoice:
 
 def announce_dtype(choice: DtypeChoice) -> None:
     """Print the choice in one line on stderr, once, when the engine is about to start."""
-    err_console.print(choice.describe(), highlight=False)
+    err_console.print(choice.describe(), highlight=False, soft_wrap=True)
