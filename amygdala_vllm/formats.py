@@ -199,6 +199,7 @@ class ReadoutManifest(_Strict):
     dropped: dict[str, str] = {}
     dataset_sha256: str = ""
     vllm_version: str = ""
+    capture_dtype: str = ""  # the model dtype the activations were captured in (capture.json's dtype)
 
 
 # -------------------------------------------------------------------- helpers

@@ -224,6 +224,7 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
         dropped=dropped,
         dataset_sha256=dataset.sha256,
         vllm_version=info.vllm_version,
+        capture_dtype=info.dtype,
     )
     tag = DTYPES[opts.dtype]
     tensors = {f"layer_{layer}.vectors": (tag, stored[:, li, :]) for li, layer in enumerate(layers)}
