@@ -61,9 +61,14 @@ class Readout:
             raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
         self.manifest: ReadoutManifest = read_json(manifest, ReadoutManifest, expect_format=READOUT_FORMAT)
         self.batch_size = batch_size
-        model = resolve_model(model or self.manifest.model)
         self.dtype = resolve_dtype(dtype).dtype
-        max_model_len = resolve_max_model_len(model, max_model_len)
+        if llm is not None:  # a running engine knows its context; its model may not be a local folder
+            from .vllm_ext.engine import model_info
+
+            max_model_len = max_model_len or int(model_info(llm)["max_model_len"])
+        else:
+            model = resolve_model(model or self.manifest.model)
+            max_model_len = resolve_max_model_len(model, max_model_len)
         self.max_prompt_tokens = max_model_len - 1
         os.environ["VLLM_READOUT_VECTORS"] = str(vectors.resolve())
         os.environ["VLLM_READOUT_MANIFEST"] = str(manifest.resolve())

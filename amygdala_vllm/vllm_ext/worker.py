@@ -100,6 +100,7 @@ class AmygdalaWorkerExtension:
             "end_layer": decoder.end,
             "layers_path": decoder.path,
             "hidden_size": int(runner.model_config.get_hidden_size()),
+            "max_model_len": int(runner.model_config.max_model_len),
             "architecture": type(probes.runner_model(runner)).__name__,
             "tp_rank": probes.tensor_parallel_rank(),
             "tapped_layers": sorted(tapped_layers(decoder.layers)),
