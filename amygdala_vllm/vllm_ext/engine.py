@@ -132,9 +132,9 @@ def open_engine(opts: EngineOptions) -> Any:
     answers = llm.collective_rpc("amygdala_ping")
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
+    runners = runner_info(llm)  # refuses a Model Runner V2 before anything reads runner internals
     if opts.pipeline_parallel_size > 1:
         llm.collective_rpc("amygdala_prepare_pipeline")
-    runners = runner_info(llm)
     log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
              runners["class"], dtype)
     return llm
