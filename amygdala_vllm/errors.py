@@ -15,6 +15,7 @@ escapes is a bug in this package.
     ├── ModelError            a model that cannot be prepared or used as a decoder
     ├── CaptureError          activations that are missing, inconsistent or non-finite
     ├── IncompatibleVLLMError the installed vLLM lacks something we rely on
+    ├── ClusterError          a Ray cluster that cannot be reached or loses the work
     └── ValidationFailed      validate ran fine but the vectors missed the bar
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "ModelError",
     "CaptureError",
     "IncompatibleVLLMError",
+    "ClusterError",
     "ValidationFailed",
 ]
 
@@ -78,6 +80,10 @@ class CaptureError(AmygdalaError):
 
 class IncompatibleVLLMError(AmygdalaError):
     """The installed vLLM lacks an internal this package depends on."""
+
+
+class ClusterError(AmygdalaError):
+    """A Ray cluster that cannot be reached, has too few resources, or keeps losing a piece of work."""
 
 
 class ValidationFailed(AmygdalaError):

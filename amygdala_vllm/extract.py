@@ -7,34 +7,41 @@ into shards of ``shard_size`` texts, and each shard into batches of
 rerun after a crash skips the shards already on disk and feeds vLLM exactly
 the same batches as an uninterrupted run, so the files come out byte-identical.
 ``capture.json`` is rewritten (atomically) after every shard.
+
+Who runs the shards is a :data:`ShardSource`: one engine in this process
+(:func:`local_shards`, the engine side lives in :mod:`.shard_capture`), or Ray
+actors on a cluster (``amygdala_vllm.cluster``). Either way this process alone
+checks each returned shard against the plan and writes it, so a shard is never
+written twice or partly, and the directory is the same whichever ran it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .dataset import Dataset, load_dataset
-from .errors import CaptureError, ModelError, StoreError, UsageError
-from .formats import CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, read_json, write_json
+from .errors import CaptureError, StoreError, UsageError
+from .formats import CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_json, write_json
 from .model_config import DecoderShape, read_decoder_shape
-from .shards import Shard, file_sha256, shard_name, write_shard
+from .shard_capture import BatchFn, CaptureSpec, ShardResult
+from .shards import decode_shard, file_sha256, shard_name, write_shard_bytes
 
-__all__ = ["ExtractOptions", "ExtractSummary", "ProgressFn", "plan_text_ids", "run_extract", "parse_layers"]
+__all__ = ["ExtractOptions", "ExtractSummary", "ExtractPlan", "ProgressFn", "ShardSource", "plan_text_ids",
+           "plan_extract", "local_shards", "run_extract", "parse_layers"]
 
 log = logging.getLogger(__name__)
 
 OVERLONG = ("truncate", "skip", "error")
 SPLITS = ("train", "heldout", "all")
 
-ProgressFn = Callable[[int, int], None]
-"""Called after each batch with (texts in the batch, tokens in the batch)."""
+ProgressFn = BatchFn
+"""Called as texts complete with (texts, tokens): per batch in one process, per shard from a cluster."""
 
 
 @dataclass
@@ -45,13 +52,14 @@ class ExtractOptions:
     output_dir: Path
     model: str
     layers: list[int]
-    dtype: str = "bf16"
+    dtype: str = "auto"  # resolved before anything is written: capture.json records bf16/fp16/fp32
     batch_size: int = 16
     shard_size: int = 256
-    max_model_len: int = 2048
+    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
     kv_cache_gb: float = 1.0
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     split: str = "all"
     num_shards: int = 1
     shard_index: int = 0
@@ -155,53 +163,69 @@ _IDENTITY = ("format", "model_fingerprint", "layers", "hidden_size", "dtype", "s
              "split", "num_shards", "shard_index", "max_model_len", "overlong", "texts_planned")
 
 
-def _prepare_output(opts: ExtractOptions, fresh: CaptureInfo) -> CaptureInfo:
-    """Resume from an existing compatible activations dir, or start a new one."""
+def _resume(opts: ExtractOptions, fresh: CaptureInfo) -> CaptureInfo:
+    """The header to continue from: an existing compatible activations dir's whole shards, or ``fresh``.
+
+    Reads only; nothing is created or deleted here (see :func:`_make_output_dir`).
+    """
     out = opts.output_dir
     if not out.parent.is_dir():
         raise StoreError(f"cannot create {out}: {out.parent} does not exist")
     cap_path = out / CAPTURE_FILE
     if out.exists() and not out.is_dir():
         raise StoreError(f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(out.iterdir()) and not opts.force:
         if not cap_path.is_file():
-            if not opts.force:
-                raise StoreError(f"{out} exists and is not an activations dir; pass --force to reuse it")
-        elif opts.force:
-            pass
-        else:
-            old = read_json(cap_path, CaptureInfo, expect_format=CAPTURE_FORMAT)
-            diffs = [k for k in _IDENTITY if getattr(old, k) != getattr(fresh, k)]
-            if diffs:
-                k = diffs[0]
-                raise StoreError(
-                    f"{out} holds a different capture ({k}: {getattr(old, k)!r} there, {getattr(fresh, k)!r} now); "
-                    "choose another --output-dir or pass --force to start over"
-                )
-            kept = [s for s in old.shards if (out / s.file).is_file() and file_sha256(out / s.file) == s.sha256]
-            fresh.shards = kept
-            fresh.overlong_truncated = old.overlong_truncated
-            fresh.overlong_skipped = old.overlong_skipped
-            return fresh
-    out.mkdir(exist_ok=True)
-    if opts.force:
-        for stale in out.glob("shard-*.safetensors"):
-            stale.unlink()
+            raise StoreError(f"{out} exists and is not an activations dir; pass --force to reuse it")
+        old = read_json(cap_path, CaptureInfo, expect_format=CAPTURE_FORMAT)
+        diffs = [k for k in _IDENTITY if getattr(old, k) != getattr(fresh, k)]
+        if diffs:
+            k = diffs[0]
+            raise StoreError(
+                f"{out} holds a different capture ({k}: {getattr(old, k)!r} there, {getattr(fresh, k)!r} now); "
+                "choose another --output-dir or pass --force to start over"
+            )
+        fresh.shards = [s for s in old.shards if (out / s.file).is_file() and file_sha256(out / s.file) == s.sha256]
+        fresh.overlong_truncated = old.overlong_truncated
+        fresh.overlong_skipped = old.overlong_skipped
     return fresh
 
 
-def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], ProgressFn] | None = None,
-                *, llm: Any = None) -> ExtractSummary:
-    """Run the whole stage; ``progress(total_texts, done_texts, done_tokens)`` returns a per-batch callback.
+def _make_output_dir(opts: ExtractOptions) -> None:
+    opts.output_dir.mkdir(exist_ok=True)
+    if opts.force:
+        for stale in opts.output_dir.glob("shard-*.safetensors"):
+            stale.unlink()
 
-    ``llm`` reuses an engine already started with the amygdala worker extension
-    (its model and dtype must be the ones in ``opts``); by default one is started.
-    """
+
+@dataclass
+class ExtractPlan:
+    """What a run will do, decided before anything is started or written."""
+
+    dataset: Dataset
+    header: CaptureInfo
+    spec: CaptureSpec
+    planned: list[int]
+    chunks: list[list[int]]  # the fixed shard plan: shard k holds chunks[k]
+    todo: list[int]  # shard indices not yet on disk
+    resumed: int  # texts in shards already on disk
+
+    def work(self) -> list[tuple[int, list[TextRecord]]]:
+        """The shards still to run, each with its texts in plan order."""
+        return [(k, [self.dataset.texts[t] for t in self.chunks[k]]) for k in self.todo]
+
+
+def plan_extract(opts: ExtractOptions) -> ExtractPlan:
+    """Check every input and fix the shard plan; reads files (and imports vLLM for its version), writes nothing."""
+    from .dtype_choice import resolve_dtype
+    from .model_config import resolve_max_model_len
     from .models import model_fingerprint, resolve_model
 
     dataset = load_dataset(opts.dataset_dir)
     opts.model = resolve_model(opts.model)
     shape = read_decoder_shape(opts.model)
+    opts.dtype = resolve_dtype(opts.dtype).dtype
+    opts.max_model_len = resolve_max_model_len(opts.model, opts.max_model_len)
     _check_options(opts, shape)
     planned = plan_text_ids(dataset, opts.split, opts.num_shards, opts.shard_index)
     if not planned:
@@ -211,21 +235,84 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     from .vllm_ext import probes  # vLLM imported from here on
 
     fingerprint = model_fingerprint(opts.model)
-    header = _prepare_output(opts, _header(opts, shape, dataset, fingerprint, probes.vllm_version(), len(planned)))
+    header = _resume(opts, _header(opts, shape, dataset, fingerprint, probes.vllm_version(), len(planned)))
     done = {s.file for s in header.shards}
-    todo = [(k, ids) for k, ids in enumerate(chunks) if shard_name(k) not in done]
-    resumed = sum(len(ids) for k, ids in enumerate(chunks) if shard_name(k) in done)
-    write_json(opts.output_dir / CAPTURE_FILE, header)
+    spec = CaptureSpec(
+        model=opts.model, dtype=opts.dtype, layers=list(opts.layers), hidden_size=shape.hidden_size,
+        num_layers=shape.num_layers, skip_first_tokens=opts.skip_first_tokens, batch_size=opts.batch_size,
+        max_model_len=opts.max_model_len, overlong=opts.overlong, kv_cache_gb=opts.kv_cache_gb,
+        max_num_batched_tokens=opts.max_num_batched_tokens, tensor_parallel_size=opts.tensor_parallel_size,
+        pipeline_parallel_size=opts.pipeline_parallel_size, enforce_eager=opts.enforce_eager,
+        engine_extra=dict(opts.engine_extra),
+    )
+    return ExtractPlan(
+        dataset=dataset, header=header, spec=spec, planned=planned, chunks=chunks,
+        todo=[k for k in range(len(chunks)) if shard_name(k) not in done],
+        resumed=sum(len(ids) for k, ids in enumerate(chunks) if shard_name(k) in done),
+    )
+
+
+ShardSource = Callable[[CaptureSpec, list[tuple[int, list[TextRecord]]], ProgressFn | None],
+                       contextlib.AbstractContextManager[Iterator[ShardResult]]]
+"""Runs planned shards somewhere and yields each result once, in any order.
+
+Entering the context starts the engine(s) (or connects to a cluster); nothing is
+written before that succeeds. ``on_batch`` is called as texts complete. The one
+process source is :func:`local_shards`; ``amygdala_vllm.cluster`` has the Ray one.
+"""
+
+
+def local_shards(llm: Any = None) -> ShardSource:
+    """Run shards one after another on one engine in this process (``llm`` reused if given)."""
+
+    @contextlib.contextmanager
+    def source(spec: CaptureSpec, work: list[tuple[int, list[TextRecord]]],
+               on_batch: ProgressFn | None) -> Iterator[Iterator[ShardResult]]:
+        from .shard_capture import ShardCapturer
+
+        capturer = ShardCapturer(spec, llm)
+        try:
+            yield (capturer.capture(k, records, on_batch) for k, records in work)
+        finally:
+            capturer.close()
+
+    return source
+
+
+def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], ProgressFn] | None = None,
+                *, llm: Any = None, source: ShardSource | None = None) -> ExtractSummary:
+    """Run the whole stage; ``progress(total_texts, done_texts, done_tokens)`` returns a per-batch callback.
+
+    ``llm`` reuses an engine already started with the amygdala worker extension
+    (its model and dtype must be the ones in ``opts``); by default one is started.
+    ``source`` runs the shards elsewhere (``amygdala_vllm.cluster.ray_shards``);
+    whatever runs them, this process alone writes the files.
+    """
+    plan = plan_extract(opts)
+    header = plan.header
     start = time.perf_counter()
-    tokens_total = 0
-    texts_run = 0
-    if todo:
-        tokens_total, texts_run = _run_shards(opts, dataset, header, todo, len(planned), resumed, progress, llm)
+    tokens_total = texts_run = 0
+    if not plan.todo:
+        _make_output_dir(opts)
+        write_json(opts.output_dir / CAPTURE_FILE, header)
+    else:
+        bar = _Progress(progress, len(plan.planned), plan.resumed) if progress else None
+        with (source or local_shards(llm))(plan.spec, plan.work(), bar) as results:
+            _make_output_dir(opts)
+            write_json(opts.output_dir / CAPTURE_FILE, header)
+            if bar:
+                bar.start()
+            for res in results:
+                _record(opts.output_dir, plan, res)
+                tokens_total += res.tokens
+                texts_run += res.planned
+        if texts_run != sum(len(plan.chunks[k]) for k in plan.todo):
+            raise CaptureError(f"only {texts_run} of the planned texts came back")  # a source's bug, never silent
     return ExtractSummary(
         output_dir=opts.output_dir,
-        texts_planned=len(planned),
+        texts_planned=len(plan.planned),
         texts_run=texts_run,
-        texts_resumed=resumed,
+        texts_resumed=plan.resumed,
         tokens=tokens_total,
         seconds=time.perf_counter() - start,
         shards=len(header.shards),
@@ -234,83 +321,36 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     )
 
 
-def _run_shards(opts: ExtractOptions, dataset: Dataset, header: CaptureInfo, todo: list[tuple[int, list[int]]],
-                total: int, resumed: int, progress: Callable[[int, int, int], ProgressFn] | None,
-                llm: Any) -> tuple[int, int]:
-    from .vllm_ext.engine import CaptureSession, EngineOptions, model_info, open_engine
+class _Progress:
+    """The caller's progress display, started once the engine(s) are up, so its rate leaves out start-up."""
 
-    llm = llm if llm is not None else open_engine(
-        EngineOptions(
-            model=opts.model,
-            dtype=opts.dtype,
-            max_model_len=opts.max_model_len,
-            kv_cache_bytes=int(opts.kv_cache_gb * (1 << 30)),
-            max_num_seqs=max(opts.batch_size, 1),
-            max_num_batched_tokens=opts.max_num_batched_tokens,
-            tensor_parallel_size=opts.tensor_parallel_size,
-            enforce_eager=opts.enforce_eager,
-            # Compiled graphs never run Python hooks: the layers are tapped by a custom op instead.
-            tap_layers=None if opts.enforce_eager else list(header.layers),
-            extra=opts.engine_extra,
-        )
-    )
-    info = model_info(llm)
-    if info["hidden_size"] != header.hidden_size or info["num_layers"] != header.num_hidden_layers:
-        raise ModelError(
-            f"vLLM built a decoder of {info['num_layers']} layers x {info['hidden_size']} but the config says "
-            f"{header.num_hidden_layers} x {header.hidden_size}"
-        )
-    tokenizer = llm.get_tokenizer()
-    limit = opts.max_model_len - 1  # room for the one sampled token
-    session = CaptureSession(llm, header.layers, opts.skip_first_tokens)
-    on_batch = progress(total, resumed, 0) if progress else None
-    tokens_total = texts_run = 0
-    truncated, skipped = set(header.overlong_truncated), set(header.overlong_skipped)
-    try:
-        for k, ids in todo:
-            kept_ids: list[int] = []
-            prompts: list[list[int]] = []
-            for tid in ids:
-                toks = list(tokenizer.encode(dataset.texts[tid].text))
-                if len(toks) > limit:
-                    if opts.overlong == "error":
-                        raise CaptureError(
-                            f"text {tid} ({dataset.texts[tid].key}) has {len(toks)} tokens, over --max-model-len "
-                            f"{opts.max_model_len} - 1; use --overlong truncate|skip or a larger --max-model-len"
-                        )
-                    if opts.overlong == "skip":
-                        skipped.add(tid)
-                        continue
-                    truncated.add(tid)
-                    toks = toks[:limit]
-                kept_ids.append(tid)
-                prompts.append(toks)
-            L, H = len(header.layers), header.hidden_size
-            mean = np.zeros((len(prompts), L, H), np.float32)
-            last = np.zeros((len(prompts), L, H), np.float32)
-            ntok = np.zeros(len(prompts), np.int32)
-            for b in range(0, len(prompts), opts.batch_size):
-                pooled = session.run(prompts[b : b + opts.batch_size])
-                for j, p in enumerate(pooled, start=b):
-                    mean[j], last[j], ntok[j] = p.mean, p.last, p.num_tokens
-                batch_tokens = int(sum(p.num_tokens for p in pooled))
-                tokens_total += batch_tokens
-                if on_batch:
-                    on_batch(len(pooled), batch_tokens)
-            _check_finite(mean, last, kept_ids, k)
-            entry = write_shard(opts.output_dir / shard_name(k), Shard(np.array(kept_ids, np.int64), ntok, mean, last))
-            header.shards = sorted([*header.shards, entry], key=lambda s: s.file)
-            header.overlong_truncated = sorted(truncated)
-            header.overlong_skipped = sorted(skipped)
-            write_json(opts.output_dir / CAPTURE_FILE, header)
-            texts_run += len(ids)
-    finally:
-        session.close()
-    return tokens_total, texts_run
+    def __init__(self, progress: Callable[[int, int, int], ProgressFn], total: int, done: int):
+        self._args = (progress, total, done)
+        self._fn: ProgressFn | None = None
+
+    def start(self) -> None:
+        if self._fn is None:
+            progress, total, done = self._args
+            self._fn = progress(total, done, 0)
+
+    def __call__(self, n_texts: int, n_tokens: int) -> None:
+        self.start()
+        assert self._fn is not None
+        self._fn(n_texts, n_tokens)
 
 
-def _check_finite(mean: np.ndarray, last: np.ndarray, ids: list[int], shard: int) -> None:
-    bad = ~(np.isfinite(mean).all(axis=(1, 2)) & np.isfinite(last).all(axis=(1, 2)))
-    if bad.any():
-        tid = ids[int(np.nonzero(bad)[0][0])]
-        raise CaptureError(f"shard {shard}: non-finite activations for text {tid} (try --dtype fp32 or bf16)")
+def _record(out: Path, plan: ExtractPlan, res: ShardResult) -> None:
+    """Write one shard (checked against the plan) and list it in ``capture.json``; never the same shard twice."""
+    header, name = plan.header, shard_name(res.index)
+    if res.index not in plan.todo or any(s.file == name for s in header.shards):
+        raise CaptureError(f"shard {res.index} came back but was not due (already written or not planned)")
+    skipped = set(res.skipped)
+    expected = [t for t in plan.chunks[res.index] if t not in skipped]
+    got = decode_shard(res.blob, f"shard {res.index} as received")
+    if got.text_ids.tolist() != expected or got.mean.shape[1:] != (len(header.layers), header.hidden_size):
+        raise CaptureError(f"shard {res.index} as received does not hold the planned texts and layers")
+    entry = write_shard_bytes(out / name, res.blob, len(got))
+    header.shards = sorted([*header.shards, entry], key=lambda s: s.file)
+    header.overlong_truncated = sorted({*header.overlong_truncated, *res.truncated})
+    header.overlong_skipped = sorted({*header.overlong_skipped, *res.skipped})
+    write_json(out / CAPTURE_FILE, header)

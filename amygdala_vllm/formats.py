@@ -207,6 +207,7 @@ class ReadoutManifest(_Strict):
     dataset_sha256: str = ""
     vllm_version: str = ""
     method_options: dict[str, float] = {}  # e.g. shrinkage, neutral_variance, remove_shared (docs/reduce.md)
+    capture_dtype: str = ""  # the model dtype the activations were captured in (capture.json's dtype)
 
 
 # -------------------------------------------------------------------- helpers

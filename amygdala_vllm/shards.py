@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, load_file, save
 
 from . import atomic
 from .errors import CaptureError
 from .formats import ShardInfo
 
-__all__ = ["Shard", "shard_name", "write_shard", "read_shard", "file_sha256", "POOLINGS"]
+__all__ = ["Shard", "shard_name", "encode_shard", "decode_shard", "write_shard", "write_shard_bytes", "read_shard",
+           "file_sha256", "POOLINGS"]
 
 POOLINGS = ("mean", "last")
 _KEYS = ("text_ids", "num_tokens", "mean", "last")
@@ -67,18 +68,31 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def encode_shard(shard: Shard) -> bytes:
+    """The exact bytes of a shard file: one encoder, so every writer (one process, the driver of
+    a Ray run) produces byte-identical files for equal arrays."""
+    return save({"text_ids": shard.text_ids, "num_tokens": shard.num_tokens, "mean": shard.mean, "last": shard.last})
+
+
+def decode_shard(blob: bytes, what: str = "shard") -> Shard:
+    """Parse shard bytes (a file's content or a remote worker's reply), naming ``what`` on any problem."""
+    try:
+        tensors = load(blob)
+    except (SafetensorError, ValueError) as exc:
+        raise CaptureError(f"{what} is not readable safetensors: {exc}") from exc
+    return _checked(tensors, what)
+
+
+def write_shard_bytes(path: Path, blob: bytes, num_texts: int) -> ShardInfo:
+    """Atomically write encoded shard bytes (of ``num_texts`` texts) to ``path``; return its ``capture.json`` entry."""
+    path = Path(path)
+    atomic.write_bytes(path, blob)
+    return ShardInfo(file=path.name, num_texts=num_texts, sha256=hashlib.sha256(blob).hexdigest())
+
+
 def write_shard(path: Path, shard: Shard) -> ShardInfo:
     """Atomically write ``shard`` to ``path``; return its entry for ``capture.json``."""
-    path = Path(path)
-    tensors = {
-        "text_ids": shard.text_ids,
-        "num_tokens": shard.num_tokens,
-        "mean": shard.mean,
-        "last": shard.last,
-    }
-    with atomic.temp_path(path) as tmp:
-        save_file(tensors, str(tmp))
-    return ShardInfo(file=path.name, num_texts=len(shard), sha256=file_sha256(path))
+    return write_shard_bytes(path, encode_shard(shard), len(shard))
 
 
 def read_shard(path: Path) -> Shard:
@@ -90,11 +104,15 @@ def read_shard(path: Path) -> Shard:
         raise CaptureError(f"shard {path} does not exist") from exc
     except (SafetensorError, OSError, ValueError) as exc:
         raise CaptureError(f"shard {path} is not a readable safetensors file: {exc}") from exc
+    return _checked(tensors, f"shard {path}")
+
+
+def _checked(tensors: dict[str, np.ndarray], what: str) -> Shard:
     missing = [k for k in _KEYS if k not in tensors]
     unexpected = sorted(set(tensors) - set(_KEYS))
     if missing or unexpected:
-        raise CaptureError(f"shard {path}: missing key(s) {missing}, unexpected key(s) {unexpected}")
+        raise CaptureError(f"{what}: missing key(s) {missing}, unexpected key(s) {unexpected}")
     try:
         return Shard(tensors["text_ids"], tensors["num_tokens"], tensors["mean"], tensors["last"])
     except CaptureError as exc:
-        raise CaptureError(f"shard {path}: {exc}") from exc
+        raise CaptureError(f"{what}: {exc}") from exc

@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--serve-prompt-tokens", type=int, default=256, help="prompts are cut to this many tokens")
     p.add_argument("--serve-concepts", type=int, default=200, help="readout vectors per layer")
     p.add_argument("--serve-repeats", type=int, default=5)
+    p.add_argument("--serve-http-only", action="store_true",
+                   help="only the real-server rows (plain vLLM vs amygdala-vllm serve), merged into OUT/benchmarks.json")
+    p.add_argument("--serve-http-eager", action="store_true",
+                   help="HTTP serving rows with --enforce-eager (default: compiled, as `amygdala-vllm serve` serves)")
     args = p.parse_args(argv)
     if args.quick:
         args.corpus_texts, args.subset, args.repeats, args.headline_repeats = 60, 8, 1, 1
@@ -174,7 +178,21 @@ def run_serve(args: argparse.Namespace, runner: Runner, base: dict[str, Any], su
         "eager": dict(eager=True, taps=None, modes=["plain", "readout"]),
     }
     out = {name: runner.run("job_serve", dict(job, label=name, **spec), env) for name, spec in engines.items()}
+    out["http"] = run_serve_http(args, runner, base, subset, work, env, vec)
     out["settings"] = {"prompts": args.serve_prompts, "max_tokens": args.serve_tokens,
+                       "max_prompt_tokens": args.serve_prompt_tokens, "concepts": args.serve_concepts,
+                       "layers": base["layers"], "repeats": args.serve_repeats}
+    return out
+
+
+def run_serve_http(args: argparse.Namespace, runner: Runner, base: dict[str, Any], subset: Path, work: Path,
+                   env: dict[str, str], vectors: Path) -> dict[str, Any]:
+    """Real servers: plain vLLM vs `amygdala-vllm serve` with readout on 0/50/100 % of requests, same workload."""
+    job = dict(base, subset=str(subset), prompts=args.serve_prompts, max_tokens=args.serve_tokens,
+               max_prompt_tokens=args.serve_prompt_tokens, repeats=args.serve_repeats, vectors=str(vectors),
+               dtype="bfloat16", eager=args.serve_http_eager, work_dir=str(work / "serve_http"))
+    out = runner.run("job_serve_http", dict(job, label="serve_http"), env)
+    out["settings"] = {"prompts": args.serve_prompts, "max_tokens": args.serve_tokens, "eager": args.serve_http_eager,
                        "max_prompt_tokens": args.serve_prompt_tokens, "concepts": args.serve_concepts,
                        "layers": base["layers"], "repeats": args.serve_repeats}
     return out
@@ -211,6 +229,18 @@ def main(argv: list[str] | None = None) -> None:
     full, rounds = corpus.build_corpus(work / "corpus", args.corpus_texts)
     main_ds = corpus.subset_dataset(full, work / "main", args.corpus_texts) if len(full.text_ids()) > args.corpus_texts else full
     sub = corpus.subset_dataset(main_ds, work / "subset", args.subset)
+    if args.serve_http_only:
+        doc_path = out_dir / "benchmarks.json"
+        doc = json.loads(doc_path.read_text())
+        vec, _ = write_random_vectors(base["model"], base["layers"], args.serve_concepts, work / "serve")
+        http = run_serve_http(args, runner, base, sub.path, work, env_base, vec)
+        doc.setdefault("serve", {})["http"] = report.serve_http_section(http)
+        doc_path.write_text(json.dumps(doc, indent=2) + "\n")
+        (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+        print("\n".join(report.serve_http_lines(doc["serve"])))
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     if args.serve_only:
         doc_path = out_dir / "benchmarks.json"
         if not doc_path.is_file():

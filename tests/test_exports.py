@@ -19,6 +19,9 @@ import amygdala_vllm
 PACKAGES = {
     "amygdala_vllm": ["__version__"],
     "amygdala_vllm.cli": ["app", "main"],
+    "amygdala_vllm.cluster": [
+        "ClusterOptions", "RunStats", "check_ray_executor", "ray_executor_shards", "ray_readout", "ray_shards",
+    ],
     "amygdala_vllm.reduce": [
         "Activations", "ClassSize", "CrossPair", "DTYPES", "LayerCrossTalk", "METHODS", "ReduceOptions",
         "ReduceResult", "ReduceSummary", "cross_talk", "manifest_path", "open_activations", "reduce",
@@ -28,7 +31,7 @@ PACKAGES = {
         "CLIP_Z", "ChatMessage", "Pooled", "ReadoutScores", "ReadoutView", "SCORES_FORMAT", "ScoredText",
         "build_view", "calibration_arrays", "check_concepts", "colour_strip", "decode_scores", "encode_scores",
         "legend", "parse_chat", "rank_concepts", "render_html", "resolve_layers", "score_table", "to_document",
-        "to_z", "visible_token", "z_hex", "z_rgb",
+        "to_z", "token_z_arrays", "visible_token", "z_hex", "z_rgb",
     ],
     "amygdala_vllm.validate": [
         "Projections", "VALIDATE_FORMAT", "ValidateOptions", "ValidateReport", "ValidateResult", "accuracy_at",
@@ -39,8 +42,8 @@ PACKAGES = {
     "amygdala_vllm.vllm_ext": ["WORKER_EXTENSION"],
 }
 
-#: Modules without an ``__all__`` on purpose: a namespace package and the ``python -m`` entry.
-NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.__main__"}
+#: Modules without an ``__all__`` on purpose: namespace packages and the ``python -m`` entry.
+NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
 
 
 def _modules() -> list[str]:

@@ -10,5 +10,6 @@ from __future__ import annotations
 from ._app import app, main
 from . import pairs_cmd, extract_cmd, reduce_cmd, validate_cmd, model_cmd  # noqa: F401,E402
 from . import readout_cmd  # noqa: F401,E402
+from . import serve_cmd  # noqa: F401,E402
 
 __all__ = ["app", "main"]

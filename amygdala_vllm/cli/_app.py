@@ -23,7 +23,10 @@ from rich.markup import escape
 
 from ..errors import AmygdalaError
 
-__all__ = ["app", "model_app", "command", "console", "err_console"]
+__all__ = ["app", "model_app", "command", "console", "err_console", "QUIETED_VLLM_ENV"]
+
+QUIETED_VLLM_ENV = "_AMYGDALA_VLLM_QUIETED"
+"""Set when :func:`command` (not the user) set ``VLLM_LOGGING_LEVEL``."""
 
 app = typer.Typer(
     name="amygdala-vllm",
@@ -56,6 +59,7 @@ def command(fn: F) -> F:
         # progress bar and the summary. Set VLLM_LOGGING_LEVEL yourself to see them.
         if "VLLM_LOGGING_LEVEL" not in os.environ:
             os.environ["VLLM_LOGGING_LEVEL"] = "ERROR"
+            os.environ[QUIETED_VLLM_ENV] = "1"  # `serve` hands vLLM its own logging back
             logging.getLogger("vllm").setLevel(logging.ERROR)  # it also propagates to our root handler
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")
         try:

@@ -13,6 +13,8 @@ from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
 from ._app import app, command, console
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
+from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
@@ -32,6 +34,27 @@ def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) 
     return auto_layers(read_decoder_shape(resolve_model(model)).num_layers)
 
 
+def _source(ray: bool, address: Optional[str], actors: Optional[int], cpus: float, backend: Optional[str]):
+    """Where the shards run: one engine here (vLLM's executor of choice), or Ray actors; plus the Ray stats."""
+    if backend not in (None, "mp", "ray"):
+        raise UsageError(f"unknown --distributed-executor-backend {backend!r}; choose mp or ray")
+    if not ray and actors is not None:
+        raise UsageError("--ray-actors needs --ray")
+    if not ray and address is not None and backend != "ray":
+        raise UsageError("--ray-address needs --ray or --distributed-executor-backend ray")
+    if ray:
+        from ..cluster import RunStats, ray_shards
+
+        stats = RunStats()
+        announce = lambda line: console.print(line, highlight=False)  # noqa: E731
+        return ray_shards(cluster_options(address, actors, cpus), stats, announce), stats
+    if backend == "ray":
+        from ..cluster import ray_executor_shards
+
+        return ray_executor_shards(address), None
+    return None, None
+
+
 @app.command("extract")
 @command
 def extract(
@@ -40,13 +63,14 @@ def extract(
     output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
     target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Model dtype: bf16, fp16 or fp32 (pooling always accumulates in fp32)."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + " Pooling always accumulates in fp32."),
     batch_size: int = typer.Option(16, "--batch-size", help="Texts handed to vLLM per generate() call (also its max_num_seqs)."),
     shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
-    max_model_len: int = typer.Option(2048, "--max-model-len", help="Context length; longer texts follow --overlong."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=MAX_MODEL_LEN_HELP + " Longer texts follow --overlong."),
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB (set explicitly; vLLM's CPU default takes most of RAM)."),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="vLLM's per-step token budget (smaller forces chunked prefill)."),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="GPUs per model; only TP rank 0 reports activations."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups); only TP rank 0 reports activations."),
+    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="Pipeline stages; each hooks the layers it owns. On CPU the cores are split across TP x PP ranks."),
     split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
     num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
@@ -54,17 +78,26 @@ def extract(
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
     compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md), or eager mode with hooks (default: eager; on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
+    distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
     from ..extract import ExtractOptions, run_extract
 
+    source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)
     layers = _layers(target_layers, manifest, model)
+    choice = choose_dtype(dtype)
     opts = ExtractOptions(
-        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=dtype,
+        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=choice.dtype,
         batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
-        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size, split=split,
+        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size, split=split,
         num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
         force=force, enforce_eager=not compile_,
+        engine_extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {},
     )
     progress = Progress(
         TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),
@@ -74,6 +107,7 @@ def extract(
     import time
 
     def start(total: int, done: int, tokens: int):
+        announce_dtype(choice)
         progress.start()
         task = progress.add_task("extract", total=total, completed=done, tokens=tokens, rate=0.0)
         t0 = time.perf_counter()
@@ -88,9 +122,12 @@ def extract(
         return on_batch
 
     try:
-        summary = run_extract(opts, progress=start)
+        summary = run_extract(opts, progress=start, source=source)
     finally:
         progress.stop()
+    if stats is not None and stats.actors:
+        console.print(f"Ray: {stats.actors}; {stats.retried} shard(s) retried after a lost actor, "
+                      f"{stats.restarts} actor(s) replaced", highlight=False)
     console.print(
         f"[green]wrote[/] {summary.output_dir}: {summary.texts_planned} texts planned, {summary.texts_run} run now, "
         f"{summary.texts_resumed} resumed from earlier shards, {summary.tokens:,} tokens in {summary.seconds:.1f} s; "

@@ -18,8 +18,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
-from ..errors import ValidationFailed
+from ..errors import UsageError, ValidationFailed
 from ._app import app, command, console
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
+from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 from .specificity_view import print_method_ranking, print_specificity
 
 __all__ = ["validate_command"]
@@ -37,8 +39,10 @@ def validate_command(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png, specificity.png.")] = REPORT_DIR,
-    dtype: Annotated[str, typer.Option("--dtype", help="Model dtype: bf16, fp16 or fp32 (sets the agreement bar).")] = "bf16",
-    max_model_len: Annotated[int, typer.Option("--max-model-len", help="Context length handed to vLLM.")] = 2048,
+    dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = "auto",
+    max_model_len: Annotated[int | None, typer.Option("--max-model-len", help=MAX_MODEL_LEN_HELP)] = None,
+    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups).")] = 1,
+    pipeline_parallel_size: Annotated[int, typer.Option("--pipeline-parallel-size", help="Pipeline stages (on CPU the cores are split across TP x PP ranks).")] = 1,
     kv_cache_gb: Annotated[float, typer.Option("--kv-cache-gb", help="KV cache size handed to vLLM, in GiB.")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per engine call.")] = 16,
     ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
@@ -49,26 +53,41 @@ def validate_command(
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
     compile_: Annotated[bool, typer.Option("--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed).")] = False,
+    ray: RayFlag = False,
+    ray_address: RayAddress = None,
+    ray_actors: RayActors = None,
+    ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
 
+    choice = choose_dtype(dtype)
     opts = ValidateOptions(
         vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
-        dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
+        dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
         min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
         max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_, taxonomy=taxonomy,
+        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
     )
     bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)
 
     def progress(label: str, total: int) -> Callable[[int], None]:
+        if label == "held-out":
+            announce_dtype(choice)
         bar.start()
         task = bar.add_task(label, total=total)
         return lambda n: bar.update(task, advance=n)
 
+    open_readout = None
+    if ray:
+        from ..cluster import ray_readout
+
+        open_readout = ray_readout(cluster_options(ray_address, ray_actors, ray_cpus_per_actor))
+    elif ray_address is not None or ray_actors is not None:
+        raise UsageError("--ray-address and --ray-actors need --ray")
     try:
-        result = run_validate(opts, progress)
+        result = run_validate(opts, progress, open_readout=open_readout)
     finally:
         bar.stop()
     r = result.report

@@ -285,6 +285,7 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
         dataset_sha256=dataset.sha256,
         vllm_version=info.vllm_version,
         method_options=method_options,
+        capture_dtype=info.dtype,
     )
     write_pair(output, encode_vectors(manifest, stored, opts.dtype), manifest, force=opts.force)
     log.info("wrote %s and %s", output, manifest_path(output))

@@ -31,6 +31,7 @@ from ._view import (
     rank_concepts,
     resolve_layers,
     to_z,
+    token_z_arrays,
 )
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "score_table",
     "to_document",
     "to_z",
+    "token_z_arrays",
     "visible_token",
     "z_hex",
     "z_rgb",

@@ -31,6 +31,7 @@ __all__ = [
     "CLIP_Z",
     "calibration_arrays",
     "token_calibration_arrays",
+    "token_z_arrays",
     "z_note",
     "to_z",
     "resolve_layers",
@@ -130,6 +131,22 @@ def calibration_arrays(
             std[i, j] = cal.pooled_std
             ok[i, j] = True
     return mid, std, ok
+
+
+def token_z_arrays(
+    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(midpoint, scale, token_calibrated)`` for per-token z, each ``[len(layers), len(concepts)]``.
+
+    The per-token class means where the manifest has them (a pooled mean's
+    statistics put every token of a text far from 0: issue 15 measured -1 to -9
+    on a plainly joyful sentence), the pooled calibration elsewhere. One rule
+    for ``readout``, its HTML and the serving responses.
+    """
+    mid, std, ok = calibration_arrays(manifest, layers, concepts)
+    tmid, thalf, tok = token_calibration_arrays(manifest, layers, concepts)
+    tok &= ok
+    return np.where(tok, tmid, mid), np.where(tok, thalf, std), tok
 
 
 def token_calibration_arrays(
@@ -259,8 +276,7 @@ def build_view(
     rows = [manifest.layers.index(layer) for layer in layers]
     cols = [manifest.concepts.index(c) for c in chosen]
     mid, std, ok = calibration_arrays(manifest, layers, chosen)
-    tmid, thalf, tok = token_calibration_arrays(manifest, layers, chosen)
-    tok &= ok
+    tmid, tscale, tok = token_z_arrays(manifest, layers, chosen)
 
     def pick(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float32)[..., rows, :][..., cols]
@@ -273,7 +289,7 @@ def build_view(
         layers=list(layers),
         concepts=chosen,
         raw=raw,
-        z=to_z(raw, np.where(tok, tmid, mid), np.where(tok, thalf, std)),
+        z=to_z(raw, tmid, tscale),
         mean_raw=mean_raw,
         mean_z=to_z(mean_raw, mid, std),
         last_raw=last_raw,

