@@ -43,6 +43,10 @@ def _last(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
     return scores[-1]
 
 
+def _max(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
+    return _body(scores, skip, positions).max(axis=0)
+
+
 @dataclass(frozen=True)
 class PoolingMode:
     """One pooling mode: ``reduce(scores[T, ...], skip_first_tokens, positions[T]) -> [...]``."""
@@ -60,10 +64,13 @@ MODES: dict[str, PoolingMode] = {
         PoolingMode("mean", True, "sum of prompt rows at positions >= skip_first_tokens, divided by their count "
                     "(the last row when the prompt has no such position)", _mean),
         PoolingMode("last", True, "the row at position prompt_len - 1", _last),
+        # Not linear: max(rows) . v != max(rows . v), so no agreement check and no readout of it.
+        PoolingMode("max", False, "element-wise maximum of prompt rows at positions >= skip_first_tokens "
+                    "(the last row when the prompt has no such position)", _max),
     )
 }
 
-#: The modes every capture records unless asked otherwise.
+#: The modes every capture records unless asked otherwise (and always records: readout pools by these).
 DEFAULT_MODES: tuple[str, ...] = ("mean", "last")
 
 
