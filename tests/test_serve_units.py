@@ -136,3 +136,13 @@ def test_per_token_z_uses_the_per_token_calibration_and_pooled_z_the_pooled_one(
     out = ChoiceBuilder(man, opts).build(seq, seq.positions(), pooled=True)
     assert out.prompt.z[0][0][0] == pytest.approx((5.0 - 1.0) / 2.0)  # token midpoint 1, half-gap 2
     assert out.pooled.mean_z[0][0] == pytest.approx((5.0 - 0.5) / 2.0)  # pooled midpoint 0.5, std 2
+
+
+def test_serve_refuses_a_user_asking_for_model_runner_v2():
+    from amygdala_vllm.errors import IncompatibleVLLMError
+    from amygdala_vllm.serve.launch import runner_env
+
+    assert runner_env({}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    assert runner_env({"VLLM_USE_V2_MODEL_RUNNER": "0"}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+    with pytest.raises(IncompatibleVLLMError, match="VLLM_USE_V2_MODEL_RUNNER=1"):
+        runner_env({"VLLM_USE_V2_MODEL_RUNNER": "1"})

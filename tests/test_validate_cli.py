@@ -99,7 +99,7 @@ def test_agreement_over_the_bar_fails(setup, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(run_mod, "open_vllm_readout", fake_for(data, vec, agreement=3e-4).opener)
     res = _invoke(ds, vec, tmp / "r", "--dtype", "fp32")
     assert res.exit_code == 1 and "agreement: runtime and offline projections differ by 0.0003" in res.output
-    # bf16's bar scales with the projections (agreement_tolerance, tested in test_validate_evaluate)
+    # the bar scales with the activations in every dtype (agreement_tolerance, tested in test_validate_evaluate)
     big = fake_for(data, vec, agreement=5e-2).opener
     monkeypatch.setattr(run_mod, "open_vllm_readout", big)
     assert _invoke(ds, vec, tmp / "r2", "--dtype", "bf16").exit_code == 1  # far over any bf16 bar

@@ -13,6 +13,7 @@ from amygdala_vllm.dataset import load_dataset
 from amygdala_vllm.formats import ExampleRecord
 from amygdala_vllm.validate import evaluate, load_manifest, load_vectors, read_report, write_report
 from amygdala_vllm.validate.crosstalk import crosstalk_layer, projection_correlation
+from amygdala_vllm.errors import UsageError
 from amygdala_vllm.validate.evaluate import agreement_of, agreement_tolerance
 from amygdala_vllm.validate.ood import ood_report, read_ood_texts
 from amygdala_vllm.validate.run import pick_heldout
@@ -126,21 +127,46 @@ def test_crosstalk_layer_choice() -> None:
 
 
 def test_agreement_bars() -> None:
-    assert agreement_tolerance("fp32", 1000.0) == 1e-4
-    assert agreement_tolerance("bf16", 10.0) == pytest.approx(1e-4 + 1e-4)
+    u = 2.0 ** -24
+    # K * u * (sqrt(H) + sqrt(T)) * S, the same in every model dtype (the rows are upcast exactly)
+    assert agreement_tolerance("fp32", 1000.0, hidden_size=576, tokens=64) == pytest.approx(4 * u * 32 * 1000)
+    assert agreement_tolerance("bf16", 1000.0, 576, 64) == agreement_tolerance("fp32", 1000.0, 576, 64)
+    assert agreement_tolerance("fp32", 2000.0, 576, 64) == pytest.approx(2 * agreement_tolerance("fp32", 1000.0, 576, 64))
+    with pytest.raises(UsageError):
+        agreement_tolerance("int8", 1.0)
 
     @dataclasses.dataclass
     class S:
         mean: np.ndarray
         last: np.ndarray
         agreement: float | None
+        agreement_scale: float | None = None
+        token_ids: list[int] = dataclasses.field(default_factory=lambda: [1])
 
-    ok = [S(np.ones((1, 1)), np.ones((1, 1)), 5e-5), S(np.ones((1, 1)), -np.ones((1, 1)) * 3, 1e-6)]
+    one = np.ones((1, 1))
+    ok = [S(one, one, 1e-7), S(one, -one * 3, 1e-8)]
     a = agreement_of(ok, "fp32")
-    assert a.checked and a.passed and a.max_abs_diff == 5e-5 and a.max_abs_projection == 3.0
-    assert agreement_of([S(np.ones((1, 1)), np.ones((1, 1)), 2e-4)], "fp32").passed is False
-    none = agreement_of([S(np.ones((1, 1)), np.ones((1, 1)), None)], "bf16")
+    assert a.checked and a.passed and a.max_abs_diff == 1e-7 and a.max_abs_projection == 3.0
+    assert a.max_activation_scale == 3.0  # no activation norm given: the largest |projection|
+    assert agreement_of([S(one, one, 2e-4)], "fp32").passed is False
+    none = agreement_of([S(one, one, None)], "bf16")
     assert not none.checked and none.passed is None
+
+
+def test_agreement_bar_scales_with_the_activations_in_fp32() -> None:
+    """The case that failed a fixed 1e-4 bar: SmolLM2 fp32 on tweets, 2.4e-4 at projections ~1,700."""
+    from amygdala_vllm.readout import TextScores
+
+    proj = np.full((4, 1), 1714.0, np.float32)
+
+    def text(diff: float) -> TextScores:
+        return TextScores(list(range(60)), ["x"] * 60, np.zeros((60, 4, 1), np.float32), proj, proj, diff,
+                          agreement_scale=2500.0)
+
+    passed = agreement_of([text(2.4e-4)], "fp32", hidden_size=576)
+    assert passed.passed and passed.tolerance < 2e-2, passed
+    # A wrong layer or vector misses by about a projection, far over the bar.
+    assert agreement_of([text(2.4e-4), text(35.0)], "fp32", hidden_size=576).passed is False
 
 
 def test_pick_heldout_round_robin_keeps_every_class() -> None:

@@ -135,8 +135,9 @@ def build_tiny_llama(
     heads: int = 4,
     kv_heads: int = 2,
     vocab: int = 512,
+    context: int = 2048,
 ) -> Path:
-    """A random float32 ``LlamaForCausalLM`` (head_dim = hidden // heads >= 32) in ``path``."""
+    """A random float32 ``LlamaForCausalLM`` (head_dim = hidden // heads >= 32, context ``context``) in ``path``."""
     from transformers import LlamaConfig
 
     _check_head_dim(hidden, heads)
@@ -147,7 +148,7 @@ def build_tiny_llama(
         num_hidden_layers=layers,
         num_attention_heads=heads,
         num_key_value_heads=kv_heads,
-        max_position_embeddings=2048,
+        max_position_embeddings=context,
         tie_word_embeddings=False,
         architectures=["LlamaForCausalLM"],
     )
@@ -192,6 +193,10 @@ def build_tiny_qwen3_next(path: Path, *, vocab: int = 512) -> Path:
 
     The hybrid layer family of the production target (Qwen3.5); vLLM's CPU GDN
     kernels need bf16 and linear key/value head dims of 128, hence those values.
+    Every token goes to all 4 experts (top-k = number of experts): with top-2 of
+    4, bf16 rounding that differs between CPUs (AVX2 vs AVX-512 kernels) flipped
+    random expert choices and moved a capture-vs-HF cosine from 0.999 to 0.986;
+    with all experts chosen the routing weights are continuous and nothing flips.
     """
     from transformers import Qwen3NextConfig
 
@@ -210,7 +215,7 @@ def build_tiny_qwen3_next(path: Path, *, vocab: int = 512) -> Path:
         linear_value_head_dim=128,
         linear_conv_kernel_dim=4,
         num_experts=4,
-        num_experts_per_tok=2,
+        num_experts_per_tok=4,
         moe_intermediate_size=64,
         shared_expert_intermediate_size=64,
         decoder_sparse_step=1,

@@ -13,6 +13,7 @@ from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
 from ._app import app, command, console
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 
 
@@ -62,13 +63,14 @@ def extract(
     output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
     target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Model dtype: bf16, fp16 or fp32 (pooling always accumulates in fp32)."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + " Pooling always accumulates in fp32."),
     batch_size: int = typer.Option(16, "--batch-size", help="Texts handed to vLLM per generate() call (also its max_num_seqs)."),
     shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
-    max_model_len: int = typer.Option(2048, "--max-model-len", help="Context length; longer texts follow --overlong."),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=MAX_MODEL_LEN_HELP + " Longer texts follow --overlong."),
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB (set explicitly; vLLM's CPU default takes most of RAM)."),
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="vLLM's per-step token budget (smaller forces chunked prefill)."),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="GPUs per model; only TP rank 0 reports activations."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups); only TP rank 0 reports activations."),
+    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="Pipeline stages; each hooks the layers it owns. On CPU the cores are split across TP x PP ranks."),
     split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
     num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
@@ -89,10 +91,12 @@ def extract(
 
     source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)
     layers = _layers(target_layers, manifest, model)
+    choice = choose_dtype(dtype)
     opts = ExtractOptions(
-        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=dtype,
+        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=choice.dtype,
         batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
-        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size, split=split,
+        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
+        pipeline_parallel_size=pipeline_parallel_size, split=split,
         num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
         force=force, enforce_eager=not compile_, pooling=parse_modes(pooling),
         engine_extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {},
@@ -105,6 +109,7 @@ def extract(
     import time
 
     def start(total: int, done: int, tokens: int):
+        announce_dtype(choice)
         progress.start()
         task = progress.add_task("extract", total=total, completed=done, tokens=tokens, rate=0.0)
         t0 = time.perf_counter()

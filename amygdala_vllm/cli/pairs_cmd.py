@@ -52,7 +52,8 @@ def _print_summary(summary: PairsSummary) -> None:
     skipped = ", ".join(f"{k} {v}" for k, v in info.stats.nodes_skipped.items()) or "none"
     console.print(
         f"nodes read {info.stats.nodes_read}; skipped: {skipped}; "
-        f"texts {info.stats.texts}; examples {summary.examples}",
+        f"texts {info.stats.texts}; examples {summary.examples}"
+        + (f"; neutral texts {len(info.neutral)}" if info.neutral else ""),
         highlight=False,
     )
     if summary.dropped:
@@ -173,6 +174,10 @@ def pairs(
     min_examples: Annotated[int, typer.Option(
         help="Leave out emotions with fewer positives than this (train + held-out, before the cap).",
         rich_help_panel=_EMO)] = 1,
+    neutral_texts: Annotated[Optional[Path], typer.Option(
+        help="Texts that express no emotion, for reduce --neutral-variance / --method mlda: JSONL objects with "
+        "\"text\" (first line starts with '{') or one text per line. Added as train texts in no example.",
+        rich_help_panel=_SEL)] = None,
     output_dir: Annotated[Path, typer.Option(
         help="Dataset dir to write (replaced atomically if it holds a dataset).", rich_help_panel=_OUT)
     ] = DATASET_DIR,
@@ -223,6 +228,7 @@ def pairs(
         emotions_file=emotions,
         top_emotions=top_emotions,
         strict=strict,
+        neutral_texts=neutral_texts,
     )
     with _fetch_bar() as progress:
         summary = build_dataset(source, output_dir, options, force=force, progress=progress)

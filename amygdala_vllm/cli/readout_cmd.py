@@ -24,6 +24,7 @@ from ..errors import StoreError, UsageError
 from ..formats import manifest_path_for
 from ..vectors_file import read_manifest
 from ._app import app, command, console, err_console
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 
 if TYPE_CHECKING:
     from ..formats import ReadoutManifest
@@ -103,8 +104,10 @@ def readout_command(
     view: str = typer.Option("auto", "--view", help=f"Terminal view: table, strip, or auto (table up to {TABLE_MAX_TOKENS} tokens)."),
     json_out: bool = typer.Option(False, "--json", help="Print the amygdala-readout-scores/1 JSON document on stdout (and nothing else)."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML heat map to FILE."),
-    dtype: str = typer.Option("bf16", "--dtype", help="Model dtype: bf16, fp16 or fp32."),
-    max_model_len: int = typer.Option(2048, "--max-model-len", help="Context length handed to vLLM."),
+    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
+    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=MAX_MODEL_LEN_HELP),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups)."),
+    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="Pipeline stages (on CPU the cores are split across TP x PP ranks)."),
     kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB."),
     compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
 ) -> None:
@@ -132,10 +135,13 @@ def readout_command(
 
     from ..readout import Readout
 
+    choice = choose_dtype(dtype)
+    announce_dtype(choice)
     err_console.print(f"scoring with [bold]{model or man.model}[/] in vLLM ...", highlight=False)
     with _stdout_to_stderr(json_out):
-        with Readout(model or man.model, vectors, manifest_path, dtype=dtype, max_model_len=max_model_len,
-                     kv_cache_gb=kv_cache_gb, batch_size=1, enforce_eager=not compile_) as engine:
+        with Readout(model or man.model, vectors, manifest_path, dtype=choice.dtype, max_model_len=max_model_len,
+                     kv_cache_gb=kv_cache_gb, batch_size=1, enforce_eager=not compile_,
+                     **_parallel(tensor_parallel_size, pipeline_parallel_size)) as engine:
             if messages is not None:
                 ids = engine.chat_token_ids([{"role": m.role, "content": m.content} for m in messages])
                 scored = engine.score_token_ids([ids])[0]
@@ -143,6 +149,11 @@ def readout_command(
                 scored = engine.score_texts([raw_input])[0]
     shown_text = "".join(scored.tokens) if messages is not None else raw_input
     _show(scored, man, layers, wanted, model or man.model, shown_text, messages, view, json_out, html_out)
+
+
+def _parallel(tp: int, pp: int) -> dict[str, int]:
+    """Engine options for TP/PP, only when asked for (keeps the single-process call unchanged)."""
+    return {} if tp * pp == 1 else {"tensor_parallel_size": tp, "pipeline_parallel_size": pp}
 
 
 def _show(

@@ -20,6 +20,7 @@ from rich.table import Table
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
 from ..errors import UsageError, ValidationFailed
 from ._app import app, command, console
+from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 from .specificity_view import print_method_ranking, print_specificity
 
@@ -38,8 +39,10 @@ def validate_command(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png, specificity.png.")] = REPORT_DIR,
-    dtype: Annotated[str, typer.Option("--dtype", help="Model dtype: bf16, fp16 or fp32 (sets the agreement bar).")] = "bf16",
-    max_model_len: Annotated[int, typer.Option("--max-model-len", help="Context length handed to vLLM.")] = 2048,
+    dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = "auto",
+    max_model_len: Annotated[int | None, typer.Option("--max-model-len", help=MAX_MODEL_LEN_HELP)] = None,
+    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups).")] = 1,
+    pipeline_parallel_size: Annotated[int, typer.Option("--pipeline-parallel-size", help="Pipeline stages (on CPU the cores are split across TP x PP ranks).")] = 1,
     kv_cache_gb: Annotated[float, typer.Option("--kv-cache-gb", help="KV cache size handed to vLLM, in GiB.")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per engine call.")] = 16,
     ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
@@ -58,16 +61,20 @@ def validate_command(
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
 
+    choice = choose_dtype(dtype)
     opts = ValidateOptions(
         vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
-        dtype=dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
+        dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
         min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
         max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_, taxonomy=taxonomy,
+        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
     )
     bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)
 
     def progress(label: str, total: int) -> Callable[[int], None]:
+        if label == "held-out":
+            announce_dtype(choice)
         bar.start()
         task = bar.add_task(label, total=total)
         return lambda n: bar.update(task, advance=n)

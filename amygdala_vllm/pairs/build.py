@@ -29,7 +29,9 @@ from ..formats import (
     TextRecord,
     read_input,
 )
-from .select import Example, Rules, Unit, choose_emotions, parse_emotion_list, prepare_texts, select_examples
+from .neutral import NeutralTexts, read_neutral_texts
+from .select import (Example, Rules, choose_emotions, normalise_whitespace, parse_emotion_list, prepare_texts,
+                     select_examples)
 from .sources import SourceSpec, read_source
 
 __all__ = ["PairsOptions", "PairsSummary", "build_dataset", "check_output_dir", "read_emotions_file"]
@@ -47,6 +49,7 @@ class PairsOptions:
     emotions_file: Path | None = None
     top_emotions: int | None = None
     strict: bool = False
+    neutral_texts: Path | None = None  # ``--neutral-texts FILE`` (pairs/neutral.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.heldout_fraction < 1:
@@ -113,12 +116,18 @@ def _options_record(options: PairsOptions, curated: list[str] | None) -> dict[st
     }
 
 
-def _records(examples: list[Example]) -> tuple[list[TextRecord], list[ExampleRecord], dict[str, EmotionCounts]]:
-    """Dense text ids in key order over the texts actually used; examples in a fixed order."""
-    used: dict[str, Unit] = {ex.unit.key: ex.unit for ex in examples}
+def _records(examples: list[Example], neutral: dict[str, str] | None = None
+             ) -> tuple[list[TextRecord], list[ExampleRecord], dict[str, EmotionCounts], list[int]]:
+    """Dense text ids in key order over the texts actually used and the neutral ones; examples in a fixed order."""
+    used: dict[str, str] = {ex.unit.key: ex.unit.text for ex in examples}
+    neutral = neutral or {}
+    clash = sorted(set(used) & set(neutral))
+    if clash:
+        raise UsageError(f"a node key collides with a --neutral-texts key: {clash[0]!r}")
+    used.update(neutral)
     ids = {key: i for i, key in enumerate(sorted(used))}
     texts = [
-        TextRecord(id=ids[key], key=key, text=used[key].text, sha256=hashlib.sha256(used[key].text.encode()).hexdigest())
+        TextRecord(id=ids[key], key=key, text=used[key], sha256=hashlib.sha256(used[key].encode()).hexdigest())
         for key in sorted(used)
     ]
     records = sorted(
@@ -134,7 +143,11 @@ def _records(examples: list[Example]) -> tuple[list[TextRecord], list[ExampleRec
         ),
         key=lambda e: (e.emotion, e.polarity != "positive", e.text_id),
     )
-    return texts, records, dict(sorted(emotion_counts(records).items()))
+    return texts, records, dict(sorted(emotion_counts(records).items())), sorted(ids[k] for k in neutral)
+
+
+def _neutral_record(file: NeutralTexts, kept: int, duplicates: int) -> dict[str, Any]:
+    return {"path": str(file.path), "sha256": file.sha256, "lines": file.lines, "texts": kept, "duplicates": duplicates}
 
 
 def build_dataset(
@@ -155,6 +168,7 @@ def build_dataset(
     output_dir = Path(output_dir)
     check_output_dir(output_dir, force=force)
     curated = read_emotions_file(options.emotions_file) if options.emotions_file is not None else None
+    neutral_file = read_neutral_texts(options.neutral_texts) if options.neutral_texts is not None else None
     result = read_source(source, strict=options.strict, progress=progress)
     units, skipped = prepare_texts(
         result.nodes,
@@ -170,17 +184,25 @@ def build_dataset(
     for name, why in dropped.items():
         log.info("emotion %s left out: %s", name, why)
     examples = [ex for name in emotions for ex in select_examples(units, name, options.rules)]
-    texts, records, counts = _records(examples)
+    neutral: dict[str, str] = {}
+    record = _options_record(options, curated)
+    if neutral_file is not None:
+        neutral, dups = neutral_file.without({normalise_whitespace(ex.unit.text) for ex in examples})
+        if dups:
+            log.warning("%d --neutral-texts text(s) repeat a dataset text or an earlier line and are kept once", dups)
+        record["neutral_texts"] = _neutral_record(neutral_file, len(neutral), dups)
+    texts, records, counts, neutral_ids = _records(examples, neutral)
     info = DatasetInfo(
         format=PAIRS_FORMAT,
         source=result.description,
-        options=_options_record(options, curated),
+        options=record,
         emotions=counts,
         stats=DatasetStats(
             nodes_read=len(result.nodes) + sum(result.skipped.values()),
             nodes_skipped=dict(sorted(skipped.items())),
             texts=len(texts),
         ),
+        neutral=neutral_ids,
     )
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     check_output_dir(output_dir, force=force)

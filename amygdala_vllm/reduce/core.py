@@ -26,7 +26,7 @@ from ..vectors_file import DTYPES, cast, encode_vectors, manifest_path, write_pa
 from . import directions
 from .activations import Activations, open_activations
 from .directions import LayerCrossTalk
-from .methods import SPECIFIC_METHODS, build
+from .methods import SPECIFIC_METHODS, build, given_neutral
 from .stats import Classes, ClassSums, projection_spread
 from .token_calibration import token_class_means
 
@@ -207,8 +207,10 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
     classes = Classes.build(members)
     layers = acts.layers
     log.info("pass 1 over %d train texts for %d concepts (%s)", len(classes.ids), len(concepts), opts.method)
+    uses_neutral = opts.method == "mlda" or opts.neutral_variance > 0
     built = build(acts, members, concepts, opts.pooling, opts.method, shrinkage=opts.shrinkage,
-                  neutral_variance=opts.neutral_variance, remove_shared_k=opts.remove_shared)
+                  neutral_variance=opts.neutral_variance, remove_shared_k=opts.remove_shared,
+                  neutral=given_neutral(dataset, acts, allow_missing=opts.allow_missing) if uses_neutral else None)
     stats = built.stats
     means = stats.means()
     raw_norm = np.linalg.norm(means[0] - means[1], axis=-1)  # [E, L]
@@ -283,6 +285,7 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
         dataset_sha256=dataset.sha256,
         vllm_version=info.vllm_version,
         method_options=method_options,
+        capture_dtype=info.dtype,
     )
     write_pair(output, encode_vectors(manifest, stored, opts.dtype), manifest, force=opts.force)
     log.info("wrote %s and %s", output, manifest_path(output))

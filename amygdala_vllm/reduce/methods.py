@@ -23,8 +23,10 @@ anchors in FACTS.md ("Emotion-vector methods"):
 
 Every result is one vector per (concept, layer), read as ``w . x`` of pooled
 activations: runtime readout == offline projection holds for all of them.
-Neutral texts are the train texts positive for no kept concept (texts the
-dataset uses only as negatives: the graph's nodes without any of these tags).
+Neutral texts are those the dataset lists as neutral (``pairs --neutral-texts
+FILE``, :func:`given_neutral`) when it lists any; otherwise the train texts
+positive for no kept concept (texts the dataset uses only as negatives: the
+graph's nodes without any of these tags).
 """
 
 from __future__ import annotations
@@ -35,12 +37,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import UsageError
+from ..dataset import Dataset
+from ..errors import CaptureError, UsageError
 from . import directions
 from .activations import Activations
 from .stats import Classes, ClassSums, class_sums
 
-__all__ = ["SPECIFIC_METHODS", "Built", "build", "Neutral", "neutral_ids", "neutral_stats", "grand_mean", "multiclass_within_cov",
+__all__ = ["SPECIFIC_METHODS", "Built", "build", "Neutral", "neutral_ids", "neutral_stats", "grand_mean",
+           "given_neutral", "multiclass_within_cov",
            "mlda", "neutral_basis", "project_out", "remove_shared", "MIN_NEUTRAL"]
 
 log = logging.getLogger(__name__)
@@ -59,6 +63,24 @@ def neutral_ids(members: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     return np.setdiff1d(neg, pos).astype(np.int64)
 
 
+def given_neutral(dataset: Dataset, acts: Activations, *, allow_missing: bool = False) -> np.ndarray | None:
+    """The dataset's own neutral text ids (``dataset.json``'s ``neutral``) that a shard holds; None if it lists none.
+
+    Missing ones are an error, as for any train text, unless ``allow_missing``.
+    """
+    if not dataset.info.neutral:
+        return None
+    ids = np.array(dataset.info.neutral, dtype=np.int64)
+    here = acts.present(ids)
+    if not here.all():
+        absent = ids[~here]
+        if not allow_missing:
+            raise CaptureError(f"{len(absent)} neutral text(s) of the dataset are in no shard, e.g. ids "
+                               f"{absent[:5].tolist()}; extract them or pass --allow-missing")
+        log.warning("%d neutral text(s) are in no shard and are left out", len(absent))
+    return ids[here]
+
+
 @dataclass
 class Neutral:
     """Mean [L, H] and covariance [L, H, H] (ddof 1) of the neutral texts' pooled activations."""
@@ -71,7 +93,8 @@ class Neutral:
 def neutral_stats(acts: Activations, ids: np.ndarray, pooling: str) -> Neutral:
     """One streaming pass over the neutral texts (the same canonical blocks as :func:`class_sums`)."""
     if len(ids) < MIN_NEUTRAL:
-        raise UsageError(f"only {len(ids)} neutral train texts (positive for no kept concept); "
+        raise UsageError(f"only {len(ids)} neutral train texts (from pairs --neutral-texts, else positive for no "
+                         "kept concept); "
                          f"neutral statistics need at least {MIN_NEUTRAL}")
     stats = class_sums(acts, Classes.build([(ids, np.zeros(0, np.int64))]), pooling, scatter=True)
     n = float(len(ids))
@@ -169,8 +192,11 @@ class Built:
 
 def build(acts: Activations, members: Sequence[tuple[np.ndarray, np.ndarray]], concepts: Sequence[str],
           pooling: str, method: str, *, shrinkage: float = 0.1, neutral_variance: float = 0.0,
-          remove_shared_k: int = 0) -> Built:
-    """Directions of ``method`` (caa|lda|grand-mean|mlda) with the optional neutral projection and shared removal."""
+          remove_shared_k: int = 0, neutral: np.ndarray | None = None) -> Built:
+    """Directions of ``method`` (caa|lda|grand-mean|mlda) with the optional neutral projection and shared removal.
+
+    ``neutral``: the neutral text ids to use (:func:`given_neutral`); None derives them from ``members``.
+    """
     layers = acts.layers
     if method in SPECIFIC_METHODS and len(concepts) < 2:
         raise UsageError(f"--method {method} contrasts each concept with the others and needs at least 2 concepts, "
@@ -179,7 +205,8 @@ def build(acts: Activations, members: Sequence[tuple[np.ndarray, np.ndarray]], c
     options: dict[str, float] = {}
     if method in ("lda", "mlda"):
         options["shrinkage"] = float(shrinkage)
-    neutral = neutral_ids(members) if method == "mlda" or neutral_variance > 0 else np.zeros(0, np.int64)
+    if neutral is None:
+        neutral = neutral_ids(members) if method == "mlda" or neutral_variance > 0 else np.zeros(0, np.int64)
     if method == "caa":
         raw = directions.caa(stats.means()[0] - stats.means()[1])
     elif method == "lda":
@@ -190,7 +217,8 @@ def build(acts: Activations, members: Sequence[tuple[np.ndarray, np.ndarray]], c
     elif method == "mlda":
         if len(neutral) < MIN_NEUTRAL:
             raise UsageError(f"--method mlda needs at least {MIN_NEUTRAL} neutral train texts "
-                             f"(positive for no kept concept); the dataset has {len(neutral)}")
+                             f"(given with pairs --neutral-texts, else positive for no kept concept); "
+                             f"the dataset has {len(neutral)}")
         raw = mlda(acts, members, neutral, pooling, shrinkage)
     else:
         raise UsageError(f"unknown --method {method!r}")

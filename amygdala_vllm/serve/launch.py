@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import FormatError, ModelError, UsageError
+from ..errors import FormatError, IncompatibleVLLMError, ModelError, UsageError
 from ..formats import ReadoutManifest, manifest_path_for
 from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, check_model
 from ..vectors_file import load as load_vectors_file
@@ -49,9 +49,20 @@ def plugins_value(current: str | None) -> str:
     return ",".join(names)
 
 
-def runner_env() -> dict[str, str]:
-    """Select vLLM's V1 model runner: the readout probes read its per-request state (V2 keeps none)."""
-    return {"VLLM_USE_V2_MODEL_RUNNER": "0"}
+def runner_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Select vLLM's V1 model runner: the readout probes read its per-request state (V2 keeps none).
+
+    The same rule as every in-process engine (``vllm_ext/launch.py``): a user's
+    explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused, never silently overridden.
+    """
+    from ..vllm_ext.launch import RUNNER_ENV  # sets nothing, imports no vLLM
+
+    current = (base or {}).get(RUNNER_ENV)
+    if current is not None and current.strip().lower() in ("1", "true", "yes"):
+        raise IncompatibleVLLMError(
+            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
+        )
+    return {RUNNER_ENV: "0"}
 
 
 def serve_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
@@ -60,7 +71,7 @@ def serve_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[st
     env[ENV_VECTORS] = str(Path(vectors).resolve())
     env[ENV_MANIFEST] = str(Path(manifest).resolve())
     env["VLLM_PLUGINS"] = plugins_value(base.get("VLLM_PLUGINS"))
-    env.update(runner_env())
+    env.update(runner_env(base))
     return env
 
 

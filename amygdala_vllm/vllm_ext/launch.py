@@ -1,0 +1,104 @@
+"""The process environment every engine of this project starts under: V1 runner, CPU core binding.
+
+Call :func:`prepare_engine_env` before building any vLLM engine (``vllm.LLM``,
+the OpenAI server, a Ray actor's engine): ``engine.open_engine`` does, and so
+must every other place that starts one. It only sets environment variables
+(vLLM reads them when the engine and its workers start), so it imports no vLLM.
+
+Model runner. vLLM 0.32 defaults to Model Runner V2 on GPUs whenever Triton is
+present (``VllmConfig.use_v2_model_runner``). The probes (``probes.py``) read V1
+runner internals (``input_batch``, ``query_start_loc``) that V2 does not have,
+so engines start on V1 explicitly (``VLLM_USE_V2_MODEL_RUNNER=0``, still honoured
+in 0.32); a user who set ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused here, and a V2
+runner that appears anyway (features that force V2 override the variable) is
+refused by :func:`probes.model_runner` on the worker.
+
+CPU tensor/pipeline parallel. With more than one rank vLLM binds each CPU
+worker to the cores of one NUMA node and stops with "Not enough allowed NUMA
+nodes to bind threads of 2 local CPUWorkers" on a one-node machine. Given
+``VLLM_CPU_OMP_THREADS_BIND`` it binds rank k to the k-th ``|``-separated list
+instead (measured: TP 2 with ``"0|1"`` captured what TP 1 captures to 5.9e-6).
+So the usable cores are split into contiguous, equal groups, one per rank,
+unless the user set the variable.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import IncompatibleVLLMError, UsageError
+
+__all__ = ["RUNNER_ENV", "prepare_engine_env", "cpu_thread_binding", "usable_cores"]
+
+log = logging.getLogger(__name__)
+
+RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
+BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+
+
+def usable_cores() -> list[int]:
+    """The CPU ids this process may run on, sorted."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def _id_list(ids: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``"0-2,5"`` (the syntax vLLM's binding parser reads)."""
+    parts: list[str] = []
+    start = prev = ids[0]
+    for i in ids[1:] + [None]:  # type: ignore[list-item]
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ",".join(parts)
+
+
+def cpu_thread_binding(cores: list[int], ranks: int) -> str:
+    """``VLLM_CPU_OMP_THREADS_BIND`` giving each of ``ranks`` ranks an equal, contiguous share of ``cores``.
+
+    Leftover cores go to no rank (equal shares keep pipeline stages in step);
+    with fewer cores than ranks, ranks share cores round-robin (slow, but it runs).
+    """
+    if ranks < 1 or not cores:
+        raise UsageError(f"cannot bind {ranks} rank(s) to cores {cores}")
+    cores = sorted(cores)
+    if len(cores) < ranks:
+        return "|".join(str(cores[k % len(cores)]) for k in range(ranks))
+    per = len(cores) // ranks
+    return "|".join(_id_list(cores[k * per : (k + 1) * per]) for k in range(ranks))
+
+
+def _on_gpu() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
+    """Set the variables an engine of this project needs; returns those it set (logged in one line).
+
+    - ``VLLM_USE_V2_MODEL_RUNNER=0`` (a user's ``1`` raises :class:`IncompatibleVLLMError`);
+    - on a CPU machine with ``tensor_parallel_size * pipeline_parallel_size > 1``:
+      ``VLLM_CPU_OMP_THREADS_BIND`` from :func:`cpu_thread_binding`, unless already set.
+    """
+    if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
+        raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
+    done: dict[str, str] = {}
+    current = os.environ.get(RUNNER_ENV)
+    if current is not None and current.strip().lower() in ("1", "true", "yes"):
+        raise IncompatibleVLLMError(
+            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
+        )
+    if current is None:
+        os.environ[RUNNER_ENV] = done[RUNNER_ENV] = "0"
+    ranks = tensor_parallel_size * pipeline_parallel_size
+    if ranks > 1 and BIND_ENV not in os.environ and not _on_gpu():
+        os.environ[BIND_ENV] = done[BIND_ENV] = cpu_thread_binding(usable_cores(), ranks)
+    log.info("engine environment: V1 model runner (%s=%s)%s", RUNNER_ENV, os.environ[RUNNER_ENV],
+             f", {BIND_ENV}={os.environ[BIND_ENV]!r} for {ranks} CPU ranks" if ranks > 1 and BIND_ENV in os.environ else "")
+    return done

@@ -1,0 +1,59 @@
+"""Engine start-up environment: V1 model runner, CPU core binding for TP x PP ranks."""
+
+from __future__ import annotations
+
+import pytest
+
+from amygdala_vllm.errors import IncompatibleVLLMError
+from amygdala_vllm.vllm_ext.launch import BIND_ENV, RUNNER_ENV, cpu_thread_binding, prepare_engine_env
+
+
+def test_cpu_thread_binding_splits_cores_evenly() -> None:
+    assert cpu_thread_binding([0, 1], 2) == "0|1"
+    assert cpu_thread_binding([1, 0], 2) == "0|1"
+    assert cpu_thread_binding(list(range(8)), 2) == "0-3|4-7"
+    assert cpu_thread_binding(list(range(8)), 4) == "0-1|2-3|4-5|6-7"
+    assert cpu_thread_binding([0, 1, 2, 4, 5, 6], 2) == "0-2|4-6"
+    assert cpu_thread_binding([0, 2, 4, 6], 2) == "0,2|4,6"
+    assert cpu_thread_binding(list(range(5)), 2) == "0-1|2-3"  # equal shares; core 4 left over
+    assert cpu_thread_binding([3], 2) == "3|3"  # fewer cores than ranks: shared
+
+
+def test_prepare_sets_v1_and_binds_only_multi_rank_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(RUNNER_ENV, raising=False)
+    monkeypatch.delenv(BIND_ENV, raising=False)
+    assert prepare_engine_env(1, 1) == {RUNNER_ENV: "0"}
+    monkeypatch.delenv(RUNNER_ENV)
+    done = prepare_engine_env(1, 2)
+    assert done[RUNNER_ENV] == "0" and done[BIND_ENV].count("|") == 1
+    monkeypatch.setenv(BIND_ENV, "nobind")  # the user's own choice stays
+    assert BIND_ENV not in prepare_engine_env(2, 1)
+
+
+def test_prepare_refuses_a_forced_v2_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(RUNNER_ENV, "1")
+    with pytest.raises(IncompatibleVLLMError, match="VLLM_USE_V2_MODEL_RUNNER=1"):
+        prepare_engine_env()
+
+
+def test_runner_kind_tells_v2_by_its_real_classes() -> None:
+    """V2's runner classes as vLLM ships them (importable on CPU, though V2 cannot start here)."""
+    from amygdala_vllm.vllm_ext import probes
+
+    pytest.importorskip("vllm")
+    from vllm.v1.worker.cpu.model_runner import CPUModelRunner as V2CPU
+    from vllm.v1.worker.cpu_model_runner import CPUModelRunner as V1CPU
+    from vllm.v1.worker.gpu.model_runner import GPUModelRunner as V2GPU
+
+    for cls in (V2CPU, V2GPU):
+        runner = object.__new__(cls)
+        assert probes.runner_kind(runner) == "v2"
+
+        class Worker:
+            model_runner = runner
+
+        with pytest.raises(IncompatibleVLLMError, match="Model Runner V2"):
+            probes.model_runner(Worker())
+    v1 = object.__new__(V1CPU)
+    v1.input_batch, v1.query_start_loc = object(), object()  # set in __init__, which needs a whole engine
+    assert probes.runner_kind(v1) == "v1"
