@@ -27,8 +27,10 @@ from typing import Any
 
 from .dataset import Dataset, load_dataset
 from .errors import CaptureError, StoreError, UsageError
-from .formats import CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_json, write_json
+from .formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info,
+                      write_json)
 from .model_config import DecoderShape, read_decoder_shape
+from .pooling_modes import DEFAULT_MODES, parse_modes
 from .shard_capture import BatchFn, CaptureSpec, ShardResult
 from .shards import decode_shard, file_sha256, shard_name, write_shard_bytes
 
@@ -68,6 +70,7 @@ class ExtractOptions:
     enforce_eager: bool = True
     force: bool = False
     engine_extra: dict[str, Any] = field(default_factory=dict)
+    pooling: tuple[str, ...] = DEFAULT_MODES
 
 
 @dataclass
@@ -125,6 +128,10 @@ def _check_options(opts: ExtractOptions, shape: DecoderShape) -> None:
         raise UsageError("--batch-size and --shard-size must be >= 1")
     if opts.skip_first_tokens < 0:
         raise UsageError("--skip-first-tokens must be >= 0")
+    parse_modes(",".join(opts.pooling))
+    if tuple(opts.pooling[:2]) != DEFAULT_MODES:
+        raise UsageError(f"--pooling must start with {','.join(DEFAULT_MODES)} (readout and validate pool by them); "
+                         f"got {','.join(opts.pooling)}")
     bad = [i for i in opts.layers if i >= shape.num_layers]
     if bad:
         raise UsageError(
@@ -143,7 +150,7 @@ def _header(opts: ExtractOptions, shape: DecoderShape, dataset: Dataset, fingerp
         hidden_size=shape.hidden_size,
         num_hidden_layers=shape.num_layers,
         dtype=opts.dtype,
-        pooling=["mean", "last"],
+        pooling=list(opts.pooling),
         skip_first_tokens=opts.skip_first_tokens,
         dataset_sha256=dataset.sha256,
         vllm_version=vllm_version,
@@ -159,8 +166,8 @@ def _header(opts: ExtractOptions, shape: DecoderShape, dataset: Dataset, fingerp
     )
 
 
-_IDENTITY = ("format", "model_fingerprint", "layers", "hidden_size", "dtype", "skip_first_tokens", "dataset_sha256",
-             "split", "num_shards", "shard_index", "max_model_len", "overlong", "texts_planned")
+_IDENTITY = ("format", "model_fingerprint", "layers", "hidden_size", "dtype", "pooling", "skip_first_tokens",
+             "dataset_sha256", "split", "num_shards", "shard_index", "max_model_len", "overlong", "texts_planned")
 
 
 def _resume(opts: ExtractOptions, fresh: CaptureInfo) -> CaptureInfo:
@@ -177,7 +184,7 @@ def _resume(opts: ExtractOptions, fresh: CaptureInfo) -> CaptureInfo:
     if out.is_dir() and any(out.iterdir()) and not opts.force:
         if not cap_path.is_file():
             raise StoreError(f"{out} exists and is not an activations dir; pass --force to reuse it")
-        old = read_json(cap_path, CaptureInfo, expect_format=CAPTURE_FORMAT)
+        old = read_capture_info(cap_path)
         diffs = [k for k in _IDENTITY if getattr(old, k) != getattr(fresh, k)]
         if diffs:
             k = diffs[0]
@@ -243,7 +250,7 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
         max_model_len=opts.max_model_len, overlong=opts.overlong, kv_cache_gb=opts.kv_cache_gb,
         max_num_batched_tokens=opts.max_num_batched_tokens, tensor_parallel_size=opts.tensor_parallel_size,
         pipeline_parallel_size=opts.pipeline_parallel_size, enforce_eager=opts.enforce_eager,
-        engine_extra=dict(opts.engine_extra),
+        engine_extra=dict(opts.engine_extra), pooling=tuple(opts.pooling),
     )
     return ExtractPlan(
         dataset=dataset, header=header, spec=spec, planned=planned, chunks=chunks,
@@ -346,7 +353,7 @@ def _record(out: Path, plan: ExtractPlan, res: ShardResult) -> None:
         raise CaptureError(f"shard {res.index} came back but was not due (already written or not planned)")
     skipped = set(res.skipped)
     expected = [t for t in plan.chunks[res.index] if t not in skipped]
-    got = decode_shard(res.blob, f"shard {res.index} as received")
+    got = decode_shard(res.blob, f"shard {res.index} as received", tuple(header.pooling))
     if got.text_ids.tolist() != expected or got.mean.shape[1:] != (len(header.layers), header.hidden_size):
         raise CaptureError(f"shard {res.index} as received does not hold the planned texts and layers")
     entry = write_shard_bytes(out / name, res.blob, len(got))

@@ -25,6 +25,7 @@ from .errors import AmygdalaError, FormatError, UsageError
 __all__ = [
     "PAIRS_FORMAT",
     "CAPTURE_FORMAT",
+    "CAPTURE_FORMAT_V1",
     "READOUT_FORMAT",
     "LAYER_SEMANTICS",
     "EmotionCounts",
@@ -42,6 +43,7 @@ __all__ = [
     "EXAMPLES_FILE",
     "CAPTURE_FILE",
     "read_json",
+    "read_capture_info",
     "write_json",
     "encode_json",
     "read_jsonl",
@@ -51,7 +53,11 @@ __all__ = [
 ]
 
 PAIRS_FORMAT = "amygdala-pairs/1"
-CAPTURE_FORMAT = "amygdala-capture/1"
+#: Version 2: ``pooling`` lists the modes of ``pooling_modes`` the shards hold (mean and last always,
+#: any other mode on request), one shard tensor per mode named by the mode. Version 1 held exactly
+#: mean and last under those names, so a version-1 dir reads as version 2 unchanged.
+CAPTURE_FORMAT = "amygdala-capture/2"
+CAPTURE_FORMAT_V1 = "amygdala-capture/1"
 READOUT_FORMAT = "amygdala-readout/1"
 LAYER_SEMANTICS = "residual_out"
 
@@ -135,7 +141,7 @@ class CaptureInfo(_Strict):
     """``capture.json``: what an activations dir holds and how it was made.
 
     Shards are ``shard-NNNNN.safetensors`` with ``text_ids`` int64 [n],
-    ``num_tokens`` int32 [n], ``mean`` float32 [n, L, H], ``last`` float32 [n, L, H].
+    ``num_tokens`` int32 [n] and one float32 [n, L, H] per mode in ``pooling``.
     """
 
     format: str
@@ -255,8 +261,11 @@ def read_input(path: Path, *, what: str = "", error: type[AmygdalaError] = Forma
         raise error(f"cannot read {name}: {exc.strerror}") from exc
 
 
-def read_json(path: Path, type_: type[T], *, expect_format: str | None = None) -> T:
-    """Read and validate a JSON file; any problem becomes a :class:`FormatError`."""
+def read_json(path: Path, type_: type[T], *, expect_format: str | tuple[str, ...] | None = None) -> T:
+    """Read and validate a JSON file; any problem becomes a :class:`FormatError`.
+
+    ``expect_format`` is the one ``format`` accepted, or a tuple of those accepted.
+    """
     path = Path(path)
     data = read_input(path)
     if expect_format is not None:
@@ -265,12 +274,24 @@ def read_json(path: Path, type_: type[T], *, expect_format: str | None = None) -
         except msgspec.DecodeError as exc:
             raise FormatError(f"{path} is not valid JSON: {exc}") from exc
         found = raw.get("format") if isinstance(raw, dict) else None
-        if found != expect_format:
-            raise FormatError(f"{path} has format {found!r}, expected {expect_format!r}")
+        accepted = (expect_format,) if isinstance(expect_format, str) else expect_format
+        if found not in accepted:
+            want = " or ".join(repr(f) for f in accepted)
+            raise FormatError(f"{path} has format {found!r}, expected {want}")
     try:
         return msgspec.json.decode(data, type=type_)
     except msgspec.DecodeError as exc:  # includes ValidationError
         raise FormatError(f"{path} does not match the {type_.__name__} schema: {exc}") from exc
+
+
+def read_capture_info(path: Path) -> CaptureInfo:
+    """Read ``capture.json`` of either version; a version-1 file comes back as the version 2 it equals."""
+    info = read_json(path, CaptureInfo, expect_format=(CAPTURE_FORMAT, CAPTURE_FORMAT_V1))
+    if info.format == CAPTURE_FORMAT_V1:
+        if info.pooling != ["mean", "last"]:
+            raise FormatError(f"{path}: a {CAPTURE_FORMAT_V1} capture must list pooling mean, last; got {info.pooling}")
+        info.format = CAPTURE_FORMAT
+    return info
 
 
 def encode_jsonl(records: Iterable[Any]) -> bytes:

@@ -21,6 +21,8 @@ import numpy as np
 
 from .errors import FormatError
 from .formats import ReadoutManifest, manifest_path_for
+from .pooling_modes import DEFAULT_MODES, pool_scores
+from .pooling_modes import mode as pooling_mode
 from .vectors_file import load as load_vectors_file
 from .vectors_file import read_manifest, readout_env
 
@@ -135,16 +137,16 @@ class Readout:
 
     def _text_scores(self, ids: list[int], sc: np.ndarray, pooled: Any) -> TextScores:
         skip = self.manifest.skip_first_tokens
-        mean = sc[skip:].mean(axis=0) if len(ids) > skip else sc[-1]
-        last = sc[-1]
+        runtime = {name: pool_scores(name, sc, skip) for name in DEFAULT_MODES}
+        linear = [name for name in DEFAULT_MODES if pooling_mode(name).linear]
         agreement = scale = None
         if pooled is not None and self._vectors is not None:
-            offline_mean = np.stack([pooled.mean[l] @ v.T for l, v in enumerate(self._vectors)])
-            offline_last = np.stack([pooled.last[l] @ v.T for l, v in enumerate(self._vectors)])
-            agreement = float(max(np.abs(offline_mean - mean).max(), np.abs(offline_last - last).max()))
+            # Only a linear mode commutes with the projection, so only those can be compared.
+            agreement = float(max(np.abs(np.stack([getattr(pooled, name)[l] @ v.T for l, v in enumerate(self._vectors)])
+                                         - runtime[name]).max() for name in linear))
             vnorm = [float(np.linalg.norm(v, axis=1).max()) for v in self._vectors]
-            scale = max(float(np.linalg.norm(np.stack([pooled.mean[l], pooled.last[l]]), axis=1).max()) * vn
-                        for l, vn in enumerate(vnorm))
+            rows = [np.stack([getattr(pooled, name)[l] for name in linear]) for l in range(len(vnorm))]
+            scale = max(float(np.linalg.norm(r, axis=1).max()) * vn for r, vn in zip(rows, vnorm))
         tokens = [self.tokenizer.decode([t]) for t in ids]
-        return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, mean=mean.astype(np.float32),
-                          last=last.astype(np.float32), agreement=agreement, agreement_scale=scale)
+        return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, mean=runtime["mean"].astype(np.float32),
+                          last=runtime["last"].astype(np.float32), agreement=agreement, agreement_scale=scale)

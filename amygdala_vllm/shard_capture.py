@@ -23,6 +23,7 @@ import numpy as np
 
 from .errors import CaptureError, ModelError
 from .formats import TextRecord
+from .pooling_modes import DEFAULT_MODES
 from .shards import Shard, encode_shard
 
 __all__ = ["CaptureSpec", "ShardResult", "ShardCapturer", "BatchFn"]
@@ -49,6 +50,7 @@ class CaptureSpec(msgspec.Struct, forbid_unknown_fields=True):
     enforce_eager: bool
     engine_extra: dict[str, Any]
     pipeline_parallel_size: int = 1
+    pooling: tuple[str, ...] = DEFAULT_MODES
 
 
 @dataclass
@@ -94,7 +96,7 @@ class ShardCapturer:
                 f"{spec.num_layers} x {spec.hidden_size}"
             )
         self.tokenizer = self.llm.get_tokenizer()
-        self.session = CaptureSession(self.llm, spec.layers, spec.skip_first_tokens)
+        self.session = CaptureSession(self.llm, spec.layers, spec.skip_first_tokens, tuple(spec.pooling))
 
     def close(self) -> None:
         """Stop pooling on the workers (the engine itself is freed with this object)."""
@@ -105,20 +107,22 @@ class ShardCapturer:
         spec = self.spec
         kept, prompts, truncated, skipped = self._tokenize(records)
         L, H = len(spec.layers), spec.hidden_size
-        mean = np.zeros((len(prompts), L, H), np.float32)
-        last = np.zeros((len(prompts), L, H), np.float32)
+        arrays = {name: np.zeros((len(prompts), L, H), np.float32) for name in spec.pooling}
         ntok = np.zeros(len(prompts), np.int32)
         tokens = 0
         for b in range(0, len(prompts), spec.batch_size):
             pooled = self.session.run(prompts[b : b + spec.batch_size])
             for j, p in enumerate(pooled, start=b):
-                mean[j], last[j], ntok[j] = p.mean, p.last, p.num_tokens
+                ntok[j] = p.num_tokens
+                for name, arr in arrays.items():
+                    arr[j] = p.pooled[name]
             batch_tokens = int(sum(p.num_tokens for p in pooled))
             tokens += batch_tokens
             if on_batch:
                 on_batch(len(pooled), batch_tokens)
-        _check_finite(mean, last, kept, index)
-        blob = encode_shard(Shard(np.array(kept, np.int64), ntok, mean, last))
+        _check_finite(arrays, kept, index)
+        more = {k: v for k, v in arrays.items() if k not in DEFAULT_MODES}
+        blob = encode_shard(Shard(np.array(kept, np.int64), ntok, arrays["mean"], arrays["last"], more))
         return ShardResult(index=index, blob=blob, num_texts=len(kept), planned=len(records), tokens=tokens,
                            truncated=truncated, skipped=skipped)
 
@@ -147,8 +151,8 @@ class ShardCapturer:
         return kept, prompts, truncated, skipped
 
 
-def _check_finite(mean: np.ndarray, last: np.ndarray, ids: list[int], shard: int) -> None:
-    bad = ~(np.isfinite(mean).all(axis=(1, 2)) & np.isfinite(last).all(axis=(1, 2)))
+def _check_finite(arrays: dict[str, np.ndarray], ids: list[int], shard: int) -> None:
+    bad = ~np.logical_and.reduce([np.isfinite(a).all(axis=(1, 2)) for a in arrays.values()])
     if bad.any():
         tid = ids[int(np.nonzero(bad)[0][0])]
         raise CaptureError(f"shard {shard}: non-finite activations for text {tid} (try --dtype fp32 or bf16)")

@@ -121,10 +121,12 @@ def write_dataset(path: Path, data: SyntheticData) -> str:
 
 
 def write_activations(path: Path, data: SyntheticData, *, dataset_sha256: str, text_ids: Sequence[int] | None = None,
-                      shard_size: int = 64, **overrides: object) -> CaptureInfo:
+                      shard_size: int = 64, more_modes: dict[str, np.ndarray] | None = None,
+                      **overrides: object) -> CaptureInfo:
     """Write an activations dir holding ``text_ids`` (default all) in shards of ``shard_size``.
 
-    ``overrides`` replace capture.json fields (e.g. ``model_fingerprint``) to build mismatches.
+    ``more_modes`` adds pooling modes beyond mean and last (``[N, L, H]`` by text id, listed in
+    ``pooling``); ``overrides`` replace capture.json fields (e.g. ``model_fingerprint``) to build mismatches.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
@@ -132,12 +134,13 @@ def write_activations(path: Path, data: SyntheticData, *, dataset_sha256: str, t
     shards = []
     for i, j0 in enumerate(range(0, len(ids), shard_size)):
         sel = ids[j0:j0 + shard_size]
-        shard = Shard(sel, np.full(len(sel), 12, dtype=np.int32), data.mean[sel], data.last[sel])
+        more = {k: v[sel] for k, v in (more_modes or {}).items()}
+        shard = Shard(sel, np.full(len(sel), 12, dtype=np.int32), data.mean[sel], data.last[sel], more)
         shards.append(write_shard(path / shard_name(i), shard))
     fields: dict[str, object] = dict(
         format=CAPTURE_FORMAT, model="synthetic/model", model_fingerprint="fp-synthetic",
         layers=list(data.spec.layers), layer_semantics=LAYER_SEMANTICS, hidden_size=data.spec.hidden_size,
-        num_hidden_layers=max(data.spec.layers) + 2, dtype="bfloat16", pooling=["mean", "last"],
+        num_hidden_layers=max(data.spec.layers) + 2, dtype="bfloat16", pooling=["mean", "last", *(more_modes or {})],
         skip_first_tokens=1, dataset_sha256=dataset_sha256, vllm_version="0.0.0-synthetic", split="all",
         num_shards=1, shard_index=0, max_model_len=512, overlong="truncate", texts_planned=len(ids),
         overlong_truncated=[], overlong_skipped=[], shards=shards,

@@ -70,6 +70,28 @@ def test_skip_first_tokens_changes_the_mean_only(llama_engine, tiny_llama_dir):
     assert np.array_equal(skip0[0].last, skip1[0].last)
 
 
+def test_max_mode_follows_the_registry_rule_on_hf_rows(llama_engine, tiny_llama_dir):
+    """Asked for mean, last and max, the worker pools max by the registry's rule; mean and last are untouched."""
+    from amygdala_vllm.pooling_modes import pool_scores
+    from amygdala_vllm.vllm_ext.engine import CaptureSession
+
+    prompts = _prompts(llama_engine, varied_texts(4)) + [[7]]  # one prompt no longer than skip
+    layers = [1, 3]
+    session = CaptureSession(llama_engine, layers, 1, ("mean", "last", "max"))
+    try:
+        got = session.run(prompts)
+    finally:
+        session.close()
+    plain = _capture(llama_engine, prompts, layers)
+    ref = HFReference(tiny_llama_dir)
+    for p, g, q in zip(prompts, got, plain):
+        assert list(g.pooled) == ["mean", "last", "max"] and list(q.pooled) == ["mean", "last"]
+        assert np.array_equal(g.mean, q.mean) and np.array_equal(g.last, q.last)
+        rows = ref.rows(p, layers)
+        for name in g.pooled:
+            assert np.abs(g.pooled[name] - pool_scores(name, rows, 1)).max() < 1e-4, name
+
+
 def test_invariant_to_batching_chunking_and_shared_prefixes(llama_engine, llama_engine_chunked):
     texts = varied_texts(56, max_words=120)
     stem = texts[5]

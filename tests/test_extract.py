@@ -54,6 +54,8 @@ def test_parse_layers():
         (["--target-layers", "2", "--split", "dev"], "unknown split"),
         (["--target-layers", "2", "--num-shards", "2", "--shard-index", "2"], "--shard-index"),
         (["--target-layers", "2", "--overlong", "drop"], "--overlong"),
+        (["--target-layers", "2", "--pooling", "last,mean"], "--pooling must start with mean,last"),
+        (["--target-layers", "2", "--pooling", "mean,last,median"], "unknown pooling mode 'median'"),
     ],
 )
 def test_bad_flags_fail_before_any_engine(args, message, dataset, tiny_llama_dir, tmp_path):
@@ -118,6 +120,26 @@ def test_split_selects_texts_and_capture_json_records_the_run(engine_pool, datas
     assert sorted(_union([tmp_path / "held"])) == [i for i in range(90) if i % 5 == 4]
     assert cap["layers"] == [1, 3] and cap["layer_semantics"] == "residual_out" and cap["skip_first_tokens"] == 1
     assert cap["vllm_version"] and cap["model_fingerprint"] and cap["hidden_size"] == 128
+
+
+@pytest.mark.engine
+def test_pooling_max_adds_one_tensor_and_leaves_mean_and_last_bytes(engine_pool, dataset, tiny_llama_dir, tmp_path):
+    from amygdala_vllm.shards import read_shard
+
+    llm = engine_pool.get(tiny_llama_dir, max_num_seqs=8)
+    run_extract(_opts(dataset, tmp_path / "plain", tiny_llama_dir, split="heldout"), llm=llm)
+    run_extract(_opts(dataset, tmp_path / "max", tiny_llama_dir, split="heldout", pooling=("mean", "last", "max")),
+                llm=llm)
+    cap = json.loads((tmp_path / "max" / "capture.json").read_text())
+    assert cap["format"] == "amygdala-capture/2" and cap["pooling"] == ["mean", "last", "max"]
+    pairs = list(zip(sorted((tmp_path / "plain").glob("shard-*")), sorted((tmp_path / "max").glob("shard-*"))))
+    assert pairs
+    for a, b in pairs:
+        sa, sb = read_shard(a), read_shard(b, ("mean", "last", "max"))
+        assert sa.modes == ("mean", "last") and sb.modes == ("mean", "last", "max")
+        np.testing.assert_array_equal(sa.mean, sb.mean)
+        np.testing.assert_array_equal(sa.last, sb.last)
+        assert (sb.pooled("max") >= sb.mean).all() and (sb.pooled("max") > sb.mean).any()
 
 
 @pytest.mark.engine

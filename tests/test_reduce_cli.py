@@ -108,7 +108,7 @@ BAD: list[tuple[str, Callable[[Path, Path, list[Path]], list[Path]], list[str], 
     ("unknown emotion", lambda r, d, a: a, ["--emotions", "anger,grief"], r"UsageError: --emotions names \['grief'\]"),
     ("bad method", lambda r, d, a: a, ["--method", "pca"], r"UsageError: unknown --method 'pca'"),
     ("bad dtype", lambda r, d, a: a, ["--dtype", "int8"], r"UsageError: unknown --dtype 'int8'"),
-    ("bad pooling", lambda r, d, a: a, ["--pooling", "max"], r"UsageError: unknown --pooling 'max'"),
+    ("bad pooling", lambda r, d, a: a, ["--pooling", "median"], r"UsageError: unknown --pooling 'median'"),
     ("min examples", lambda r, d, a: a, ["--min-examples", "1000"], r"UsageError: no concept has at least 1000"),
 ]
 

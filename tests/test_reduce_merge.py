@@ -84,3 +84,44 @@ def test_refuses_a_pooling_one_dir_lacks(tmp_path: Path) -> None:
     with pytest.raises(CaptureError, match=r"holds pooling \['mean'\], not 'last'"):
         reduce(dirs, ds, tmp_path / "w.safetensors", ReduceOptions(pooling="last"))
     assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_version_1_dir_reduces_exactly_as_its_version_2_twin(tmp_path: Path) -> None:
+    """capture/1 (what the code wrote before the pooling-mode registry) still reads, with the same bytes out."""
+    ds, dirs, data = make_run(tmp_path, SPEC)
+    sha = json.loads((dirs[0] / "capture.json").read_text())["dataset_sha256"]
+    v1 = tmp_path / "v1"
+    write_activations(v1, data, dataset_sha256=sha, format="amygdala-capture/1")
+    assert json.loads((v1 / "capture.json").read_text())["format"] == "amygdala-capture/1"
+    assert json.loads((dirs[0] / "capture.json").read_text())["format"] == "amygdala-capture/2"
+    for a, b in zip(sorted(v1.glob("shard-*")), sorted(dirs[0].glob("shard-*"))):
+        assert a.read_bytes() == b.read_bytes()  # the bump changed capture.json's format only
+    out1, out2 = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    reduce([v1], ds, out1, ReduceOptions())
+    reduce(dirs, ds, out2, ReduceOptions())
+    assert _outputs(out1) == _outputs(out2)
+
+
+def test_a_version_1_dir_must_list_exactly_mean_and_last(tmp_path: Path) -> None:
+    _, dirs, data = make_run(tmp_path, SPEC)
+    sha = json.loads((dirs[0] / "capture.json").read_text())["dataset_sha256"]
+    write_activations(tmp_path / "odd", data, dataset_sha256=sha, format="amygdala-capture/1", pooling=["mean"])
+    with pytest.raises(CaptureError, match="must list pooling mean, last"):
+        open_activations([tmp_path / "odd"])
+
+
+def test_reduce_by_an_extra_mode_reads_that_tensor(tmp_path: Path) -> None:
+    """A dir captured with ``--pooling mean,last,max`` reduces by max; here max holds last's rows, so the vectors match."""
+    from amygdala_vllm.vectors_file import load
+
+    ds, dirs, data = make_run(tmp_path, SPEC)
+    sha = json.loads((dirs[0] / "capture.json").read_text())["dataset_sha256"]
+    write_activations(tmp_path / "mx", data, dataset_sha256=sha, more_modes={"max": data.last})
+    a, b = tmp_path / "max.safetensors", tmp_path / "last.safetensors"
+    reduce([tmp_path / "mx"], ds, a, ReduceOptions(pooling="max"))
+    reduce([tmp_path / "mx"], ds, b, ReduceOptions(pooling="last"))
+    for x, y in zip(load(a).matrices, load(b).matrices):
+        np.testing.assert_array_equal(x, y)
+    assert json.loads(a.with_suffix(".manifest.json").read_text())["pooling"] == "max"
+    with pytest.raises(CaptureError, match=r"holds pooling \['mean', 'last'\], not 'max'"):
+        reduce(dirs, ds, tmp_path / "c.safetensors", ReduceOptions(pooling="max"))

@@ -32,6 +32,22 @@ def test_round_trip_with_dtypes_and_checksum(tmp_path: Path) -> None:
         back.pooled("max")
 
 
+def test_an_extra_pooling_mode_round_trips_and_unknown_names_are_refused(tmp_path: Path) -> None:
+    s = _shard()
+    more = Shard(s.text_ids, s.num_tokens, s.mean, s.last, {"max": s.mean + 1})
+    write_shard(tmp_path / "a.safetensors", s)
+    write_shard(tmp_path / "b.safetensors", more)
+    back = read_shard(tmp_path / "b.safetensors", ("mean", "last", "max"))
+    assert back.modes == ("mean", "last", "max") and read_shard(tmp_path / "a.safetensors").modes == ("mean", "last")
+    np.testing.assert_array_equal(back.pooled("max"), s.mean + 1)
+    with pytest.raises(CaptureError, match=r"unexpected key\(s\) \['max'\]"):
+        read_shard(tmp_path / "b.safetensors")  # a shard must hold exactly the modes its capture lists
+    with pytest.raises(CaptureError, match="unknown pooling 'median'"):
+        Shard(s.text_ids, s.num_tokens, s.mean, s.last, {"median": s.mean})
+    with pytest.raises(CaptureError, match=r"must be \[n, L, H\] with n=3"):
+        Shard(s.text_ids, s.num_tokens, s.mean, s.last, {"max": s.mean[:, :1]})
+
+
 def test_inconsistent_shapes_are_refused() -> None:
     with pytest.raises(CaptureError, match="1-D of equal length"):
         Shard(np.arange(3), np.arange(2), np.zeros((3, 1, 2)), np.zeros((3, 1, 2)))

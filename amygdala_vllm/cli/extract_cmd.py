@@ -76,6 +76,7 @@ def extract(
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
     overlong: str = typer.Option("truncate", "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
+    pooling: str = typer.Option("mean,last", "--pooling", help="Pooling modes to record, comma-separated, starting with mean,last; add max for element-wise max over the same positions as the mean."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
     compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md), or eager mode with hooks (default: eager; on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
     distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
@@ -86,6 +87,7 @@ def extract(
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
     from ..extract import ExtractOptions, run_extract
+    from ..pooling_modes import parse_modes
 
     source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)
     layers = _layers(target_layers, manifest, model)
@@ -96,7 +98,7 @@ def extract(
         max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
         pipeline_parallel_size=pipeline_parallel_size, split=split,
         num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
-        force=force, enforce_eager=not compile_,
+        force=force, enforce_eager=not compile_, pooling=parse_modes(pooling),
         engine_extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {},
     )
     progress = Progress(

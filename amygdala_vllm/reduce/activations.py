@@ -25,7 +25,8 @@ import numpy as np
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CaptureError, FormatError
-from ..formats import CAPTURE_FILE, CAPTURE_FORMAT, CaptureInfo, read_json
+from ..formats import CAPTURE_FILE, CaptureInfo, read_capture_info
+from ..pooling_modes import DEFAULT_MODES
 
 __all__ = ["Activations", "open_activations", "MUST_AGREE"]
 
@@ -124,7 +125,7 @@ def _load_info(d: Path) -> CaptureInfo:
     if not (d / CAPTURE_FILE).is_file():
         raise CaptureError(f"activations dir {d} has no {CAPTURE_FILE} (run `amygdala-vllm extract` first)")
     try:
-        info = read_json(d / CAPTURE_FILE, CaptureInfo, expect_format=CAPTURE_FORMAT)
+        info = read_capture_info(d / CAPTURE_FILE)
     except FormatError as exc:
         raise CaptureError(str(exc)) from exc
     if not info.shards:
@@ -149,11 +150,12 @@ def _shard_ids(path: Path, info: CaptureInfo, listed: int) -> np.ndarray:
     try:
         with safe_open(str(path), framework="numpy") as f:
             keys = set(f.keys())
-            missing = sorted({"text_ids", "mean", "last"} - keys)
+            modes = list(dict.fromkeys([*DEFAULT_MODES, *info.pooling]))
+            missing = sorted({"text_ids", *modes} - keys)
             if missing:
                 raise CaptureError(f"shard {path}: missing key(s) {missing}")
             ids = np.asarray(f.get_tensor("text_ids"), dtype=np.int64)
-            for key in ("mean", "last"):
+            for key in modes:
                 shape = list(f.get_slice(key).get_shape())
                 if shape != [len(ids), *want]:
                     raise CaptureError(f"shard {path}: {key} has shape {shape}, expected {[len(ids), *want]}")

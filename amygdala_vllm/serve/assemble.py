@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import ReadoutManifest
+from ..pooling_modes import pool_scores
 from ..render import calibration_arrays, to_z, token_z_arrays
 from .options import ReadoutOptions
 from .schema import ChoiceScores, Pooled, TokenScores
@@ -98,8 +99,8 @@ class ChoiceBuilder:
             return None
         _, scores = seq.rows(positions)
         raw = self._pick(scores)
-        body = raw[[k for k, p in enumerate(positions) if p >= self.skip]] if len(positions) > self.skip else raw[-1:]
-        mean_raw, last_raw = body.mean(axis=0), raw[-1]
+        mean_raw = pool_scores("mean", raw, self.skip, positions)
+        last_raw = pool_scores("last", raw, self.skip, positions)
         return Pooled(
             mean_z=_round(to_z(mean_raw, self._mid, self._std)), last_z=_round(to_z(last_raw, self._mid, self._std)),
             num_tokens=len(positions),

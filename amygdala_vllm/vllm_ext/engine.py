@@ -19,6 +19,7 @@ import numpy as np
 from safetensors.torch import load as load_tensors
 
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
+from ..pooling_modes import DEFAULT_MODES
 from ..vectors_file import safetensors_metadata
 from . import WORKER_EXTENSION, launch, probes, rpc
 
@@ -55,8 +56,15 @@ class PooledText:
     """One prompt's pooled activations, as numpy, on the driver."""
 
     num_tokens: int
-    mean: np.ndarray  # float32 [L, H]
-    last: np.ndarray  # float32 [L, H]
+    pooled: dict[str, np.ndarray]  # pooling mode -> float32 [L, H]
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.pooled["mean"]
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.pooled["last"]
 
 
 def _quiet_defaults(opts: EngineOptions) -> None:
@@ -198,11 +206,12 @@ def _prefill_params() -> Any:
 class CaptureSession:
     """Prefill-only passes over token-id prompts, pooled on the worker."""
 
-    def __init__(self, llm: Any, layers: list[int], skip_first_tokens: int):
+    def __init__(self, llm: Any, layers: list[int], skip_first_tokens: int, modes: tuple[str, ...] = DEFAULT_MODES):
         self.llm = llm
         self.layers = list(layers)
+        self.modes = tuple(modes)
         self._params = _prefill_params()
-        rpc.call(llm, "amygdala_capture_start", self.layers, skip_first_tokens)
+        rpc.call(llm, "amygdala_capture_start", self.layers, skip_first_tokens, list(self.modes))
 
     def close(self) -> None:
         """Stop pooling on every worker."""
@@ -218,17 +227,15 @@ class CaptureSession:
     def collect(self, prompts: list[list[int]], order: dict[str, int]) -> list[PooledText]:
         """Drain the workers' pooled results for prompts already run."""
         L, n = len(self.layers), len(prompts)
-        mean: np.ndarray | None = None
-        last: np.ndarray | None = None
+        pooled: dict[str, np.ndarray] | None = None
         num_tokens = np.full(n, -1, dtype=np.int64)
         filled = np.zeros((n, L), dtype=bool)
         external = set(order)
         for tensors, req_ids, layers in _blobs(rpc.call(self.llm, "amygdala_capture_drain")):
             layer_pos = [self.layers.index(i) for i in layers]
-            if mean is None:
+            if pooled is None:
                 H = tensors["mean"].shape[-1]
-                mean = np.zeros((n, L, H), np.float32)
-                last = np.zeros((n, L, H), np.float32)
+                pooled = {name: np.zeros((n, L, H), np.float32) for name in self.modes}
             for j, internal in enumerate(req_ids):
                 i = _index(internal, order, external)
                 seen, toks = int(tensors["rows_seen"][j]), int(tensors["num_tokens"][j])
@@ -238,14 +245,13 @@ class CaptureSession:
                         f"(prompt length {toks}); a token was skipped or repeated"
                     )
                 num_tokens[i] = toks
-                mean[i, layer_pos] = tensors["mean"][j].numpy()
-                last[i, layer_pos] = tensors["last"][j].numpy()  # type: ignore[index]
+                for name, arr in pooled.items():
+                    arr[i, layer_pos] = tensors[name][j].numpy()
                 filled[i, layer_pos] = True
-        if mean is None or not filled.all():
+        if pooled is None or not filled.all():
             missing = sorted({int(i) for i in np.nonzero(~filled.all(axis=1))[0]})
             raise CaptureError(f"no activations came back for {len(missing)} prompt(s), e.g. {missing[:5]}")
-        assert last is not None
-        return [PooledText(int(num_tokens[i]), mean[i], last[i]) for i in range(n)]
+        return [PooledText(int(num_tokens[i]), {name: arr[i] for name, arr in pooled.items()}) for i in range(n)]
 
 
 class ReadoutSession:

@@ -1,11 +1,12 @@
-"""Pool residual rows per request on the worker: mean and last prompt token.
+"""Pool residual rows per request on the worker, by the modes of ``amygdala_vllm.pooling_modes``.
 
 Only ``[L, H]`` per request ever leaves the worker; per-token rows are folded
 into float32 running sums as each layer runs and then dropped. The mean covers
 prompt positions ``>= skip_first_tokens`` (the first position is an attention
 sink whose huge activation swamps a mean over a short text); ``last`` is the
-row at position ``prompt_len - 1``. Rows at positions past the prompt (decode
-steps) are ignored. Every prompt position must be seen exactly once; the
+row at position ``prompt_len - 1``; ``max`` (only when asked for) is the
+element-wise maximum over the same positions as the mean. Rows at positions
+past the prompt (decode steps) are ignored. Every prompt position must be seen exactly once; the
 accumulator counts rows so a missed or repeated token is detected, not silently
 averaged in.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..pooling_modes import DEFAULT_MODES, mode
 from .step import StepLayout
 
 __all__ = ["PooledRequest", "PooledAccumulator"]
@@ -27,8 +29,15 @@ class PooledRequest:
 
     num_tokens: int
     rows_seen: int
-    mean: torch.Tensor  # float32 [L, H]
-    last: torch.Tensor  # float32 [L, H]
+    pooled: dict[str, torch.Tensor]  # mode name -> float32 [L, H]
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.pooled["mean"]
+
+    @property
+    def last(self) -> torch.Tensor:
+        return self.pooled["last"]
 
 
 class PooledAccumulator:
@@ -45,9 +54,14 @@ class PooledAccumulator:
     """
 
     def __init__(self, num_layers: int, hidden_size: int, skip_first_tokens: int, capacity: int = 16,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", modes: tuple[str, ...] = DEFAULT_MODES):
         if skip_first_tokens < 0:
             raise ValueError("skip_first_tokens must be >= 0")
+        for name in modes:
+            mode(name)
+        if not {"mean", "last"} <= set(modes):
+            raise ValueError(f"pooling modes {list(modes)} must include mean and last")
+        self.modes = tuple(modes)
         self.device = torch.device(device)
         self.num_layers = num_layers
         self.hidden_size = hidden_size
@@ -65,17 +79,21 @@ class PooledAccumulator:
         new_count = torch.zeros(capacity, dtype=torch.int64)
         new_rows = torch.zeros(capacity, dtype=torch.int64)
         new_plen = torch.zeros(capacity, dtype=torch.int64)
+        new_max = (torch.full((L, capacity, H), -torch.inf, dtype=torch.float32, device=self.device)
+                   if "max" in self.modes else None)
         if old is not None:
             n = old.shape[1]
             new_sum[:, :n] = old
             new_last[:, :n] = self._last
+            if new_max is not None:
+                new_max[:, :n] = self._max
             new_count[:n] = self._count
             new_rows[:n] = self._rows
             new_plen[:n] = self._plen
             self._free.extend(range(capacity - 1, n - 1, -1))
         else:
             self._free = list(range(capacity - 1, -1, -1))
-        self._sum, self._last = new_sum, new_last
+        self._sum, self._last, self._max = new_sum, new_last, new_max
         self._count, self._rows, self._plen = new_count, new_rows, new_plen
 
     def _slot(self, req_id: str) -> int:
@@ -120,7 +138,12 @@ class PooledAccumulator:
         if rows.device != self._sum.device:
             raise RuntimeError(f"layer rows are on {rows.device} but the accumulator is on {self._sum.device}")
         if mean_rows.numel():
-            self._sum[layer_pos].index_add_(0, mean_slots, rows.index_select(0, mean_rows).float())
+            body = rows.index_select(0, mean_rows).float()
+            self._sum[layer_pos].index_add_(0, mean_slots, body)
+            if self._max is not None:
+                # scatter_reduce_ (stable API) rather than index_reduce_ (beta, warns on every call).
+                index = mean_slots.unsqueeze(1).expand(-1, body.shape[1])
+                self._max[layer_pos].scatter_reduce_(0, index, body, "amax")
         if last_rows.numel():
             self._last[layer_pos].index_copy_(0, last_slots, rows.index_select(0, last_rows).float())
 
@@ -138,18 +161,20 @@ class PooledAccumulator:
         slot = self._slots.pop(req_id)
         count = int(self._count[slot])
         denom = max(count, 1)
-        result = PooledRequest(
-            num_tokens=int(self._plen[slot]),
-            rows_seen=int(self._rows[slot]),
-            mean=self._sum[:, slot].to("cpu", copy=True) / denom,
-            last=self._last[:, slot].to("cpu", copy=True),
-        )
+        last = self._last[:, slot].to("cpu", copy=True)
+        pooled = {"mean": self._sum[:, slot].to("cpu", copy=True) / denom, "last": last}
+        if self._max is not None:
+            pooled["max"] = self._max[:, slot].to("cpu", copy=True)
         if count == 0:
             # Prompt no longer than skip_first_tokens: fall back to the last token, so the
             # text still has a defined mean (recorded: num_tokens <= skip_first_tokens).
-            result = PooledRequest(result.num_tokens, result.rows_seen, result.last.clone(), result.last)
+            pooled = {name: last.clone() if name != "last" else last for name in pooled}
+        result = PooledRequest(num_tokens=int(self._plen[slot]), rows_seen=int(self._rows[slot]),
+                               pooled={name: pooled[name] for name in self.modes})
         self._sum[:, slot].zero_()
         self._last[:, slot].zero_()
+        if self._max is not None:
+            self._max[:, slot].fill_(-torch.inf)
         self._count[slot] = 0
         self._rows[slot] = 0
         self._plen[slot] = 0

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from safetensors.torch import save as save_tensors
 
+from ..pooling_modes import DEFAULT_MODES
 from . import plugin, probes
 from .hooks import LayerHooks, TapHooks
 from .layers import DecoderLayers, resolve_decoder_layers
@@ -146,20 +147,22 @@ class AmygdalaWorkerExtension:
 
     # --------------------------------------------------------------- capture
 
-    def amygdala_capture_start(self, layers: list[int], skip_first_tokens: int) -> None:
-        """Hook ``layers`` and start pooling every prompt this worker runs."""
+    def amygdala_capture_start(self, layers: list[int], skip_first_tokens: int,
+                               modes: list[str] | None = None) -> None:
+        """Hook ``layers`` and start pooling every prompt this worker runs (by ``modes``; default mean, last)."""
         self.amygdala_capture_stop()
         runner, _, owned = self._amygdala_install(list(layers))
         hidden = int(runner.model_config.get_hidden_size())
         assert self._amygdala_fanout is not None
         device = probes.model_device(probes.runner_model(runner))
-        self._amygdala_fanout.capture = PooledAccumulator(len(owned), hidden, skip_first_tokens, device=device)
+        self._amygdala_fanout.capture = PooledAccumulator(
+            len(owned), hidden, skip_first_tokens, device=device, modes=tuple(modes or DEFAULT_MODES))
 
     def amygdala_capture_drain(self) -> bytes:
         """Pooled activations of every request seen since the last drain, as safetensors bytes.
 
-        Keys: ``num_tokens`` int32 [n], ``rows_seen`` int32 [n], ``mean``/``last``
-        float32 [n, L_rank, H]; metadata ``req_ids`` and ``layers`` (JSON). Only
+        Keys: ``num_tokens`` int32 [n], ``rows_seen`` int32 [n], one float32
+        [n, L_rank, H] per pooling mode, named by the mode; metadata ``req_ids`` and ``layers`` (JSON). Only
         tensor-parallel rank 0 reports (the residual stream is replicated across
         TP ranks after the all-reduce); other ranks return empty bytes.
         """
@@ -175,9 +178,9 @@ class AmygdalaWorkerExtension:
         tensors = {
             "num_tokens": torch.tensor([p.num_tokens for p in pooled], dtype=torch.int32),
             "rows_seen": torch.tensor([p.rows_seen for p in pooled], dtype=torch.int32),
-            "mean": torch.stack([p.mean for p in pooled]) if pooled else torch.zeros(0, L, H),
-            "last": torch.stack([p.last for p in pooled]) if pooled else torch.zeros(0, L, H),
         }
+        for name in acc.modes:
+            tensors[name] = torch.stack([p.pooled[name] for p in pooled]) if pooled else torch.zeros(0, L, H)
         meta = {"req_ids": json.dumps(req_ids), "layers": json.dumps(self._amygdala_layers)}
         return save_tensors(tensors, metadata=meta)
 
