@@ -13,7 +13,8 @@ from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
 from ._app import app, command, console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
+from ._dtype import announce_dtype, choose_dtype
+from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 
 
@@ -63,14 +64,14 @@ def extract(
     output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
     target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP + " Pooling always accumulates in fp32."),
+    dtype: Dtype = "auto",
     batch_size: int = typer.Option(16, "--batch-size", help="Texts handed to vLLM per generate() call (also its max_num_seqs)."),
     shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=MAX_MODEL_LEN_HELP + " Longer texts follow --overlong."),
-    kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB (set explicitly; vLLM's CPU default takes most of RAM)."),
+    max_model_len: MaxModelLen = None,
+    kv_cache_gb: KvCacheGb = 1.0,
     max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="vLLM's per-step token budget (smaller forces chunked prefill)."),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups); only TP rank 0 reports activations."),
-    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="Pipeline stages; each hooks the layers it owns. On CPU the cores are split across TP x PP ranks."),
+    tensor_parallel_size: TensorParallel = 1,
+    pipeline_parallel_size: PipelineParallel = 1,
     split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
     num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
@@ -78,7 +79,7 @@ def extract(
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
     pooling: str = typer.Option("mean,last", "--pooling", help="Pooling modes to record, comma-separated, starting with mean,last; add max for element-wise max over the same positions as the mean."),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
-    compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md), or eager mode with hooks (default: eager; on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
+    compile_: Compile = False,
     distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
     ray: RayFlag = False,
     ray_address: RayAddress = None,

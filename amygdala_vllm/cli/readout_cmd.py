@@ -24,7 +24,8 @@ from ..errors import StoreError, UsageError
 from ..formats import manifest_path_for
 from ..vectors_file import read_manifest
 from ._app import app, command, console, err_console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
+from ._dtype import announce_dtype, choose_dtype
+from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 
 if TYPE_CHECKING:
     from ..formats import ReadoutManifest
@@ -104,12 +105,12 @@ def readout_command(
     view: str = typer.Option("auto", "--view", help=f"Terminal view: table, strip, or auto (table up to {TABLE_MAX_TOKENS} tokens)."),
     json_out: bool = typer.Option(False, "--json", help="Print the amygdala-readout-scores/1 JSON document on stdout (and nothing else)."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML heat map to FILE."),
-    dtype: str = typer.Option("auto", "--dtype", help=DTYPE_HELP),
-    max_model_len: Optional[int] = typer.Option(None, "--max-model-len", help=MAX_MODEL_LEN_HELP),
-    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups)."),
-    pipeline_parallel_size: int = typer.Option(1, "--pipeline-parallel-size", help="Pipeline stages (on CPU the cores are split across TP x PP ranks)."),
-    kv_cache_gb: float = typer.Option(1.0, "--kv-cache-gb", help="KV cache size handed to vLLM, in GiB."),
-    compile_: bool = typer.Option(False, "--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed)."),
+    dtype: Dtype = "auto",
+    max_model_len: MaxModelLen = None,
+    tensor_parallel_size: TensorParallel = 1,
+    pipeline_parallel_size: PipelineParallel = 1,
+    kv_cache_gb: KvCacheGb = 1.0,
+    compile_: Compile = False,
 ) -> None:
     """Score a text with the readout vectors inside vLLM and show z per token and concept."""
     from ..render import check_concepts, parse_chat, resolve_layers

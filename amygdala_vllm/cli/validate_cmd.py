@@ -20,7 +20,8 @@ from rich.table import Table
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
 from ..errors import UsageError, ValidationFailed
 from ._app import app, command, console
-from ._dtype import DTYPE_HELP, MAX_MODEL_LEN_HELP, announce_dtype, choose_dtype
+from ._dtype import announce_dtype, choose_dtype
+from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 from .specificity_view import print_method_ranking, print_specificity
 
@@ -39,11 +40,11 @@ def validate_command(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png, specificity.png.")] = REPORT_DIR,
-    dtype: Annotated[str, typer.Option("--dtype", help=DTYPE_HELP)] = "auto",
-    max_model_len: Annotated[int | None, typer.Option("--max-model-len", help=MAX_MODEL_LEN_HELP)] = None,
-    tensor_parallel_size: Annotated[int, typer.Option("--tensor-parallel-size", help="Tensor-parallel ranks (GPUs, or CPU core groups).")] = 1,
-    pipeline_parallel_size: Annotated[int, typer.Option("--pipeline-parallel-size", help="Pipeline stages (on CPU the cores are split across TP x PP ranks).")] = 1,
-    kv_cache_gb: Annotated[float, typer.Option("--kv-cache-gb", help="KV cache size handed to vLLM, in GiB.")] = 1.0,
+    dtype: Dtype = "auto",
+    max_model_len: MaxModelLen = None,
+    tensor_parallel_size: TensorParallel = 1,
+    pipeline_parallel_size: PipelineParallel = 1,
+    kv_cache_gb: KvCacheGb = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per engine call.")] = 16,
     ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
     min_auroc: Annotated[float | None, typer.Option("--min-auroc", help="Exit 1 if a concept's best-layer AUROC (manifest pooling) is below this.")] = None,
@@ -52,7 +53,7 @@ def validate_command(
     shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
-    compile_: Annotated[bool, typer.Option("--compile/--eager", help="Run vLLM's torch.compile graph with the layers tapped by a custom op (docs/compile.md) instead of eager mode with hooks (the default: on CPU compiling costs 1-2 min of start-up for a few % of speed).")] = False,
+    compile_: Compile = False,
     ray: RayFlag = False,
     ray_address: RayAddress = None,
     ray_actors: RayActors = None,
