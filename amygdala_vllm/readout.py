@@ -58,7 +58,7 @@ class Readout:
         from .dtype_choice import resolve_dtype
         from .model_config import resolve_max_model_len
         from .models import resolve_model
-        from .vllm_ext.engine import EngineOptions, ReadoutSession, open_engine
+        from .vllm_ext.engine import ReadoutSession, engine_options, open_engine
 
         vectors = Path(vectors)
         manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
@@ -78,14 +78,12 @@ class Readout:
         self._env = contextlib.ExitStack()
         self._env.enter_context(readout_env(vectors, manifest))
         try:
-            self.llm = llm if llm is not None else open_engine(
-                EngineOptions(model=model, dtype=self.dtype, max_model_len=max_model_len,
-                              kv_cache_bytes=int(kv_cache_gb * (1 << 30)), max_num_seqs=max(batch_size, 1),
-                              enforce_eager=enforce_eager, tensor_parallel_size=tensor_parallel_size,
-                              pipeline_parallel_size=pipeline_parallel_size,
-                              tap_layers=None if enforce_eager else list(self.manifest.layers),
-                              extra=dict(engine_extra or {}))
-            )
+            self.llm = llm if llm is not None else open_engine(engine_options(
+                model, layers=list(self.manifest.layers), compile=not enforce_eager, dtype=self.dtype,
+                max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size,
+                tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+                extra=engine_extra,
+            ))
             self.tokenizer = self.llm.get_tokenizer()
             skip = self.manifest.skip_first_tokens if check_agreement else None
             self._session = ReadoutSession(self.llm, capture_skip_first_tokens=skip)

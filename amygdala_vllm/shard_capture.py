@@ -70,25 +70,15 @@ class ShardCapturer:
     """A capture engine (started here, or ``llm`` reused) and its capture session."""
 
     def __init__(self, spec: CaptureSpec, llm: Any = None):
-        from .vllm_ext.engine import CaptureSession, EngineOptions, model_info, open_engine
+        from .vllm_ext.engine import CaptureSession, engine_options, model_info, open_engine
 
         self.spec = spec
-        self.llm = llm if llm is not None else open_engine(
-            EngineOptions(
-                model=spec.model,
-                dtype=spec.dtype,
-                max_model_len=spec.max_model_len,
-                kv_cache_bytes=int(spec.kv_cache_gb * (1 << 30)),
-                max_num_seqs=max(spec.batch_size, 1),
-                max_num_batched_tokens=spec.max_num_batched_tokens,
-                tensor_parallel_size=spec.tensor_parallel_size,
-                pipeline_parallel_size=spec.pipeline_parallel_size,
-                enforce_eager=spec.enforce_eager,
-                # Compiled graphs never run Python hooks: the layers are tapped by a custom op instead.
-                tap_layers=None if spec.enforce_eager else list(spec.layers),
-                extra=dict(spec.engine_extra),
-            )
-        )
+        self.llm = llm if llm is not None else open_engine(engine_options(
+            spec.model, layers=list(spec.layers), compile=not spec.enforce_eager, dtype=spec.dtype,
+            max_model_len=spec.max_model_len, kv_cache_gb=spec.kv_cache_gb, batch_size=spec.batch_size,
+            tensor_parallel_size=spec.tensor_parallel_size, pipeline_parallel_size=spec.pipeline_parallel_size,
+            max_num_batched_tokens=spec.max_num_batched_tokens, extra=spec.engine_extra,
+        ))
         info = model_info(self.llm)
         if info["hidden_size"] != spec.hidden_size or info["num_layers"] != spec.num_layers:
             raise ModelError(

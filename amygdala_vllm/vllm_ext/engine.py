@@ -23,8 +23,8 @@ from ..pooling_modes import DEFAULT_MODES
 from ..vectors_file import safetensors_metadata
 from . import WORKER_EXTENSION, launch, probes, rpc
 
-__all__ = ["EngineOptions", "PooledText", "open_engine", "model_info", "runner_info", "CaptureSession", "ReadoutSession",
-           "DTYPES"]
+__all__ = ["EngineOptions", "PooledText", "engine_options", "open_engine", "model_info", "runner_info", "CaptureSession",
+           "ReadoutSession", "DTYPES"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,23 @@ class EngineOptions:
     tap_layers: list[int] | None = None
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def engine_options(model: str, *, layers: list[int], compile: bool, dtype: str, max_model_len: int | None,
+                   kv_cache_gb: float, batch_size: int, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
+                   max_num_batched_tokens: int | None = None, extra: dict[str, Any] | None = None) -> EngineOptions:
+    """The one engine recipe of ``extract`` (capture) and ``readout``/``validate`` (readout).
+
+    ``layers`` are the decoder layers the engine will hook. Compiled graphs never
+    run Python hooks, so with ``compile`` those layers are tapped by the custom op
+    for the engine's life (``plugin.py``); eager mode hooks them per session.
+    """
+    return EngineOptions(
+        model=model, dtype=dtype, max_model_len=max_model_len, kv_cache_bytes=int(kv_cache_gb * (1 << 30)),
+        max_num_seqs=max(batch_size, 1), max_num_batched_tokens=max_num_batched_tokens,
+        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+        enforce_eager=not compile, tap_layers=list(layers) if compile else None, extra=dict(extra or {}),
+    )
 
 
 @dataclass(frozen=True)
