@@ -16,7 +16,7 @@ from safetensors.numpy import load_file
 from amygdala_vllm.errors import UsageError
 from amygdala_vllm.formats import READOUT_FORMAT, ReadoutManifest
 from amygdala_vllm.reduce import ReduceOptions, reduce
-from amygdala_vllm.reduce.writer import cast
+from amygdala_vllm.vectors_file import cast
 from synthetic import SyntheticData, SyntheticSpec, auroc, make_run, write_activations
 
 
