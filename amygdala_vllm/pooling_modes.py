@@ -2,13 +2,21 @@
 
 A pooling mode turns a text's per-token rows (residual activations on the
 worker, or per-token projections ``[T, L, E]`` in readout and serving) into one
-row per layer. Each mode is stated once here: its name, whether it is linear
-(a linear pooling commutes with the projection ``row . vector``, so the
-runtime-vs-offline agreement check applies to it), how the worker computes it
-(``vllm_ext/pooling.py`` implements that sentence), and how a per-token score
-series reduces to it given ``skip_first_tokens``. Readout and serving call
-:func:`pool_scores` instead of restating the rule, so the offline dot product
-and the runtime scores pool the same positions.
+row per layer. A mode is two words of data, not code: which prompt rows it
+takes (``body``: positions ``>= skip_first_tokens``, the last row when there is
+none; ``last``: the row at ``prompt_len - 1``) and how it folds them into one
+(``mean``, ``max`` or ``min``, element-wise). Both sides interpret the same
+entry: :func:`pool_scores` here (numpy, for readout's and serving's per-token
+scores) and the worker's accumulator in ``vllm_ext/pooling.py`` (torch, folding
+rows step by step as each layer runs). So a new mode built from these rows and
+folds is one line in :data:`MODES`; only a new kind of fold needs the worker to
+learn it (its ``_FOLDS`` table) and this module's :data:`FOLDS`.
+
+A mode is linear when it is a weighted sum of rows (the ``mean`` fold, or a
+single row): a linear pooling commutes with the projection ``row . vector``, so
+the runtime-vs-offline agreement check applies to it. For a non-linear mode the
+pooled score of a series (``max_t row_t . v``) is not the projection of the
+pooled row (``max_t(row_t) . v``).
 
 No torch or vLLM import: ``reduce`` and ``--help`` load this module too.
 """
@@ -17,56 +25,67 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from .errors import UsageError
 
-__all__ = ["PoolingMode", "MODES", "DEFAULT_MODES", "mode", "parse_modes", "pool_scores"]
+__all__ = ["PoolingMode", "MODES", "DEFAULT_MODES", "FOLDS", "mode", "parse_modes", "pool_scores"]
 
+Rows = Literal["body", "last"]
+Fold = Literal["mean", "max", "min"]
 
-def _body(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
-    """Rows at positions ``>= skip``; a series no longer than ``skip`` falls back to its last row.
+#: How several rows fold into one, element-wise over the row axis (the worker mirrors each in torch).
+FOLDS: dict[str, Callable[..., np.ndarray]] = {"mean": np.mean, "max": np.max, "min": np.min}
 
-    The first position is an attention sink whose huge activation swamps a mean
-    over a short text, hence the skip; the fallback matches the worker's (a text
-    of ``<= skip`` tokens records its last row as its mean).
-    """
-    return scores[positions >= skip] if scores.shape[0] > skip else scores[-1:]
-
-
-def _mean(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
-    return _body(scores, skip, positions).mean(axis=0)
-
-
-def _last(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
-    return scores[-1]
-
-
-def _max(scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
-    return _body(scores, skip, positions).max(axis=0)
+_ROWS_RULE = {
+    "body": "prompt rows at positions >= skip_first_tokens (the last row when the prompt has no such position)",
+    "last": "the row at position prompt_len - 1",
+}
 
 
 @dataclass(frozen=True)
 class PoolingMode:
-    """One pooling mode: ``reduce(scores[T, ...], skip_first_tokens, positions[T]) -> [...]``."""
+    """One pooling mode: the prompt rows it takes and the fold that makes them one row."""
 
     name: str
-    linear: bool
-    worker_rule: str
-    reduce: Callable[[np.ndarray, int, np.ndarray], np.ndarray]
+    rows: Rows
+    fold: Fold = "mean"
+
+    def __post_init__(self) -> None:
+        if self.rows not in _ROWS_RULE or self.fold not in FOLDS:
+            raise ValueError(f"pooling mode {self.name!r}: rows {self.rows!r} / fold {self.fold!r} not known")
+
+    @property
+    def linear(self) -> bool:
+        """True when pooling commutes with a projection (a mean of rows, or one row)."""
+        return self.rows == "last" or self.fold == "mean"
+
+    @property
+    def worker_rule(self) -> str:
+        """The rule in words (help texts and docs)."""
+        rows = _ROWS_RULE[self.rows]
+        return rows if self.rows == "last" else f"element-wise {self.fold} of {rows}"
+
+    def reduce(self, scores: np.ndarray, skip: int, positions: np.ndarray) -> np.ndarray:
+        """``scores[T, ...]`` at ``positions[T]`` -> ``[...]`` by this mode (dtype kept)."""
+        if self.rows == "last":
+            return scores[-1]
+        # The first position is an attention sink whose huge activation swamps a mean over a
+        # short text, hence the skip; a series no longer than the skip falls back to its last
+        # row, as the worker does (it records the last row for a text of <= skip tokens).
+        body = scores[positions >= skip] if scores.shape[0] > skip else scores[-1:]
+        return FOLDS[self.fold](body, axis=0).astype(scores.dtype, copy=False)
 
 
-#: Every mode, by name, in the order outputs list them.
+#: Every mode, by name, in the order outputs list them. Adding a mode is one line here (and its tests).
 MODES: dict[str, PoolingMode] = {
     m.name: m
     for m in (
-        PoolingMode("mean", True, "sum of prompt rows at positions >= skip_first_tokens, divided by their count "
-                    "(the last row when the prompt has no such position)", _mean),
-        PoolingMode("last", True, "the row at position prompt_len - 1", _last),
-        # Not linear: max(rows) . v != max(rows . v), so no agreement check and no readout of it.
-        PoolingMode("max", False, "element-wise maximum of prompt rows at positions >= skip_first_tokens "
-                    "(the last row when the prompt has no such position)", _max),
+        PoolingMode("mean", "body", "mean"),
+        PoolingMode("last", "last"),
+        PoolingMode("max", "body", "max"),
     )
 }
 

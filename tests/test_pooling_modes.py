@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.pooling_modes import DEFAULT_MODES, MODES, mode, parse_modes, pool_scores
+from amygdala_vllm.pooling_modes import DEFAULT_MODES, FOLDS, MODES, PoolingMode, mode, parse_modes, pool_scores
 from amygdala_vllm.vllm_ext.pooling import PooledAccumulator
 from amygdala_vllm.vllm_ext.step import build_step_layout
 
@@ -17,6 +17,33 @@ def test_the_table_names_each_mode_once_with_its_linearity_and_worker_rule():
     for name, m in MODES.items():
         assert m.name == name and m.worker_rule
     assert mode("mean").linear and mode("last").linear and not mode("max").linear
+    assert mode("max").worker_rule.startswith("element-wise max of prompt rows at positions >= skip_first_tokens")
+    with pytest.raises(ValueError, match="not known"):
+        PoolingMode("median", "body", "median")  # type: ignore[arg-type]
+
+
+def _through_the_worker(rows: np.ndarray, skip: int, modes: tuple[str, ...], chunks=((0, 2), (2, None))):
+    """Pool ``rows [T, H]`` of one request on the worker's accumulator, fed in prefill chunks."""
+    T, H = rows.shape
+    acc = PooledAccumulator(num_layers=1, hidden_size=H, skip_first_tokens=skip, modes=modes)
+    for lo, hi in chunks:
+        hi = T if hi is None else hi
+        acc.begin_step(build_step_layout(["a"], np.array([0, hi - lo]), torch.arange(lo, hi), np.array([T])))
+        acc.add(0, torch.from_numpy(rows[lo:hi]))
+        acc.end_step()
+    return acc.pop("a").pooled
+
+
+def test_a_mode_made_of_known_rows_and_folds_is_one_registry_line(monkeypatch: pytest.MonkeyPatch):
+    """The issue's "adding a pooling mode is one change": a ``min`` entry, and nothing else, is obeyed by
+    the score-series rule, the worker and the mode parser (the worker interprets the entry's data)."""
+    monkeypatch.setitem(MODES, "min", PoolingMode("min", "body", "min"))
+    assert set(FOLDS) >= {"mean", "max", "min"}
+    rows = np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32)
+    pooled = _through_the_worker(rows, 1, parse_modes("mean,last,min"))
+    np.testing.assert_array_equal(pooled["min"][0].numpy(), rows[1:].min(axis=0))
+    np.testing.assert_array_equal(pool_scores("min", rows, 1), rows[1:].min(axis=0))
+    assert not mode("min").linear
 
 
 def test_mean_skips_the_first_positions_and_last_is_the_final_row():
@@ -71,16 +98,12 @@ def test_the_worker_computes_what_the_registry_says(skip: int):
     rng = np.random.default_rng(skip)
     T, H = 6, 5
     rows = rng.standard_normal((T, H)).astype(np.float32)
-    acc = PooledAccumulator(num_layers=1, hidden_size=H, skip_first_tokens=skip, modes=tuple(MODES))
-    for lo, hi in ((0, 2), (2, T)):  # two prefill chunks: max and sum both fold across steps
-        acc.begin_step(build_step_layout(["a"], np.array([0, hi - lo]), torch.arange(lo, hi), np.array([T])))
-        acc.add(0, torch.from_numpy(rows[lo:hi]))
-        acc.end_step()
-    pooled = acc.pop("a")
-    assert list(pooled.pooled) == list(MODES)
+    # two prefill chunks: max and sum both fold across steps
+    pooled = _through_the_worker(rows, skip, tuple(MODES))
+    assert list(pooled) == list(MODES)
     vec = rng.standard_normal((H, 2)).astype(np.float64)
     for name in MODES:
-        worker = pooled.pooled[name][0].numpy()
+        worker = pooled[name][0].numpy()
         np.testing.assert_allclose(worker, pool_scores(name, rows, skip), rtol=1e-6, atol=1e-6)
         if mode(name).linear:
             np.testing.assert_allclose(worker @ vec, pool_scores(name, rows.astype(np.float64) @ vec, skip),

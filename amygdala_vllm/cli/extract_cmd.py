@@ -12,10 +12,14 @@ from ..defaults import ACTIVATIONS_DIR as DEFAULT_ACTIVATIONS
 from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
+from ..pooling_modes import DEFAULT_MODES, MODES
 from ._app import app, command, console
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
+
+POOLING_HELP = (f"Pooling modes to record, comma-separated, including {','.join(DEFAULT_MODES)}; known: "
+                f"{', '.join(MODES)} (each mode's rule: docs/reduce.md).")
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
@@ -77,7 +81,7 @@ def extract(
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
     overlong: str = typer.Option("truncate", "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
-    pooling: str = typer.Option("mean,last", "--pooling", help="Pooling modes to record, comma-separated, starting with mean,last; add max for element-wise max over the same positions as the mean."),
+    pooling: str = typer.Option("mean,last", "--pooling", help=POOLING_HELP),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
     compile_: Compile = False,
     distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),

@@ -14,7 +14,10 @@ from rich.table import Table
 
 from ..defaults import ACTIVATIONS_DIR, DATASET_DIR, VECTORS_FILE
 from ..formats import write_json
+from ..pooling_modes import MODES
 from ._app import app, command, console
+
+REDUCE_POOLING_HELP = f"Pooled activation to use: {'|'.join(MODES)} (extract must have recorded it: --pooling)."
 
 __all__ = ["reduce_command"]
 
@@ -25,7 +28,7 @@ def reduce_command(
     activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")] = [ACTIVATIONS_DIR],  # noqa: B006
     training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = DATASET_DIR,
     output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = VECTORS_FILE,
-    pooling: Annotated[str, typer.Option(help="Pooled activation to use: mean|last.")] = "mean",
+    pooling: Annotated[str, typer.Option(help=REDUCE_POOLING_HELP)] = "mean",
     method: Annotated[str, typer.Option(help="caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = "caa",
     shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,
     min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = 5,

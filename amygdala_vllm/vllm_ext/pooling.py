@@ -1,14 +1,16 @@
 """Pool residual rows per request on the worker, by the modes of ``amygdala_vllm.pooling_modes``.
 
 Only ``[L, H]`` per request ever leaves the worker; per-token rows are folded
-into float32 running sums as each layer runs and then dropped. The mean covers
-prompt positions ``>= skip_first_tokens`` (the first position is an attention
-sink whose huge activation swamps a mean over a short text); ``last`` is the
-row at position ``prompt_len - 1``; ``max`` (only when asked for) is the
-element-wise maximum over the same positions as the mean. Rows at positions
-past the prompt (decode steps) are ignored. Every prompt position must be seen exactly once; the
-accumulator counts rows so a missed or repeated token is detected, not silently
-averaged in.
+into float32 running buffers as each layer runs and then dropped. The worker
+reads each mode's entry in the registry (which rows, which fold) rather than
+knowing modes by name: ``body`` rows are prompt positions ``>= skip_first_tokens``
+(the first position is an attention sink whose huge activation swamps a mean
+over a short text), folded into one running buffer per fold (a sum for
+``mean``, divided by the row count at the end; a running maximum for ``max``);
+``last`` is the row at position ``prompt_len - 1``. Rows at positions past the
+prompt (decode steps) are ignored. Every prompt position must be seen exactly
+once; the accumulator counts rows so a missed or repeated token is detected,
+not silently averaged in.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from ..pooling_modes import DEFAULT_MODES, mode
 from .step import StepLayout
 
 __all__ = ["PooledRequest", "PooledAccumulator"]
+
+#: Per fold: the running buffer's start value and the ``scatter_reduce_`` rule that folds a row in
+#: (``mean`` keeps a sum, folded with ``index_add_``, the byte-stable path of format 1).
+_FOLDS: dict[str, tuple[float, str]] = {"mean": (0.0, "sum"), "max": (-float("inf"), "amax"),
+                                        "min": (float("inf"), "amin")}
 
 
 @dataclass(frozen=True)
@@ -41,15 +48,16 @@ class PooledRequest:
 
 
 class PooledAccumulator:
-    """Running per-request sums for a fixed list of hooked layers.
+    """Running per-request buffers for a fixed list of hooked layers.
 
-    Storage is ``[L, capacity, H]`` so each layer's update is one contiguous
-    ``index_add_``; capacity doubles when more requests are in flight at once.
-    Growth happens inside vLLM's forward (inference mode), so the buffers may be
-    inference tensors: every method that writes them runs in inference mode.
+    Storage is ``[L, capacity, H]`` per fold (plus the last row) so each
+    layer's update is one contiguous indexed write; capacity doubles when more
+    requests are in flight at once. Growth happens inside vLLM's forward
+    (inference mode), so the buffers may be inference tensors: every method that
+    writes them runs in inference mode.
 
-    The sums live on ``device`` (the model's), so a GPU step folds its rows in
-    without copying them to the host; only the per-step row maps cross over
+    The buffers live on ``device`` (the model's), so a GPU step folds its rows
+    in without copying them to the host; only the per-step row maps cross over
     (once per step, not per layer), and :meth:`pop` returns host tensors.
     """
 
@@ -57,50 +65,48 @@ class PooledAccumulator:
                  device: torch.device | str = "cpu", modes: tuple[str, ...] = DEFAULT_MODES):
         if skip_first_tokens < 0:
             raise ValueError("skip_first_tokens must be >= 0")
-        for name in modes:
-            mode(name)
+        specs = [mode(name) for name in modes]
         if not {"mean", "last"} <= set(modes):
             raise ValueError(f"pooling modes {list(modes)} must include mean and last")
+        missing = sorted({m.fold for m in specs if m.rows == "body"} - set(_FOLDS))
+        if missing:
+            raise ValueError(f"the worker cannot fold rows by {missing}")
         self.modes = tuple(modes)
+        # One running buffer per fold over body rows; the mean's sum always (its count is the fallback rule).
+        self._folds = ["mean"] + sorted({m.fold for m in specs if m.rows == "body"} - {"mean"})
         self.device = torch.device(device)
         self.num_layers = num_layers
         self.hidden_size = hidden_size
         self.skip_first_tokens = skip_first_tokens
         self._slots: dict[str, int] = {}
         self._free: list[int] = []
+        self._acc: dict[str, torch.Tensor] = {}
         self._alloc(capacity)
         self._step: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int] | None = None
 
     def _alloc(self, capacity: int) -> None:
-        old = getattr(self, "_sum", None)
         L, H = self.num_layers, self.hidden_size
-        new_sum = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
-        new_last = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
-        new_count = torch.zeros(capacity, dtype=torch.int64)
-        new_rows = torch.zeros(capacity, dtype=torch.int64)
-        new_plen = torch.zeros(capacity, dtype=torch.int64)
-        new_max = (torch.full((L, capacity, H), -torch.inf, dtype=torch.float32, device=self.device)
-                   if "max" in self.modes else None)
-        if old is not None:
-            n = old.shape[1]
-            new_sum[:, :n] = old
-            new_last[:, :n] = self._last
-            if new_max is not None:
-                new_max[:, :n] = self._max
-            new_count[:n] = self._count
-            new_rows[:n] = self._rows
-            new_plen[:n] = self._plen
+        grown = {fold: torch.full((L, capacity, H), _FOLDS[fold][0], dtype=torch.float32, device=self.device)
+                 for fold in self._folds}
+        grown["last"] = torch.zeros(L, capacity, H, dtype=torch.float32, device=self.device)
+        counters = [torch.zeros(capacity, dtype=torch.int64) for _ in range(3)]
+        if self._acc:
+            n = self._acc["last"].shape[1]
+            for key, buf in grown.items():
+                buf[:, :n] = self._acc[key]
+            for new, old in zip(counters, (self._count, self._rows, self._plen)):
+                new[:n] = old
             self._free.extend(range(capacity - 1, n - 1, -1))
         else:
             self._free = list(range(capacity - 1, -1, -1))
-        self._sum, self._last, self._max = new_sum, new_last, new_max
-        self._count, self._rows, self._plen = new_count, new_rows, new_plen
+        self._acc = grown
+        self._count, self._rows, self._plen = counters
 
     def _slot(self, req_id: str) -> int:
         slot = self._slots.get(req_id)
         if slot is None:
             if not self._free:
-                self._alloc(self._sum.shape[1] * 2)
+                self._alloc(self._acc["last"].shape[1] * 2)
             slot = self._free.pop()
             self._slots[req_id] = slot
         return slot
@@ -118,13 +124,13 @@ class PooledAccumulator:
         pos = layout.positions
         row_plen = plen[layout.row_req]
         in_prompt = pos < row_plen
-        in_mean = in_prompt & (pos >= self.skip_first_tokens)
-        mean_rows = torch.nonzero(in_mean).squeeze(1)
+        in_body = in_prompt & (pos >= self.skip_first_tokens)
+        body_rows = torch.nonzero(in_body).squeeze(1)
         last_rows = torch.nonzero(pos == row_plen - 1).squeeze(1)
         prompt_rows = torch.nonzero(in_prompt).squeeze(1)
         self._rows.index_add_(0, row_slot[prompt_rows], torch.ones_like(prompt_rows))
-        self._count.index_add_(0, row_slot[mean_rows], torch.ones_like(mean_rows))
-        maps = (row_slot[mean_rows], mean_rows, row_slot[last_rows], last_rows)
+        self._count.index_add_(0, row_slot[body_rows], torch.ones_like(body_rows))
+        maps = (row_slot[body_rows], body_rows, row_slot[last_rows], last_rows)
         if self.device.type != "cpu":
             maps = tuple(t.to(self.device, non_blocking=True) for t in maps)
         self._step = (*maps, n)
@@ -133,19 +139,20 @@ class PooledAccumulator:
         """Fold this step's residual rows of hooked layer number ``layer_pos`` in."""
         if self._step is None:
             return
-        mean_slots, mean_rows, last_slots, last_rows, n = self._step
+        body_slots, body_rows, last_slots, last_rows, n = self._step
         rows = stream[:n]
-        if rows.device != self._sum.device:
-            raise RuntimeError(f"layer rows are on {rows.device} but the accumulator is on {self._sum.device}")
-        if mean_rows.numel():
-            body = rows.index_select(0, mean_rows).float()
-            self._sum[layer_pos].index_add_(0, mean_slots, body)
-            if self._max is not None:
+        if rows.device != self.device:
+            raise RuntimeError(f"layer rows are on {rows.device} but the accumulator is on {self.device}")
+        if body_rows.numel():
+            body = rows.index_select(0, body_rows).float()
+            self._acc["mean"][layer_pos].index_add_(0, body_slots, body)
+            if len(self._folds) > 1:
                 # scatter_reduce_ (stable API) rather than index_reduce_ (beta, warns on every call).
-                index = mean_slots.unsqueeze(1).expand(-1, body.shape[1])
-                self._max[layer_pos].scatter_reduce_(0, index, body, "amax")
+                index = body_slots.unsqueeze(1).expand(-1, body.shape[1])
+                for fold in self._folds[1:]:
+                    self._acc[fold][layer_pos].scatter_reduce_(0, index, body, _FOLDS[fold][1])
         if last_rows.numel():
-            self._last[layer_pos].index_copy_(0, last_slots, rows.index_select(0, last_rows).float())
+            self._acc["last"][layer_pos].index_copy_(0, last_slots, rows.index_select(0, last_rows).float())
 
     def end_step(self) -> None:
         """Forget the row maps of the finished step."""
@@ -160,21 +167,22 @@ class PooledAccumulator:
         """Return and release one request's pooled activations."""
         slot = self._slots.pop(req_id)
         count = int(self._count[slot])
-        denom = max(count, 1)
-        last = self._last[:, slot].to("cpu", copy=True)
-        pooled = {"mean": self._sum[:, slot].to("cpu", copy=True) / denom, "last": last}
-        if self._max is not None:
-            pooled["max"] = self._max[:, slot].to("cpu", copy=True)
-        if count == 0:
-            # Prompt no longer than skip_first_tokens: fall back to the last token, so the
-            # text still has a defined mean (recorded: num_tokens <= skip_first_tokens).
-            pooled = {name: last.clone() if name != "last" else last for name in pooled}
-        result = PooledRequest(num_tokens=int(self._plen[slot]), rows_seen=int(self._rows[slot]),
-                               pooled={name: pooled[name] for name in self.modes})
-        self._sum[:, slot].zero_()
-        self._last[:, slot].zero_()
-        if self._max is not None:
-            self._max[:, slot].fill_(-torch.inf)
+        last = self._acc["last"][:, slot].to("cpu", copy=True)
+        pooled: dict[str, torch.Tensor] = {}
+        for name in self.modes:
+            spec = mode(name)
+            if spec.rows == "last":
+                pooled[name] = last
+            elif count == 0:
+                # Prompt no longer than skip_first_tokens: fall back to the last token, so the
+                # text still has a defined pooling (recorded: num_tokens <= skip_first_tokens).
+                pooled[name] = last.clone()
+            else:
+                folded = self._acc[spec.fold][:, slot].to("cpu", copy=True)
+                pooled[name] = folded / count if spec.fold == "mean" else folded
+        result = PooledRequest(num_tokens=int(self._plen[slot]), rows_seen=int(self._rows[slot]), pooled=pooled)
+        for key, buf in self._acc.items():
+            buf[:, slot].fill_(_FOLDS[key][0] if key in _FOLDS else 0.0)
         self._count[slot] = 0
         self._rows[slot] = 0
         self._plen[slot] = 0

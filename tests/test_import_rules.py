@@ -1,0 +1,111 @@
+"""The package's import rules, read from the source with ``ast`` (no import runs).
+
+Why these rules: only ``vllm_ext/`` may import vLLM, so a vLLM upgrade is a
+change there and ``pairs``/``reduce``/``--help`` run on machines without it;
+nothing imports the CLI, so the library never depends on typer's flag
+parsing; and modules import one way (no cycles), so each can be read, tested
+and replaced on its own. Lazy imports inside functions count too: they are
+still dependencies.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import amygdala_vllm
+
+PACKAGE = Path(amygdala_vllm.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            out.add(mod)
+            out.update(f"{mod}.{alias.name}" for alias in node.names)  # "from . import x" names a module
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        deps = {d for d in _imports(path) if d in files and d != name}
+        graph[name] = deps
+    return graph
+
+
+def _sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_only_vllm_ext_imports_vllm():
+    offenders = [str(p.relative_to(PACKAGE)) for p in _sources()
+                 if "vllm_ext" not in p.relative_to(PACKAGE).parts
+                 and any(m == "vllm" or m.startswith("vllm.") for m in _imports(p))]
+    assert offenders == []
+
+
+def test_nothing_imports_the_cli():
+    offenders = [str(p.relative_to(PACKAGE)) for p in _sources()
+                 if p.relative_to(PACKAGE).parts[0] not in ("cli", "__main__.py")
+                 and any(m == "amygdala_vllm.cli" or m.startswith("amygdala_vllm.cli.") for m in _imports(p))]
+    assert offenders == []
+
+
+def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Every back edge's cycle found by a depth-first walk (empty: the graph runs one way)."""
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for d in sorted(edges.get(m, ())):
+            if state.get(d) == 1:
+                cycles.append(stack[stack.index(d):] + [d])
+            elif d not in state:
+                visit(d)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(edges):
+        if m not in state:
+            visit(m)
+    return cycles
+
+
+def test_modules_import_one_way():
+    """No import cycle between modules (a package's ``__init__`` importing its own modules is not one)."""
+    graph = _graph()
+    # An __init__ importing its own submodules is how a package exports; drop those edges.
+    edges = {m: {d for d in deps if not d.startswith(m + ".")} for m, deps in graph.items()}
+    assert _cycles(edges) == []
+
+
+def test_the_rules_see_what_they_check():
+    """The parser finds a lazy vLLM import and a relative import (else the rules above could never fail)."""
+    probe = PACKAGE / "vllm_ext" / "engine.py"
+    found = _imports(probe)
+    assert "vllm" in found and "amygdala_vllm.pooling_modes" in found
+    assert "amygdala_vllm.vllm_ext.probes" in found  # "from . import probes"
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
+    graph = _graph()
+    assert "amygdala_vllm.cli.extract_cmd" in graph and "amygdala_vllm.extract" in graph["amygdala_vllm.cli.extract_cmd"]
