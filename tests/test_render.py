@@ -79,8 +79,8 @@ def test_per_token_z_uses_the_token_calibration_and_pooled_z_the_pooled_one() ->
     tmid, half = (cal.token_pos_mean + cal.token_neg_mean) / 2, (cal.token_pos_mean - cal.token_neg_mean) / 2
     np.testing.assert_allclose(view.z[:, 0, 0], (scored.scores[:, li, ci] - tmid) / half, rtol=1e-6)
     pooled_mid = (cal.pos_mean + cal.neg_mean) / 2
-    np.testing.assert_allclose(view.pooled_z["mean"][0, 0], (scored.pooled["mean"][li, ci] - pooled_mid) / cal.pooled_std,
-                               rtol=1e-6)
+    want = (scored.pooled["mean"][li, ci] - pooled_mid) / cal.pooled_std
+    np.testing.assert_allclose(view.pooled_z["mean"][0, 0], want, rtol=1e-6)
     assert view.token_calibrated and "half the token gap" in z_note(view)
 
 

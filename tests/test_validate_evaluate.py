@@ -119,7 +119,8 @@ V1_REPORT = {
     "agreement": {"checked": False, "max_abs_diff": None, "max_abs_projection": 1.0, "tolerance": 1e-6,
                   "dtype": "fp32", "passed": None},
     "ood": {"file": "o.txt", "texts": 2, "concepts": [{"concept": "joy", "layers": [
-        {"layer": 3, "mean": 0.1, "std": 0.2, "quantiles": {"q05": 0.0, "q50": 0.1, "q95": 0.3}, "z_mean": -0.4, "fraction_positive": 0.5}]}]},
+        {"layer": 3, "mean": 0.1, "std": 0.2, "quantiles": {"q05": 0.0, "q50": 0.1, "q95": 0.3}, "z_mean": -0.4,
+         "fraction_positive": 0.5}]}]},
 }
 
 

@@ -122,7 +122,8 @@ def render_markdown(r: ValidateReport) -> str:
             for l in oc.layers:
                 q = l.quantiles
                 lines.append(f"| {oc.concept} | {l.layer} | {l.mean:.3g} | {l.std:.3g} | {q['q05']:.3g} | "
-                             f"{q['q50']:.3g} | {q['q95']:.3g} | {_f(l.z_mean, '+.2f')} | {_f(l.fraction_positive, '.2f')} |")
+                             f"{q['q50']:.3g} | {q['q95']:.3g} | {_f(l.z_mean, '+.2f')} | "
+                             f"{_f(l.fraction_positive, '.2f')} |")
     if r.compare is not None:
         cm = r.compare
         lines += ["", f"## CAA vs LDA (offline, {cm.pooling} pooling, shrinkage {cm.shrinkage}; "

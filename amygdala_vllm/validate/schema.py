@@ -253,7 +253,7 @@ class ValidateReport(_Strict):
 
 
 def calibration_transfers(pooling: str) -> bool:
-    """Whether calibration (thresholds, accuracy, OOD z) measured for manifest pooling ``pooling`` applies to its scores.
+    """Whether the calibration (thresholds, accuracy, OOD z) of manifest pooling ``pooling`` applies to its scores.
 
     ``reduce`` calibrates on ``pooled activation . vector``; readout pools the
     per-token scores ``row_t . vector``. The two agree for a linear mode only:
