@@ -7,6 +7,14 @@ residual stream at the manifest's layers (the variables are set while the
 pass also pools the raw activations, so the runtime scores can be compared with
 the offline dot product ``activation . vector``: linear pooling commutes with the
 projection, so the two must agree to rounding.
+
+Pooled scores are keyed by pooling-mode name, one entry per mode of
+:data:`~amygdala_vllm.pooling_modes.MODES`, each the per-token score series
+reduced by that mode (:func:`~amygdala_vllm.pooling_modes.pool_scores`). For a
+linear mode (mean, last) that equals ``pooled activation . vector``; for a
+non-linear one (max) it is ``max_t(row_t . vector)``, which is not
+``max(rows) . vector`` (the feature ``reduce --pooling max`` trains on), so
+calibration measured on the latter does not transfer to it.
 """
 
 from __future__ import annotations
@@ -21,12 +29,11 @@ import numpy as np
 
 from .errors import FormatError
 from .formats import ReadoutManifest, manifest_path_for
-from .pooling_modes import DEFAULT_MODES, pool_scores
-from .pooling_modes import mode as pooling_mode
+from .pooling_modes import MODES, pool_scores
 from .vectors_file import load as load_vectors_file
 from .vectors_file import read_manifest, readout_env
 
-__all__ = ["TextScores", "Readout"]
+__all__ = ["TextScores", "Readout", "pooled_scores"]
 
 
 @dataclass(frozen=True)
@@ -36,8 +43,10 @@ class TextScores:
     token_ids: list[int]
     tokens: list[str]
     scores: np.ndarray  # float32 [T, L, E]
-    mean: np.ndarray  # float32 [L, E], positions >= skip_first_tokens
-    last: np.ndarray  # float32 [L, E]
+    #: pooling mode -> float32 [L, E], every mode of ``pooling_modes.MODES`` in its order: the per-token
+    #: series ``scores`` reduced by that mode (linear modes: ``pooled activation . vector``; ``max``: max over
+    #: tokens of ``row . vector``, not ``max(rows) . vector``)
+    pooled: dict[str, np.ndarray]
     agreement: float | None
     #: max |pooled activation| x |vector| over layers and concepts: the scale of the agreement bar
     agreement_scale: float | None = None
@@ -133,18 +142,22 @@ class Readout:
                 progress(len(batch))
         return out
 
-    def _text_scores(self, ids: list[int], sc: np.ndarray, pooled: Any) -> TextScores:
-        skip = self.manifest.skip_first_tokens
-        runtime = {name: pool_scores(name, sc, skip) for name in DEFAULT_MODES}
-        linear = [name for name in DEFAULT_MODES if pooling_mode(name).linear]
+    def _text_scores(self, ids: list[int], sc: np.ndarray, captured: Any) -> TextScores:
+        pooled = pooled_scores(sc, self.manifest.skip_first_tokens)
         agreement = scale = None
-        if pooled is not None and self._vectors is not None:
+        if captured is not None and self._vectors is not None:
             # Only a linear mode commutes with the projection, so only those can be compared.
-            agreement = float(max(np.abs(np.stack([getattr(pooled, name)[l] @ v.T for l, v in enumerate(self._vectors)])
-                                         - runtime[name]).max() for name in linear))
+            linear = [name for name, m in MODES.items() if m.linear and name in captured.pooled]
+            agreement = float(max(np.abs(np.stack([captured.pooled[name][l] @ v.T for l, v in enumerate(self._vectors)])
+                                         - pooled[name]).max() for name in linear))
             vnorm = [float(np.linalg.norm(v, axis=1).max()) for v in self._vectors]
-            rows = [np.stack([getattr(pooled, name)[l] for name in linear]) for l in range(len(vnorm))]
+            rows = [np.stack([captured.pooled[name][l] for name in linear]) for l in range(len(vnorm))]
             scale = max(float(np.linalg.norm(r, axis=1).max()) * vn for r, vn in zip(rows, vnorm))
         tokens = [self.tokenizer.decode([t]) for t in ids]
-        return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, mean=runtime["mean"].astype(np.float32),
-                          last=runtime["last"].astype(np.float32), agreement=agreement, agreement_scale=scale)
+        return TextScores(token_ids=list(ids), tokens=tokens, scores=sc, pooled=pooled, agreement=agreement,
+                          agreement_scale=scale)
+
+
+def pooled_scores(scores: np.ndarray, skip_first_tokens: int) -> dict[str, np.ndarray]:
+    """Every registered mode's reduction of a per-token series ``scores[T, L, E]``, as float32, in registry order."""
+    return {name: pool_scores(name, scores, skip_first_tokens).astype(np.float32) for name in MODES}

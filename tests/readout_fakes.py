@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from amygdala_vllm.formats import READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
-from amygdala_vllm.readout import TextScores
+from amygdala_vllm.readout import TextScores, pooled_scores
 
 CONCEPTS = ["anger", "joy", "fear", "calm", "awe"]
 LAYERS = [3, 8, 14, 20]
@@ -54,8 +54,7 @@ def make_scores(tokens: list[str], manifest: ReadoutManifest, *, seed: int = 0,
     skip = manifest.skip_first_tokens
     return TextScores(
         token_ids=list(range(100, 100 + len(tokens))), tokens=list(tokens), scores=scores,
-        mean=scores[skip:].mean(axis=0) if len(tokens) > skip else scores.mean(axis=0), last=scores[-1],
-        agreement=None,
+        pooled=pooled_scores(scores, skip), agreement=None,
     )
 
 

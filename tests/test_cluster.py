@@ -214,6 +214,9 @@ def test_validate_ray_scores_heldout_texts_across_actors(cluster, reference, dat
     doc = json.loads((report / "report.json").read_text())
     assert doc["heldout_texts"] == 8
     assert doc["agreement"]["checked"] and doc["agreement"]["passed"], doc["agreement"]
+    # every pooling mode and the activation scale (|x| |v| >= |x . v|) cross the actors' transport
+    assert doc["agreement"]["max_activation_scale"] > doc["agreement"]["max_abs_projection"], doc["agreement"]
+    assert set(doc["concepts"][0]["layers"][0]["pooled"]) == {"mean", "last", "max"}
 
 
 def test_a_cluster_too_small_is_refused_before_any_actor_starts(cluster, dataset, tiny_llama_dir, tmp_path):

@@ -114,7 +114,9 @@ def test_readout_class_agreement_with_pooled_capture(engine_pool, tiny_llama_dir
     assert len(got) == 20
     assert max(g.agreement for g in got) < 1e-4
     g = got[3]
-    assert np.allclose(g.mean, g.scores[1:].mean(0), atol=1e-6) and np.array_equal(g.last, g.scores[-1])
+    assert list(g.pooled) == ["mean", "last", "max"]  # every registered mode, in registry order
+    assert np.allclose(g.pooled["mean"], g.scores[1:].mean(0), atol=1e-6)
+    assert np.array_equal(g.pooled["last"], g.scores[-1]) and np.array_equal(g.pooled["max"], g.scores[1:].max(0))
     assert "".join(g.tokens).strip().endswith("(3)")
 
 

@@ -74,7 +74,7 @@ def test_runtime_readout_equals_offline_projection(reduced, name: str) -> None:
     vectors = load_vectors(vec, man)
     acts = open_activations([act])
     offline = np.einsum("nlh,elh->nle", acts.read(ids, "mean"), vectors)
-    runtime = np.stack([s.mean for s in scores]).astype(np.float64)
+    runtime = np.stack([s.pooled["mean"] for s in scores]).astype(np.float64)
     assert max(s.agreement for s in scores) <= 1e-4
     np.testing.assert_allclose(runtime, offline, atol=1e-4 + 1e-5 * np.abs(offline).max())
 

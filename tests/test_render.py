@@ -57,8 +57,10 @@ def test_z_uses_midpoint_and_pooled_std_of_that_concept_and_layer() -> None:
             mid, std = (cal.pos_mean + cal.neg_mean) / 2, cal.pooled_std
             li, ci = LAYERS.index(layer), CONCEPTS.index(concept)
             np.testing.assert_allclose(view.z[:, i, j], (scored.scores[:, li, ci] - mid) / std, rtol=1e-6)
-            np.testing.assert_allclose(view.mean_z[i, j], (scored.mean[li, ci] - mid) / std, rtol=1e-6)
-            np.testing.assert_allclose(view.last_z[i, j], (scored.last[li, ci] - mid) / std, rtol=1e-6)
+            for name in ("mean", "last", "max"):
+                np.testing.assert_allclose(view.pooled_z[name][i, j], (scored.pooled[name][li, ci] - mid) / std,
+                                           rtol=1e-6)
+            assert view.pooled_raw["max"][i, j] == scored.scores[1:, li, ci].max()  # positions >= skip_first_tokens
             np.testing.assert_array_equal(view.raw[:, i, j], scored.scores[:, li, ci])
     assert view.calibrated.all()
     assert not view.token_calibrated  # a manifest without per-token means keeps the pooled calibration
@@ -77,7 +79,8 @@ def test_per_token_z_uses_the_token_calibration_and_pooled_z_the_pooled_one() ->
     tmid, half = (cal.token_pos_mean + cal.token_neg_mean) / 2, (cal.token_pos_mean - cal.token_neg_mean) / 2
     np.testing.assert_allclose(view.z[:, 0, 0], (scored.scores[:, li, ci] - tmid) / half, rtol=1e-6)
     pooled_mid = (cal.pos_mean + cal.neg_mean) / 2
-    np.testing.assert_allclose(view.mean_z[0, 0], (scored.mean[li, ci] - pooled_mid) / cal.pooled_std, rtol=1e-6)
+    want = (scored.pooled["mean"][li, ci] - pooled_mid) / cal.pooled_std
+    np.testing.assert_allclose(view.pooled_z["mean"][0, 0], want, rtol=1e-6)
     assert view.token_calibrated and "half the token gap" in z_note(view)
 
 
@@ -156,8 +159,9 @@ def test_table_has_a_row_per_token_and_shows_odd_tokens_as_typed() -> None:
     view = build_view(make_scores(TOKENS, man), man, layers=[8], concepts=["anger", "joy"])
     out = _text(score_table(view))
     assert "[bold]x[/]" in out and "⏎" in out and "·am" in out
-    assert f"{view.z[4, 0, 1]:+.2f}" in out and f"{view.mean_z[0, 0]:+.2f}" in out
-    assert "mean" in out and "last" in out and "anger" in out and "joy" in out
+    assert f"{view.z[4, 0, 1]:+.2f}" in out and f"{view.pooled_z['mean'][0, 0]:+.2f}" in out
+    assert f"{view.pooled_z['max'][0, 1]:+.2f}" in out
+    assert "mean" in out and "last" in out and "max" in out and "anger" in out and "joy" in out
 
 
 def test_table_marks_raw_columns_and_layers_when_several() -> None:
@@ -172,7 +176,7 @@ def test_strip_has_one_line_per_concept_with_the_whole_text() -> None:
     view = build_view(make_scores(TOKENS, man), man, layers=[8], concepts=["anger", "fear"])
     out = _text(colour_strip(view))
     lines = out.splitlines()
-    assert any(line.startswith("anger") and "mean z" in line for line in lines)
+    assert any(line.startswith("anger") and "mean z" in line and "max z" in line for line in lines)
     assert any(line.startswith("fear") for line in lines)
     assert sum("<s>I am so angry⏎[bold]x[/]" in line for line in lines) == 2
 
@@ -199,8 +203,10 @@ def test_json_document_round_trips_with_exact_float32_values() -> None:
     assert doc.raw[2][0][1] is None  # NaN -> null
     assert np.float32(doc.raw[3][0][0]) == scored.scores[3, 1, 1]
     assert np.float32(doc.z[3][1][1]) == np.float32(view.z[3, 1, 1])
-    assert np.float32(doc.mean.z[0][0]) == np.float32(view.mean_z[0, 0])
-    assert doc.last.raw[1][1] == float(np.float32(scored.last[2, 0]).astype(str))
+    assert list(doc.pooled) == ["last", "max", "mean"]  # every mode (sorted keys in the file)
+    assert np.float32(doc.pooled["mean"].z[0][0]) == np.float32(view.pooled_z["mean"][0, 0])
+    assert doc.pooled["last"].raw[1][1] == float(np.float32(scored.pooled["last"][2, 0]).astype(str))
+    assert np.float32(doc.pooled["max"].raw[0][1]) == scored.pooled["max"][1, 0]  # pooled before the NaN was set
     assert doc.messages is None and doc.agreement is None
     assert b"0000000" not in data  # no float64 noise
 
@@ -212,6 +218,20 @@ def test_json_document_is_strict() -> None:
         decode_scores(json.dumps({**doc, "format": "other/1"}).encode())
     with pytest.raises(FormatError, match="unknown field"):
         decode_scores(json.dumps({**doc, "extra": 1}).encode())
+
+
+def test_a_version_1_json_document_reads_as_version_2() -> None:
+    """``readout --json`` output of format 1 (``mean``/``last`` fields) still decodes, keyed by mode."""
+    man = make_manifest()
+    doc = json.loads(encode_scores(to_document(build_view(make_scores(TOKENS, man), man, layers=[8]), "x")))
+    pooled = doc.pop("pooled")
+    v1 = {**doc, "format": "amygdala-readout-scores/1", "mean": pooled["mean"], "last": pooled["last"]}
+    back = decode_scores(json.dumps(v1).encode())
+    assert back.format == SCORES_FORMAT == "amygdala-readout-scores/2"
+    assert set(back.pooled) == {"mean", "last"} and back.pooled["last"].raw == pooled["last"]["raw"]
+    assert back.tokens == TOKENS and back.z == doc["z"]
+    with pytest.raises(FormatError, match="unknown field"):
+        decode_scores(json.dumps({**v1, "max": pooled["max"]}).encode())
 
 
 def test_chat_input_parses_and_bad_chat_is_one_clear_error() -> None:
@@ -297,5 +317,5 @@ def test_render_never_imports_the_engine() -> None:
 def test_uncalibrated_entries_do_not_outrank_calibrated_ones() -> None:
     man = make_manifest(uncalibrated=(("awe", 8),))
     scored = make_scores(TOKENS, man, boost={"joy": 1.0})
-    scored.mean[1, 4] = 1e6  # a huge raw value with no calibration behind it
+    scored.pooled["mean"][1, 4] = 1e6  # a huge raw value with no calibration behind it
     assert rank_concepts(man, scored, [8])[0] == "joy"

@@ -88,8 +88,11 @@ def _check_choice(am, prompt_ids, completion_ids, hf, mats, concepts=CONCEPTS):
     np.testing.assert_allclose(z, want_z, atol=1e-3, rtol=1e-5)
     pooled = am["pooled"]
     assert pooled["num_tokens"] == len(prompt_ids) + n_done
-    np.testing.assert_allclose(pooled["last_raw"], expected[-1], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(pooled["mean_raw"], expected[1:].mean(0), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(pooled["raw"]["last"], expected[-1], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(pooled["raw"]["mean"], expected[1:].mean(0), atol=1e-4, rtol=0)
+    skip = am.get("skip_first_tokens", 1)  # omitted when 1, the default
+    np.testing.assert_array_equal(pooled["raw"]["max"], raw[skip:].max(0))  # the sent scores at positions >= skip
+    np.testing.assert_allclose(pooled["raw"]["max"], expected[1:].max(0), atol=1e-4, rtol=0)
 
 
 XARGS = {"amygdala": "all", "amygdala_raw": 1}
@@ -269,5 +272,5 @@ def test_pooled_only_and_selected_layers(served, hf):
     assert am["layers"] == [3] and am["concepts"] == ["calm"]
     assert "z" not in am["prompt"] and "raw" not in am["prompt"]
     expected = _expected_raw(hf, mats, c["prompt_token_ids"] + c["token_ids"][:-1])[:, 1:, :1]
-    np.testing.assert_allclose(am["pooled"]["last_raw"], expected[-1], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(am["pooled"]["mean_z"], expected[1:].mean(0), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(am["pooled"]["raw"]["last"], expected[-1], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(am["pooled"]["z"]["mean"], expected[1:].mean(0), atol=1e-4, rtol=0)

@@ -69,6 +69,9 @@ def _check_raw(am: dict, prompt_ids: list[int], completion_ids: list[int], hf: H
     bound = 1e-4 * max(1.0, float(np.abs(expected).max()))
     np.testing.assert_allclose(raw, expected, atol=bound, rtol=0)
     assert am["pooled"]["num_tokens"] == len(seen)
+    # max pools the scored per-token raw values at positions >= skip (the field is omitted when 1, its default)
+    skip = am.get("skip_first_tokens", 1)
+    np.testing.assert_array_equal(am["pooled"]["raw"]["max"], raw[skip:].max(0) if len(raw) > skip else raw[-1])
     return float(np.abs(raw - expected).max()), float(np.abs(expected).max())
 
 

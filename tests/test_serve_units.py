@@ -59,8 +59,11 @@ def test_recomputed_position_replaces_its_score_and_splits_prompt_from_completio
     assert [r[0][0] for r in out.prompt.raw] == [4.0, 10.0, 100.0]
     assert out.prompt.z[2][0][0] == pytest.approx((100.0 - 0.5) / 2.0)
     assert out.calibrated == [[True]]
-    assert out.pooled.mean_raw[0][0] == pytest.approx(np.mean([10.0, 100.0, 22.0]))  # positions >= 1
-    assert out.pooled.last_raw[0][0] == 22.0 and out.pooled.num_tokens == 4
+    assert list(out.pooled.z) == list(out.pooled.raw) == ["mean", "last", "max"]  # every registered mode, in order
+    assert out.pooled.raw["mean"][0][0] == pytest.approx(np.mean([10.0, 100.0, 22.0]))  # positions >= 1
+    assert out.pooled.raw["last"][0][0] == 22.0 and out.pooled.num_tokens == 4
+    assert out.pooled.raw["max"][0][0] == 100.0  # the recomputed score, not the replaced 16.0
+    assert out.pooled.z["max"][0][0] == pytest.approx((100.0 - 0.5) / 2.0)
 
 
 def test_broker_batches_waiting_requests_into_one_drain_and_forwards_discards():
@@ -135,7 +138,8 @@ def test_per_token_z_uses_the_per_token_calibration_and_pooled_z_the_pooled_one(
     opts = parse_options({"amygdala": ["joy"], "amygdala_layers": [3]}, CONCEPTS, LAYERS)
     out = ChoiceBuilder(man, opts).build(seq, seq.positions(), pooled=True)
     assert out.prompt.z[0][0][0] == pytest.approx((5.0 - 1.0) / 2.0)  # token midpoint 1, half-gap 2
-    assert out.pooled.mean_z[0][0] == pytest.approx((5.0 - 0.5) / 2.0)  # pooled midpoint 0.5, std 2
+    assert out.pooled.z["mean"][0][0] == pytest.approx((5.0 - 0.5) / 2.0)  # pooled midpoint 0.5, std 2
+    assert out.pooled.raw is None  # no amygdala_raw
 
 
 def test_serve_refuses_a_user_asking_for_model_runner_v2():

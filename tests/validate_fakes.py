@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amygdala_vllm.pooling_modes import MODES
 from amygdala_vllm.readout import TextScores
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.validate import load_manifest, load_vectors
@@ -39,7 +40,9 @@ class FakeReadout:
                 m = l = self.ood[text]
             mean = np.einsum("lh,elh->le", m.astype(np.float64), self.vectors).astype(np.float32)
             last = np.einsum("lh,elh->le", l.astype(np.float64), self.vectors).astype(np.float32)
-            out.append(TextScores([1], [text[:4]], last[None], mean, last, self.agreement))
+            # One scored token (``last[None]``): every other registered mode (max) of it is that token's score.
+            pooled = {name: mean if name == "mean" else last for name in MODES}
+            out.append(TextScores([1], [text[:4]], last[None], pooled, self.agreement))
             if progress:
                 progress(1)
         return out

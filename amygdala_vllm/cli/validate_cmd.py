@@ -61,6 +61,7 @@ def validate_command(
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
+    from ..validate.schema import report_modes
 
     choice = choose_dtype(dtype)
     opts = ValidateOptions(
@@ -92,19 +93,20 @@ def validate_command(
     finally:
         bar.stop()
     r = result.report
-    other = "last" if r.pooling == "mean" else "mean"
-    table = Table(title=f"held-out validation ({r.method} vectors, {r.heldout_texts} texts, model {r.model})")
-    for name, just in (("concept", "left"), ("+/-", "right"), ("best layer", "right"), (f"AUROC {r.pooling}", "right"),
-                       (f"AUROC {other}", "right"), ("Cohen's d", "right"), ("accuracy", "right")):
+    modes = report_modes(r)  # the manifest's pooling first; one AUROC column per mode (headed by its name: 80 columns)
+    table = Table(title=f"held-out validation ({r.method} vectors, {r.heldout_texts} texts, model {r.model}); "
+                        f"AUROC by pooling: {', '.join(modes)}")
+    for name, just in (("concept", "left"), ("+/-", "right"), ("best layer", "right"),
+                       *((m, "right") for m in modes), ("Cohen's d", "right"), ("accuracy", "right")):
         table.add_column(name, justify=just)  # type: ignore[arg-type]
     for c in r.concepts:
         m = next((l for l in c.layers if l.layer == c.best_layer), None)
         counts = f"{c.heldout_positive}/{c.heldout_negative}"
         if m is None:
-            table.add_row(c.concept, counts, f"n/a ({c.reason})", "", "", "", "")
+            table.add_row(c.concept, counts, f"n/a ({c.reason})", *[""] * (len(modes) + 2))
             continue
-        main, oth = getattr(m, r.pooling), getattr(m, other)
-        table.add_row(c.concept, counts, str(c.best_layer), _fmt(main.auroc), _fmt(oth.auroc),
+        main = m.pooled[r.pooling]
+        table.add_row(c.concept, counts, str(c.best_layer), *(_fmt(m.pooled[p].auroc) for p in modes),
                       _fmt(main.cohens_d, ".2f"), _fmt(main.accuracy))
     console.print(table)
     if r.specificity is not None:

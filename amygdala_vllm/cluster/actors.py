@@ -143,19 +143,22 @@ class ReadoutActor:
 class _ScoresMeta(msgspec.Struct, forbid_unknown_fields=True):
     tokens: list[list[str]]
     agreement: list[float | None]
+    agreement_scale: list[float | None]
+    modes: list[list[str]]  # per text, its pooling modes in order (safetensors sorts its keys)
 
 
 def encode_scores(scores: list[Any]) -> bytes:
-    """A list of ``readout.TextScores`` as safetensors bytes (arrays) + JSON metadata (tokens, agreement)."""
+    """``readout.TextScores`` as safetensors bytes (arrays, ``{i}.pooled.{mode}`` per pooling mode) + JSON metadata."""
     from safetensors.numpy import save
 
     tensors: dict[str, np.ndarray] = {}
     for i, s in enumerate(scores):
         tensors[f"{i}.token_ids"] = np.asarray(s.token_ids, np.int64)
         tensors[f"{i}.scores"] = np.ascontiguousarray(s.scores, np.float32)
-        tensors[f"{i}.mean"] = np.ascontiguousarray(s.mean, np.float32)
-        tensors[f"{i}.last"] = np.ascontiguousarray(s.last, np.float32)
-    meta = _ScoresMeta(tokens=[list(s.tokens) for s in scores], agreement=[s.agreement for s in scores])
+        for name, values in s.pooled.items():
+            tensors[f"{i}.pooled.{name}"] = np.ascontiguousarray(values, np.float32)
+    meta = _ScoresMeta(tokens=[list(s.tokens) for s in scores], agreement=[s.agreement for s in scores],
+                       agreement_scale=[s.agreement_scale for s in scores], modes=[list(s.pooled) for s in scores])
     return save(tensors, metadata={"scores": msgspec.json.encode(meta).decode()})
 
 
@@ -171,5 +174,6 @@ def decode_scores(blob: bytes) -> list[Any]:
     meta = msgspec.json.decode(json.loads(blob[8 : 8 + header_len])["__metadata__"]["scores"], type=_ScoresMeta)
     t = load(blob)
     return [TextScores(token_ids=t[f"{i}.token_ids"].tolist(), tokens=tokens, scores=t[f"{i}.scores"],
-                       mean=t[f"{i}.mean"], last=t[f"{i}.last"], agreement=meta.agreement[i])
+                       pooled={name: t[f"{i}.pooled.{name}"] for name in meta.modes[i]}, agreement=meta.agreement[i],
+                       agreement_scale=meta.agreement_scale[i])
             for i, tokens in enumerate(meta.tokens)]

@@ -1,4 +1,4 @@
-"""``amygdala-readout-scores/1``: the ``readout --json`` document, and the chat input format.
+"""``amygdala-readout-scores/2``: the ``readout --json`` document, and the chat input format.
 
 Both are msgspec Structs that forbid unknown fields, with their encoder and
 decoder beside them: a consumer that reads the scores back, or a chat file with
@@ -7,6 +7,10 @@ a misspelt key, fails at once instead of being half-understood.
 Numbers are the float32 values written in their shortest exact form (no
 float64 noise such as ``0.30000001192092896``); a non-finite score becomes
 ``null``.
+
+Version 2 keys the pooled scores by pooling-mode name (``pooled``) where
+version 1 had the fields ``mean`` and ``last``; :func:`decode_scores` still
+reads a version-1 document, as the version 2 it converts to.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ __all__ = [
     "parse_chat",
 ]
 
-SCORES_FORMAT = "amygdala-readout-scores/1"
+SCORES_FORMAT = "amygdala-readout-scores/2"
+SCORES_FORMAT_V1 = "amygdala-readout-scores/1"
 
 
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True):
@@ -51,7 +56,10 @@ class ReadoutScores(msgspec.Struct, forbid_unknown_fields=True):
 
     ``z[t][l][e]`` is calibrated where ``calibrated[l][e]`` is true and equals
     ``raw[t][l][e]`` (the plain dot product with the unit vector) otherwise.
-    ``mean`` pools positions ``>= skip_first_tokens``; ``last`` is the last token.
+    ``pooled`` maps each pooling mode to the per-token ``raw`` series reduced by
+    it (``pooling_modes.MODES``): ``mean`` over positions ``>= skip_first_tokens``,
+    ``last`` the last token, ``max`` the largest score over positions
+    ``>= skip_first_tokens`` (``max_t(row_t . v)``, not ``max(rows) . v``).
     """
 
     format: str
@@ -65,8 +73,7 @@ class ReadoutScores(msgspec.Struct, forbid_unknown_fields=True):
     skip_first_tokens: int
     z: list[list[list[float | None]]]
     raw: list[list[list[float | None]]]
-    mean: Pooled
-    last: Pooled
+    pooled: dict[str, Pooled]
     messages: list[ChatMessage] | None = None
     agreement: float | None = None
 
@@ -99,8 +106,8 @@ def to_document(view: ReadoutView, text: str, messages: list[ChatMessage] | None
         skip_first_tokens=view.skip_first_tokens,
         z=_numbers(view.z) if view.tokens else [],
         raw=_numbers(view.raw) if view.tokens else [],
-        mean=Pooled(z=_numbers(view.mean_z), raw=_numbers(view.mean_raw)),
-        last=Pooled(z=_numbers(view.last_z), raw=_numbers(view.last_raw)),
+        pooled={name: Pooled(z=_numbers(view.pooled_z[name]), raw=_numbers(raw))
+                for name, raw in view.pooled_raw.items()},
         messages=messages,
         agreement=view.agreement,
     )
@@ -112,14 +119,19 @@ def encode_scores(doc: ReadoutScores) -> bytes:
 
 
 def decode_scores(data: bytes) -> ReadoutScores:
-    """Read a scores document back; anything else is a :class:`FormatError`."""
+    """Read a scores document back (a version-1 one as version 2); anything else is a :class:`FormatError`."""
     try:
-        doc = msgspec.json.decode(data, type=ReadoutScores)
+        raw = msgspec.json.decode(data)
+        fmt = raw.get("format") if isinstance(raw, dict) else None
+        if fmt not in (SCORES_FORMAT, SCORES_FORMAT_V1):
+            raise FormatError(f"format is {fmt!r}, expected {SCORES_FORMAT!r}")
+        if fmt == SCORES_FORMAT_V1:
+            rest = dict(raw)
+            pooled = {k: rest.pop(k) for k in ("mean", "last") if k in rest}
+            raw = {**rest, "format": SCORES_FORMAT, "pooled": pooled}
+        return msgspec.convert(raw, type=ReadoutScores)
     except msgspec.DecodeError as exc:
         raise FormatError(f"not an {SCORES_FORMAT} document: {exc}") from exc
-    if doc.format != SCORES_FORMAT:
-        raise FormatError(f"format is {doc.format!r}, expected {SCORES_FORMAT!r}")
-    return doc
 
 
 _chat_decoder = msgspec.json.Decoder(list[ChatMessage])

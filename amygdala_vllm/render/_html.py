@@ -70,7 +70,7 @@ function paint(){
     s.style.background=css(c); s.style.color=ink(c);
     s.title="#"+i+"  id "+D.token_ids[i]+"  "+kind+" "+fmt(v);
   });
-  pooled.textContent=D.concepts[E]+" at layer "+D.layers[L]+": mean "+kind+" "+fmt(D.mean_z[L][E])+", last "+kind+" "+fmt(D.last_z[L][E])+(D.calibrated[L][E]?"":"  (no calibration: raw dot product, colours relative to this text)");
+  pooled.textContent=D.concepts[E]+" at layer "+D.layers[L]+": "+D.modes.map(function(m){return m+" "+kind+" "+fmt(D.pooled_z[m][L][E]);}).join(", ")+(D.calibrated[L][E]?"":"  (no calibration: raw dot product, colours relative to this text)");
 }
 function show(i){
   info.textContent="";
@@ -111,8 +111,8 @@ def _data(view: ReadoutView) -> dict:
         "scale": view.shade_scale().tolist(),
         "skip": view.skip_first_tokens,
         "z": rounded(view.z) if view.tokens else [],
-        "mean_z": rounded(view.mean_z),
-        "last_z": rounded(view.last_z),
+        "modes": list(view.pooled_z),  # the order to show them in (a JSON object's order is not a contract)
+        "pooled_z": {name: rounded(values) for name, values in view.pooled_z.items()},
         "colour": {"clip": CLIP_Z, "neutral": NEUTRAL, "negative": NEGATIVE, "positive": POSITIVE},
     }
 
@@ -146,12 +146,12 @@ def _options(view: ReadoutView) -> str:
 
 def _summary(view: ReadoutView) -> str:
     scale = view.shade_scale()
-    head = "".join(f"<th>L{layer} mean</th><th>L{layer} last</th>" for layer in view.layers)
+    head = "".join(f"<th>L{layer} {html.escape(name)}</th>" for layer in view.layers for name in view.pooled_z)
     rows = []
     for j, concept in enumerate(view.concepts):
         cells = []
         for i in range(len(view.layers)):
-            for value in (float(view.mean_z[i, j]), float(view.last_z[i, j])):
+            for value in (float(values[i, j]) for values in view.pooled_z.values()):
                 rgb = z_rgb(value * scale[i, j])
                 shown = f"{value:+.2f}" if view.calibrated[i, j] else f"{value:+.3g} raw"
                 cells.append(

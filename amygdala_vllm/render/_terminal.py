@@ -52,10 +52,10 @@ def _columns(view: ReadoutView) -> list[tuple[int, int]]:
 
 
 def score_table(view: ReadoutView, *, title: str | None = None) -> Table:
-    """One row per token (position, token, a z cell per concept and layer), then mean and last.
+    """One row per token (position, token, a z cell per concept and layer), then one per pooling mode.
 
-    Positions before ``skip_first_tokens`` are dimmed: the pooled mean leaves
-    them out (position 0 is an attention sink with huge norms).
+    Positions before ``skip_first_tokens`` are dimmed: the pooled mean (and
+    max) leave them out (position 0 is an attention sink with huge norms).
     """
     layers = ", ".join(str(layer) for layer in view.layers)
     table = Table(
@@ -79,7 +79,7 @@ def score_table(view: ReadoutView, *, title: str | None = None) -> Table:
             cells.append(Text(f"{view.z[t, i, j]:+.2f}", style=_style(float(shade[t, i, j]))))
         table.add_row(*cells, end_section=t == len(view.tokens) - 1)
     scale = view.shade_scale()
-    for label, values in (("mean", view.mean_z), ("last", view.last_z)):
+    for label, values in view.pooled_z.items():
         cells = [Text(""), Text(label, style="bold")]
         for i, j in cols:
             cells.append(Text(f"{values[i, j]:+.2f}", style=_style(float(values[i, j] * scale[i, j]))))
@@ -108,7 +108,8 @@ def colour_strip(view: ReadoutView) -> Group:
         if len(view.layers) > 1:
             head.append(f" L{view.layers[i]}")
         kind = "z" if view.calibrated[i, j] else "raw"
-        head.append(f"  mean {kind} {view.mean_z[i, j]:+.2f}  last {kind} {view.last_z[i, j]:+.2f}", style="dim")
+        head.append("".join(f"  {name} {kind} {values[i, j]:+.2f}" for name, values in view.pooled_z.items()),
+                    style="dim")
         strip = Text()
         for t, token in enumerate(view.tokens):
             strip.append(visible_token(token, spaces=False), style=_style(float(shade[t, i, j])))

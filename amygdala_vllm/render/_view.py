@@ -16,14 +16,14 @@ they show.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import UsageError
-from ..formats import ReadoutManifest
+from ..formats import Calibration, ReadoutManifest
 
 __all__ = [
     "ScoredText",
@@ -57,9 +57,7 @@ class ScoredText(Protocol):
     @property
     def scores(self) -> np.ndarray: ...  # float32 [T, L, E], manifest order
     @property
-    def mean(self) -> np.ndarray: ...  # float32 [L, E]
-    @property
-    def last(self) -> np.ndarray: ...  # float32 [L, E]
+    def pooled(self) -> dict[str, np.ndarray]: ...  # pooling mode -> float32 [L, E], registry order
     @property
     def agreement(self) -> float | None: ...
 
@@ -72,7 +70,10 @@ class ReadoutView:
     indexing :attr:`layers` and ``e`` indexing :attr:`concepts`. ``z`` equals
     ``raw`` wherever :attr:`calibrated` is False. Per-token ``z`` uses the
     per-token calibration where the manifest has it (:attr:`token_calibrated`),
-    pooled ``mean_z``/``last_z`` the pooled one.
+    the pooled ``pooled_z`` (one ``[l, e]`` array per pooling mode, in the
+    order the scores list them) the pooled one. For a non-linear mode (max) the
+    pooled calibration was measured on ``max(rows) . vector``, not on the
+    ``max_t(row_t . vector)`` shown, so its z is only a rough guide.
     """
 
     model: str
@@ -82,10 +83,8 @@ class ReadoutView:
     concepts: list[str]
     raw: np.ndarray
     z: np.ndarray
-    mean_raw: np.ndarray
-    mean_z: np.ndarray
-    last_raw: np.ndarray
-    last_z: np.ndarray
+    pooled_raw: dict[str, np.ndarray]
+    pooled_z: dict[str, np.ndarray]
     calibrated: np.ndarray
     skip_first_tokens: int
     agreement: float | None = None
@@ -107,6 +106,46 @@ class ReadoutView:
         return self.z * self.shade_scale()[None]
 
 
+def _calibration_grid(
+    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str],
+    entry: Callable[[Calibration], tuple[float, float] | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(midpoint, scale, calibrated)`` over layers x concepts, each entry by ``entry(cal) -> (mid, scale) | None``.
+
+    A missing entry, or one ``entry`` rejects, is uncalibrated: midpoint 0 and
+    scale 1, i.e. the raw score.
+    """
+    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
+    scale = np.ones_like(mid)
+    ok = np.zeros(mid.shape, dtype=bool)
+    for j, concept in enumerate(concepts):
+        per_layer = manifest.calibration.get(concept, {})
+        for i, layer in enumerate(layers):
+            cal = per_layer.get(str(layer))
+            got = entry(cal) if cal is not None else None
+            if got is not None:
+                mid[i, j], scale[i, j] = got
+                ok[i, j] = True
+    return mid, scale, ok
+
+
+def _pooled_entry(cal: Calibration) -> tuple[float, float] | None:
+    if not (math.isfinite(cal.pooled_std) and cal.pooled_std > 0):
+        return None
+    if not (math.isfinite(cal.pos_mean) and math.isfinite(cal.neg_mean)):
+        return None
+    return (cal.pos_mean + cal.neg_mean) / 2, cal.pooled_std
+
+
+def _token_entry(cal: Calibration) -> tuple[float, float] | None:
+    if cal.token_pos_mean is None or cal.token_neg_mean is None:
+        return None
+    gap = (cal.token_pos_mean - cal.token_neg_mean) / 2
+    if not (math.isfinite(gap) and gap != 0):
+        return None
+    return (cal.token_pos_mean + cal.token_neg_mean) / 2, gap
+
+
 def calibration_arrays(
     manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,21 +155,7 @@ def calibration_arrays(
     number (a concept whose train texts all projected alike), counts as
     uncalibrated: midpoint 0 and scale 1, i.e. the raw score.
     """
-    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
-    std = np.ones_like(mid)
-    ok = np.zeros(mid.shape, dtype=bool)
-    for j, concept in enumerate(concepts):
-        per_layer = manifest.calibration.get(concept, {})
-        for i, layer in enumerate(layers):
-            cal = per_layer.get(str(layer))
-            if cal is None or not (math.isfinite(cal.pooled_std) and cal.pooled_std > 0):
-                continue
-            if not (math.isfinite(cal.pos_mean) and math.isfinite(cal.neg_mean)):
-                continue
-            mid[i, j] = (cal.pos_mean + cal.neg_mean) / 2
-            std[i, j] = cal.pooled_std
-            ok[i, j] = True
-    return mid, std, ok
+    return _calibration_grid(manifest, layers, concepts, _pooled_entry)
 
 
 def token_z_arrays(
@@ -161,22 +186,7 @@ def token_calibration_arrays(
     calibration existed lack the means: those entries are not calibrated here
     and per-token scores fall back to the pooled calibration.
     """
-    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
-    half = np.ones_like(mid)
-    ok = np.zeros(mid.shape, dtype=bool)
-    for j, concept in enumerate(concepts):
-        per_layer = manifest.calibration.get(concept, {})
-        for i, layer in enumerate(layers):
-            cal = per_layer.get(str(layer))
-            if cal is None or cal.token_pos_mean is None or cal.token_neg_mean is None:
-                continue
-            gap = (cal.token_pos_mean - cal.token_neg_mean) / 2
-            if not (math.isfinite(gap) and gap != 0):
-                continue
-            mid[i, j] = (cal.token_pos_mean + cal.token_neg_mean) / 2
-            half[i, j] = gap
-            ok[i, j] = True
-    return mid, half, ok
+    return _calibration_grid(manifest, layers, concepts, _token_entry)
 
 
 #: Captions of the two calibrations, shared by the terminal and HTML views.
@@ -186,7 +196,7 @@ POOLED_NOTE = "z = (score - midpoint) / pooled std"
 
 def z_note(view: ReadoutView) -> str:
     """What the shown z values mean for ``view``."""
-    return f"{TOKEN_NOTE}; mean/last: {POOLED_NOTE}" if view.token_calibrated else POOLED_NOTE
+    return f"{TOKEN_NOTE}; {'/'.join(view.pooled_z)}: {POOLED_NOTE}" if view.token_calibrated else POOLED_NOTE
 
 
 def to_z(raw: np.ndarray, mid: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -246,7 +256,7 @@ def rank_concepts(manifest: ReadoutManifest, scored: ScoredText, layers: Sequenc
     """
     rows = [manifest.layers.index(layer) for layer in layers]
     mid, std, ok = calibration_arrays(manifest, layers, manifest.concepts)
-    z = to_z(np.asarray(scored.mean)[rows], mid, std)
+    z = to_z(np.asarray(scored.pooled["mean"])[rows], mid, std)
     strength = np.where(ok, np.nan_to_num(z, nan=-np.inf), -np.inf).max(axis=0)
     order = sorted(range(len(manifest.concepts)), key=lambda j: (-strength[j], j))
     return [manifest.concepts[j] for j in order]
@@ -281,7 +291,8 @@ def build_view(
     def pick(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.float32)[..., rows, :][..., cols]
 
-    raw, mean_raw, last_raw = pick(scores), pick(scored.mean), pick(scored.last)
+    raw = pick(scores)
+    pooled_raw = {name: pick(values) for name, values in scored.pooled.items()}
     return ReadoutView(
         model=model if model is not None else manifest.model,
         tokens=list(scored.tokens),
@@ -290,10 +301,8 @@ def build_view(
         concepts=chosen,
         raw=raw,
         z=to_z(raw, tmid, tscale),
-        mean_raw=mean_raw,
-        mean_z=to_z(mean_raw, mid, std),
-        last_raw=last_raw,
-        last_z=to_z(last_raw, mid, std),
+        pooled_raw=pooled_raw,
+        pooled_z={name: to_z(values, mid, std) for name, values in pooled_raw.items()},
         calibrated=ok,
         skip_first_tokens=manifest.skip_first_tokens,
         agreement=scored.agreement,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..formats import ReadoutManifest
-from ..pooling_modes import pool_scores
+from ..pooling_modes import MODES, pool_scores
 from ..render import calibration_arrays, to_z, token_z_arrays
 from .options import ReadoutOptions
 from .schema import ChoiceScores, Pooled, TokenScores
@@ -99,13 +99,11 @@ class ChoiceBuilder:
             return None
         _, scores = seq.rows(positions)
         raw = self._pick(scores)
-        mean_raw = pool_scores("mean", raw, self.skip, positions)
-        last_raw = pool_scores("last", raw, self.skip, positions)
+        pooled = {name: pool_scores(name, raw, self.skip, positions) for name in MODES}
         return Pooled(
-            mean_z=_round(to_z(mean_raw, self._mid, self._std)), last_z=_round(to_z(last_raw, self._mid, self._std)),
             num_tokens=len(positions),
-            mean_raw=_round(mean_raw) if self.options.raw else None,
-            last_raw=_round(last_raw) if self.options.raw else None,
+            z={name: _round(to_z(values, self._mid, self._std)) for name, values in pooled.items()},
+            raw={name: _round(values) for name, values in pooled.items()} if self.options.raw else None,
         )
 
 

@@ -35,15 +35,21 @@ class TokenScores(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
 
 
 class Pooled(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Per-sequence summary over every scored token (prompt and completion)."""
+    """Per-sequence summary over every scored token (prompt and completion), keyed by pooling mode.
 
-    mean_z: list[list[float]]
-    """``[layer][concept]``: mean over positions >= ``skip_first_tokens`` (manifest), then calibrated."""
-    last_z: list[list[float]]
-    """``[layer][concept]``: the last scored token (the second-to-last completion token)."""
+    One entry per mode of ``pooling_modes.MODES``, in its order: the per-token
+    raw series reduced by that mode (``mean``: positions >= ``skip_first_tokens``;
+    ``last``: the last scored token, i.e. the second-to-last completion token;
+    ``max``: the largest score at positions >= ``skip_first_tokens``, which is
+    ``max_t(row_t . v)``, not ``max(rows) . v``), then calibrated with the
+    pooled calibration.
+    """
+
     num_tokens: int
-    mean_raw: list[list[float]] | None = None
-    last_raw: list[list[float]] | None = None
+    z: dict[str, list[list[float]]]
+    """mode -> ``[layer][concept]`` calibrated pooled scores."""
+    raw: dict[str, list[list[float]]] | None = None
+    """mode -> ``[layer][concept]`` pooled dot products; only with ``amygdala_raw: 1``."""
 
 
 class ChoiceScores(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):

@@ -2,8 +2,8 @@
 
 The driver (:func:`run_validate`) scores the dataset's held-out texts through
 vLLM's readout (the same path serving uses) and reports, per concept and layer,
-AUROC, Cohen's d and accuracy at the calibrated threshold for mean-pooled and
-last-token projections, the cross-talk between concepts, and the agreement
+AUROC, Cohen's d and accuracy at the calibrated threshold for the projections
+pooled by every registered pooling mode (``pooling_modes.MODES``), the cross-talk between concepts, and the agreement
 between runtime and offline projections. Everything but the engine call is
 plain numpy (:func:`evaluate`, :func:`compare_methods`, :mod:`.metrics`), and
 nothing here imports vLLM or torch at import time.

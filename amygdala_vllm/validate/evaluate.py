@@ -24,10 +24,20 @@ import numpy as np
 from ..dataset import Dataset
 from ..errors import FormatError, UsageError
 from ..formats import ReadoutManifest
+from ..pooling_modes import MODES
 from . import metrics
 from .crosstalk import crosstalk, crosstalk_layer
 from .specificity import specificity
-from .schema import VALIDATE_FORMAT, Agreement, ConceptReport, LayerMetrics, PoolingMetrics, ValidateReport, opt
+from .schema import (
+    VALIDATE_FORMAT,
+    Agreement,
+    ConceptReport,
+    LayerMetrics,
+    PoolingMetrics,
+    ValidateReport,
+    calibration_transfers,
+    opt,
+)
 
 __all__ = [
     "ScoresLike",
@@ -47,23 +57,22 @@ log = logging.getLogger(__name__)
 class ScoresLike(Protocol):
     """What evaluation needs of ``amygdala_vllm.readout.TextScores``."""
 
-    mean: np.ndarray  # [L, E]
-    last: np.ndarray  # [L, E]
+    pooled: dict[str, np.ndarray]  # pooling mode -> [L, E]
     agreement: float | None
 
 
 @dataclass(frozen=True)
 class Projections:
-    """Pooled projections of scored texts: ``mean`` and ``last`` float64 [N, L, E], rows by ``text_ids``."""
+    """Pooled projections of scored texts: mode -> float64 [N, L, E] (registry order), rows by ``text_ids``."""
 
     text_ids: np.ndarray  # int64 [N], unique
-    mean: np.ndarray
-    last: np.ndarray
+    pooled: dict[str, np.ndarray]
 
-    def pooled(self, pooling: str) -> np.ndarray:
-        if pooling not in ("mean", "last"):
-            raise UsageError(f"unknown pooling {pooling!r}; choose mean or last")
-        return self.mean if pooling == "mean" else self.last
+    def of(self, pooling: str) -> np.ndarray:
+        """The projections pooled by ``pooling``; a mode the scores lack is a usage error naming those they have."""
+        if pooling not in self.pooled:
+            raise UsageError(f"the scores hold no {pooling!r} pooling; they hold {', '.join(self.pooled) or 'none'}")
+        return self.pooled[pooling]
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Row positions of ``ids`` (all of which must be present)."""
@@ -72,17 +81,19 @@ class Projections:
 
 
 def projections_from_scores(scores: Sequence[ScoresLike], text_ids: Sequence[int]) -> Projections:
-    """Stack per-text scores in ``text_ids`` order; shapes must agree."""
+    """Stack per-text scores in ``text_ids`` order, per pooling mode; shapes and modes must agree."""
     if len(scores) != len(text_ids):
         raise ValueError(f"{len(scores)} scores for {len(text_ids)} text ids")
     ids = np.asarray(text_ids, dtype=np.int64)
     if len(np.unique(ids)) != len(ids):
         raise ValueError("text ids must be unique (each text is scored once)")
     if not scores:
-        return Projections(ids, np.zeros((0, 0, 0)), np.zeros((0, 0, 0)))
-    mean = np.stack([np.asarray(s.mean, dtype=np.float64) for s in scores])
-    last = np.stack([np.asarray(s.last, dtype=np.float64) for s in scores])
-    return Projections(ids, mean, last)
+        return Projections(ids, {name: np.zeros((0, 0, 0)) for name in MODES})
+    names = [name for name in MODES if name in scores[0].pooled]
+    if any(set(s.pooled) != set(names) for s in scores):
+        raise ValueError(f"every text must carry the same registered pooling modes ({', '.join(names)})")
+    return Projections(ids, {name: np.stack([np.asarray(s.pooled[name], dtype=np.float64) for s in scores])
+                             for name in names})
 
 
 def heldout_classes(dataset: Dataset, concepts: Sequence[str], scored: np.ndarray | None = None
@@ -111,12 +122,16 @@ def _pooling_metrics(p: np.ndarray, n: np.ndarray, threshold: float | None, abov
 
 def concept_reports(manifest: ReadoutManifest, proj: Projections,
                     classes: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[ConceptReport]:
-    """Metrics per concept and layer for both poolings; n/a where a held-out class is empty.
+    """Metrics per concept and layer for every pooling mode of ``proj``; n/a where a held-out class is empty.
 
-    Accuracy is given for the manifest's pooling only: the calibration was
-    measured on that pooling's train projections and says nothing about the
-    other one's offset.
+    Accuracy is given for the manifest's pooling only, and only if that mode
+    is linear: the calibration was measured on the train projections of that
+    pooling's activation (``pooled activation . vector``), which says nothing
+    about another mode's offset, and for a non-linear mode the scores here
+    (``max_t(row_t . vector)``) are not what it measured (``max(rows) . vector``).
     """
+    proj.of(manifest.pooling)  # fails early, naming the modes the scores hold
+    transfers = calibration_transfers(manifest.pooling)
     out = []
     for e, c in enumerate(manifest.concepts):
         pos, neg = classes.get(c, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
@@ -128,12 +143,12 @@ def concept_reports(manifest: ReadoutManifest, proj: Projections,
             thr = metrics.calibrated_threshold(cal.pos_mean, cal.neg_mean)
             above = cal.pos_mean >= cal.neg_mean
             per = {}
-            for pooling in ("mean", "last"):
-                x = proj.pooled(pooling)[:, li, e] if len(proj.text_ids) else np.zeros(0)
-                t = thr if pooling == manifest.pooling else None
+            for pooling, x in proj.pooled.items():
+                x = x[:, li, e] if len(proj.text_ids) else np.zeros(0)
+                t = thr if pooling == manifest.pooling and transfers else None
                 per[pooling] = _pooling_metrics(x[rp], x[rn], t, above)
-            layers.append(LayerMetrics(layer=layer, threshold=thr, mean=per["mean"], last=per["last"]))
-        key = [getattr(m, manifest.pooling).auroc for m in layers]
+            layers.append(LayerMetrics(layer=layer, threshold=thr, pooled=per))
+        key = [m.pooled[manifest.pooling].auroc for m in layers]
         best = metrics.best_index([np.nan if a is None else a for a in key])
         out.append(ConceptReport(
             concept=c, status="ok" if reason is None else "n/a", reason=reason,
@@ -180,11 +195,12 @@ def agreement_of(scores: Sequence[ScoresLike], dtype: str, hidden_size: int = 1)
     """Max agreement difference over texts, and whether it passes the bar of :func:`agreement_tolerance`.
 
     ``S`` is the texts' largest ``agreement_scale`` (|pooled activation| x |vector|);
-    scores without one fall back to their largest |projection|, a lower bound of it.
+    scores without one fall back to their largest |projection| over the linear modes
+    (the ones the check compares), a lower bound of it.
     """
     vals = [s.agreement for s in scores if s.agreement is not None]
-    scale = max((float(np.max(np.abs(np.concatenate([np.ravel(s.mean), np.ravel(s.last)]))))
-                 for s in scores if np.size(s.mean)), default=0.0)
+    linear = [s.pooled[n] for s in scores for n, m in MODES.items() if m.linear and np.size(s.pooled.get(n, ()))]
+    scale = max((float(np.max(np.abs(a))) for a in linear), default=0.0)
     norms = [float(v) for s in scores if (v := getattr(s, "agreement_scale", None)) is not None]
     activation = max([scale, *norms])
     tokens = max((len(getattr(s, "token_ids", ()) or ()) for s in scores), default=1)
@@ -215,7 +231,7 @@ def evaluate_projections(
     concepts = concept_reports(manifest, proj, classes)
     best = {c.concept: c.best_layer for c in concepts if c.best_layer is not None}
     layer = crosstalk_layer(manifest.layers, list(best.values()))
-    talk = crosstalk(vectors, proj.pooled(manifest.pooling), manifest.layers)
+    talk = crosstalk(vectors, proj.of(manifest.pooling), manifest.layers)
     if manifest.dataset_sha256 and manifest.dataset_sha256 != dataset.sha256:
         log.warning("the vectors were reduced from dataset %s..., validating on %s...: held-out texts of this "
                     "dataset may have been train texts there", manifest.dataset_sha256[:12], dataset.sha256[:12])
@@ -226,7 +242,7 @@ def evaluate_projections(
         method=manifest.method, pooling=manifest.pooling, skip_first_tokens=manifest.skip_first_tokens, dtype=dtype,
         layers=list(manifest.layers), concepts=concepts, heldout_texts=len(proj.text_ids), best_layers=best,
         crosstalk_layer=layer, crosstalk=talk, agreement=agreement,
-        specificity=specificity(manifest.concepts, manifest.layers, vectors, proj.pooled(manifest.pooling),
+        specificity=specificity(manifest.concepts, manifest.layers, vectors, proj.of(manifest.pooling),
                                 proj.text_ids, classes, taxonomy),
     )
 
@@ -242,8 +258,9 @@ def evaluate(
     """The report from ``Readout.score_texts`` output for ``text_ids`` (same order); see :func:`evaluate_projections`."""
     dtype = str(kwargs.get("dtype", "bf16"))
     proj = projections_from_scores(scores, text_ids)
-    if len(proj.text_ids) and proj.mean.shape[1:] != (len(manifest.layers), len(manifest.concepts)):
-        raise FormatError(f"scores have shape [L, E] = {list(proj.mean.shape[1:])}, the manifest "
+    shape = proj.of(manifest.pooling).shape[1:] if len(proj.text_ids) else None
+    if shape is not None and shape != (len(manifest.layers), len(manifest.concepts)):
+        raise FormatError(f"scores have shape [L, E] = {list(shape)}, the manifest "
                           f"{[len(manifest.layers), len(manifest.concepts)]}")
     agreement = agreement_of(scores, dtype, manifest.hidden_size)
     return evaluate_projections(dataset, manifest, vectors, proj, agreement, **kwargs)  # type: ignore[arg-type]

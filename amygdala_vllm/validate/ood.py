@@ -6,7 +6,9 @@ above the calibrated threshold on everything is a vector that reads something
 other than the concept (length, register, topic). The report gives, per
 concept and layer, the distribution of the projection (manifest pooling) and
 where its mean sits relative to the train calibration: ``z_mean = (mean -
-threshold) / pooled_std``, and the share of texts on the positive side.
+threshold) / pooled_std``, and the share of texts on the positive side. Both
+need the calibration to transfer, which it does for a linear manifest pooling
+only (see ``evaluate.concept_reports``); otherwise they are ``null``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from ..formats import ReadoutManifest
 from ..text_file import read_text_lines
 from .metrics import calibrated_threshold
-from .schema import OODConcept, OODLayer, OODReport, opt
+from .schema import OODConcept, OODLayer, OODReport, calibration_transfers, opt
 
 __all__ = ["read_ood_texts", "ood_report", "QUANTILES"]
 
@@ -38,6 +40,7 @@ def read_ood_texts(path: Path) -> list[str]:
 def ood_report(path: Path | str, manifest: ReadoutManifest, pooled: np.ndarray) -> OODReport:
     """Distribution of the projections ``pooled`` [N, L, E] (manifest pooling) per concept and layer."""
     pooled = np.asarray(pooled, dtype=np.float64)
+    transfers = calibration_transfers(manifest.pooling)
     concepts = []
     for e, c in enumerate(manifest.concepts):
         layers = []
@@ -52,7 +55,8 @@ def ood_report(path: Path | str, manifest: ReadoutManifest, pooled: np.ndarray) 
             layers.append(OODLayer(
                 layer=layer, mean=mean, std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
                 quantiles={f"q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(x, QUANTILES))},
-                z_mean=opt(z if above else -z), fraction_positive=float(positive.mean()),
+                z_mean=opt(z if above else -z) if transfers else None,
+                fraction_positive=float(positive.mean()) if transfers else None,
             ))
         concepts.append(OODConcept(concept=c, layers=layers))
     return OODReport(file=str(path), texts=int(pooled.shape[0]), concepts=concepts)

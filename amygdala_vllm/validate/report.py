@@ -18,7 +18,15 @@ import numpy as np
 from .. import atomic
 from ..errors import FormatError, StoreError
 from ..formats import encode_json
-from .schema import VALIDATE_FORMAT, ValidateReport
+from .schema import (
+    VALIDATE_FORMAT,
+    VALIDATE_FORMAT_V1,
+    LayerMetrics,
+    ValidateReport,
+    calibration_transfers,
+    report_modes,
+    upgrade_v1,
+)
 from .specificity_report import methods_markdown, specificity_markdown, specificity_png
 
 __all__ = ["write_report", "read_report", "render_markdown", "render_plots", "REPORT_FILES"]
@@ -29,23 +37,33 @@ REPORT_FILES = ("report.json", "report.md", "auroc.png", "crosstalk.png", "speci
 
 
 def read_report(path: Path) -> ValidateReport:
-    """Decode and check a ``report.json``."""
+    """Decode and check a ``report.json``; an ``amygdala-validate/1`` one is read as the version 2 it converts to."""
     try:
-        report = msgspec.json.decode(Path(path).read_bytes(), type=ValidateReport)
+        doc = msgspec.json.decode(Path(path).read_bytes())
+        fmt = doc.get("format") if isinstance(doc, dict) else None
+        if fmt not in (VALIDATE_FORMAT, VALIDATE_FORMAT_V1):
+            raise FormatError(f"{path} has format {fmt!r}, expected {VALIDATE_FORMAT!r}")
+        return msgspec.convert(upgrade_v1(doc) if fmt == VALIDATE_FORMAT_V1 else doc, type=ValidateReport)
     except (OSError, msgspec.DecodeError) as exc:
         raise FormatError(f"{path} is not a readable {VALIDATE_FORMAT} report: {exc}") from exc
-    if report.format != VALIDATE_FORMAT:
-        raise FormatError(f"{path} has format {report.format!r}, expected {VALIDATE_FORMAT!r}")
-    return report
 
 
 def _f(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _auroc(layer: LayerMetrics, pooling: str) -> float | None:
+    """A layer's AUROC for ``pooling``; None where that mode was not measured."""
+    m = layer.pooled.get(pooling)
+    return None if m is None else m.auroc
+
+
 def render_markdown(r: ValidateReport) -> str:
-    """A human-readable report: summary, per-layer AUROC, agreement, cross-talk, OOD, comparison."""
-    other = "last" if r.pooling == "mean" else "mean"
+    """A human-readable report: summary, per-layer AUROC, agreement, cross-talk, OOD, comparison.
+
+    Every pooling mode the report holds gets an AUROC column, the manifest's first.
+    """
+    modes = report_modes(r)
     lines = [
         "# Validation report", "",
         f"- model: `{r.model}`, dtype {r.dtype}",
@@ -61,22 +79,28 @@ def render_markdown(r: ValidateReport) -> str:
         lines.append(f"- --min-auroc {r.min_auroc}: " + ("pass" if not r.failures else "**FAIL**"))
     for f in r.failures:
         lines.append(f"  - {f}")
+    if not calibration_transfers(r.pooling):
+        lines.append(f"- accuracy and OOD z are n/a: the calibration was measured on {r.pooling}(rows) . vector, "
+                     f"but {r.pooling} pooling of the per-token scores is {r.pooling}(rows . vector), which differs "
+                     "for a non-linear pooling")
     lines += ["", "## Summary (best layer by AUROC, " + r.pooling + " pooling)", "",
-              f"| concept | held-out +/- | best layer | AUROC {r.pooling} | AUROC {other} | Cohen's d | accuracy |",
-              "|---|---|---|---|---|---|---|"]
+              "| concept | held-out +/- | best layer | " + " | ".join(f"AUROC {m}" for m in modes)
+              + " | Cohen's d | accuracy |", "|---|---|---|" + "---|" * len(modes) + "---|---|"]
     for c in r.concepts:
         m = next((l for l in c.layers if l.layer == c.best_layer), None)
         if c.status != "ok" or m is None:
-            lines.append(f"| {c.concept} | {c.heldout_positive}/{c.heldout_negative} | n/a ({c.reason}) | | | | |")
+            lines.append(f"| {c.concept} | {c.heldout_positive}/{c.heldout_negative} | n/a ({c.reason}) |"
+                         + " |" * (len(modes) + 2))
             continue
-        main, oth = getattr(m, r.pooling), getattr(m, other)
+        main = m.pooled[r.pooling]
         lines.append(f"| {c.concept} | {c.heldout_positive}/{c.heldout_negative} | {c.best_layer} | "
-                     f"{_f(main.auroc)} | {_f(oth.auroc)} | {_f(main.cohens_d, '.2f')} | {_f(main.accuracy)} |")
-    lines += ["", "## AUROC per layer (mean-pooled / last token)", "",
+                     + "".join(f"{_f(_auroc(m, mode))} | " for mode in modes)
+                     + f"{_f(main.cohens_d, '.2f')} | {_f(main.accuracy)} |")
+    lines += ["", f"## AUROC per layer ({' / '.join(modes)} pooling)", "",
               "| concept | " + " | ".join(f"L{l}" for l in r.layers) + " |",
               "|---|" + "---|" * len(r.layers)]
     for c in r.concepts:
-        lines.append(f"| {c.concept} | " + " | ".join(f"{_f(l.mean.auroc, '.2f')} / {_f(l.last.auroc, '.2f')}"
+        lines.append(f"| {c.concept} | " + " | ".join(" / ".join(_f(_auroc(l, mode), ".2f") for mode in modes)
                                                        for l in c.layers) + " |")
     lines += ["", f"## Cross-talk at layer {r.crosstalk_layer}", "",
               "Upper triangle: cosine between vectors; lower triangle: correlation of held-out projections.", ""]
@@ -98,7 +122,8 @@ def render_markdown(r: ValidateReport) -> str:
             for l in oc.layers:
                 q = l.quantiles
                 lines.append(f"| {oc.concept} | {l.layer} | {l.mean:.3g} | {l.std:.3g} | {q['q05']:.3g} | "
-                             f"{q['q50']:.3g} | {q['q95']:.3g} | {_f(l.z_mean, '+.2f')} | {l.fraction_positive:.2f} |")
+                             f"{q['q50']:.3g} | {q['q95']:.3g} | {_f(l.z_mean, '+.2f')} | "
+                             f"{_f(l.fraction_positive, '.2f')} |")
     if r.compare is not None:
         cm = r.compare
         lines += ["", f"## CAA vs LDA (offline, {cm.pooling} pooling, shrinkage {cm.shrinkage}; "
@@ -135,7 +160,7 @@ def _heat(ax, data: np.ndarray, xlabels, ylabels, title: str, vmin: float, vmax:
 
 
 def render_plots(r: ValidateReport) -> dict[str, bytes]:
-    """PNG bytes of the AUROC heat map (concepts x layers, both poolings) and the cross-talk heat map."""
+    """PNG bytes of the AUROC heat map (concepts x layers, one panel per pooling mode) and the cross-talk heat map."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -145,13 +170,13 @@ def render_plots(r: ValidateReport) -> dict[str, bytes]:
     layers = [f"L{l}" for l in r.layers]
     label = max((len(n) for n in names), default=4) * 0.08  # inches of y tick labels
     h = max(2.8, 0.35 * len(names) + 1.5)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * (label + max(2.5, 0.7 * len(layers))) + 1.2, h), squeeze=False,
-                             layout="constrained")
-    for ax, pooling in zip(axes[0], ("mean", "last")):
-        data = np.array([[np.nan if getattr(l, pooling).auroc is None else getattr(l, pooling).auroc for l in c.layers]
-                         for c in r.concepts], dtype=np.float64)
-        title = "mean-pooled" if pooling == "mean" else "last token"
-        im = _heat(ax, data, layers, names, f"held-out AUROC\n{title}", 0.0, 1.0, "RdYlGn")
+    modes = report_modes(r) or [r.pooling]
+    fig, axes = plt.subplots(1, len(modes), figsize=(len(modes) * (label + max(2.5, 0.7 * len(layers))) + 1.2, h),
+                             squeeze=False, layout="constrained")
+    for ax, pooling in zip(axes[0], modes):
+        data = np.array([[np.nan if (a := _auroc(l, pooling)) is None else a for l in c.layers] for c in r.concepts],
+                        dtype=np.float64)
+        im = _heat(ax, data, layers, names, f"held-out AUROC\n{pooling} pooling", 0.0, 1.0, "RdYlGn")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     auroc_png = _png(fig)
     plt.close(fig)

@@ -190,7 +190,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     report.min_auroc = opts.min_auroc
     report.failures = failures
     if ood_scores is not None:
-        pooled = projections_from_scores(ood_scores, list(range(len(ood_scores)))).pooled(manifest.pooling)
+        pooled = projections_from_scores(ood_scores, list(range(len(ood_scores)))).of(manifest.pooling)
         report.ood = ood_report(opts.ood, manifest, pooled)
     report.compare = compare
     paths = write_report(Path(opts.output_dir), report)

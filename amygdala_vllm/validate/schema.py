@@ -1,10 +1,15 @@
-"""``report.json`` (format ``amygdala-validate/1``): what ``validate`` measured, as msgspec Structs.
+"""``report.json`` (format ``amygdala-validate/2``): what ``validate`` measured, as msgspec Structs.
 
 Every figure that may not exist (a concept without held-out negatives, a
 projection without spread) is ``null``, never NaN: JSON has no NaN and a
 reader should see "not measured" rather than a number. Structs forbid unknown
 fields like every other format of this tool; change a field only together with
 :data:`VALIDATE_FORMAT`.
+
+Version 2 keys per-layer metrics by pooling-mode name (``pooled``: one entry
+per mode of ``pooling_modes.MODES`` the scores carry) where version 1 had the
+fields ``mean`` and ``last``; ``OODLayer.fraction_positive`` may be ``null``.
+:func:`upgrade_v1` turns a version-1 document into version 2.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import math
 
 import msgspec
+
+from ..pooling_modes import MODES
 
 __all__ = [
     "VALIDATE_FORMAT",
@@ -33,9 +40,13 @@ __all__ = [
     "MethodScore",
     "ValidateReport",
     "opt",
+    "report_modes",
+    "calibration_transfers",
+    "upgrade_v1",
 ]
 
-VALIDATE_FORMAT = "amygdala-validate/1"
+VALIDATE_FORMAT = "amygdala-validate/2"
+VALIDATE_FORMAT_V1 = "amygdala-validate/1"
 
 
 def opt(x: float) -> float | None:
@@ -53,16 +64,22 @@ class PoolingMetrics(_Strict):
 
     auroc: float | None
     cohens_d: float | None
-    accuracy: float | None  # at the calibrated threshold; only for the manifest's pooling
+    accuracy: float | None  # at the calibrated threshold; only for the manifest's pooling, if linear
 
 
 class LayerMetrics(_Strict):
-    """One concept at one hooked layer; ``threshold`` is the calibrated midpoint."""
+    """One concept at one hooked layer; ``threshold`` is the calibrated midpoint.
+
+    ``pooled`` maps each pooling mode the scores carry to its metrics. The
+    scores are per-token projections reduced by the mode: for a linear mode
+    that is ``pooled activation . vector``, for ``max`` it is the max over
+    tokens of ``row . vector``, which is not the ``max(rows) . vector`` that
+    ``reduce --pooling max`` calibrates on.
+    """
 
     layer: int
     threshold: float
-    mean: PoolingMetrics
-    last: PoolingMetrics
+    pooled: dict[str, PoolingMetrics]
 
 
 class ConceptReport(_Strict):
@@ -105,8 +122,10 @@ class OODLayer(_Strict):
     mean: float
     std: float
     quantiles: dict[str, float]  # "q05".."q95"
-    z_mean: float | None  # (mean - threshold) / calibration pooled_std, signed so > 0 leans to the concept
-    fraction_positive: float  # share of texts on the positive side of the calibrated threshold
+    # (mean - threshold) / calibration pooled_std, signed so > 0 leans to the concept (null: not linear)
+    z_mean: float | None
+    # share of texts on the positive side of the calibrated threshold (null: the pooling is not linear)
+    fraction_positive: float | None
 
 
 class OODConcept(_Strict):
@@ -231,3 +250,41 @@ class ValidateReport(_Strict):
     ood: OODReport | None = None
     compare: CompareReport | None = None
     specificity: SpecificityReport | None = None  # added within format 1: older reports lack it
+
+
+def calibration_transfers(pooling: str) -> bool:
+    """Whether the calibration (thresholds, accuracy, OOD z) of manifest pooling ``pooling`` applies to its scores.
+
+    ``reduce`` calibrates on ``pooled activation . vector``; readout pools the
+    per-token scores ``row_t . vector``. The two agree for a linear mode only:
+    ``max_t(row_t . v)`` is not ``max(rows) . v``, so a ``max`` manifest's
+    thresholds say nothing about its runtime scores.
+    """
+    return pooling in MODES and MODES[pooling].linear
+
+
+def report_modes(report: ValidateReport) -> list[str]:
+    """The pooling modes a report holds, the manifest's first, then in registry order (then any unknown, sorted).
+
+    ``report.json`` sorts dict keys, so a report read back lists ``pooled``
+    alphabetically; every renderer orders by this instead.
+    """
+    held: set[str] = set()
+    for c in report.concepts:
+        for layer in c.layers:
+            held.update(layer.pooled)
+    rest = [m for m in MODES if m in held and m != report.pooling]
+    rest += sorted(held - set(MODES) - {report.pooling})
+    return ([report.pooling] if report.pooling in held else []) + rest
+
+
+def upgrade_v1(doc: dict) -> dict:
+    """A decoded ``amygdala-validate/1`` document as version 2: ``mean``/``last`` per layer move into ``pooled``."""
+
+    def layer(entry: dict) -> dict:
+        rest = dict(entry)
+        pooled = {k: rest.pop(k) for k in ("mean", "last") if k in rest}
+        return {**rest, "pooled": pooled}
+
+    concepts = [dict(c, layers=[layer(l) for l in c.get("layers", [])]) for c in doc.get("concepts", [])]
+    return dict(doc, format=VALIDATE_FORMAT, concepts=concepts)
