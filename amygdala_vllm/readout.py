@@ -95,7 +95,10 @@ class Readout:
             ))
             self.tokenizer = self.llm.get_tokenizer()
             skip = self.manifest.skip_first_tokens if check_agreement else None
-            self._session = ReadoutSession(self.llm, capture_skip_first_tokens=skip)
+            # A fresh engine's workers read the VLLM_READOUT_* variables set above, as serving's do. A reused
+            # engine's worker processes copied the environment when they started, so they get the paths.
+            given = (str(vectors), str(manifest)) if llm is not None else (None, None)
+            self._session = ReadoutSession(self.llm, *given, capture_skip_first_tokens=skip)
         except BaseException:
             self._env.close()
             raise

@@ -3,7 +3,7 @@
 Run as a script (``python parallel_job.py JOB.json``) by ``test_parallel.py``: a
 multi-rank engine starts worker processes, which needs the ``__main__`` guard
 and a process of its own. Writes ``OUT_tpT_ppP.safetensors`` per configuration
-with the pooled ``mean``/``last`` [N, L, H], the per-token readout ``scores``
+with the pooled ``mean``/``last`` [N, L, H], the per-token readout ``scores`` (through ``Readout`` on the running engine)
 concatenated [sum T, L, E] and the seconds each configuration took.
 """
 
@@ -18,7 +18,8 @@ def main(job_file: str) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, ReadoutSession, open_engine
+    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, open_engine
 
     job = json.loads(open(job_file, encoding="utf-8").read())
     for tp, pp in job["configs"]:
@@ -29,9 +30,10 @@ def main(job_file: str) -> None:
         capture = CaptureSession(llm, job["layers"], 1)
         pooled = capture.run(job["prompts"])
         capture.close()
-        readout = ReadoutSession(llm, job["vectors"], job["manifest"])
-        scores, _ = readout.run(job["prompts"])
-        readout.close()
+        # The driver's Readout on an engine that is already running: its worker processes started
+        # before the VLLM_READOUT_* variables were set, so this also checks the paths reach them.
+        with Readout(None, job["vectors"], job["manifest"], dtype="fp32", llm=llm) as readout:
+            scores = [s.scores for s in readout.score_token_ids(job["prompts"])]
         save_file({"mean": np.stack([p.mean for p in pooled]), "last": np.stack([p.last for p in pooled]),
                    "scores": np.concatenate(scores), "seconds": np.array([started, time.perf_counter() - t0])},
                   f"{job['out']}_tp{tp}_pp{pp}.safetensors")
