@@ -38,7 +38,7 @@ def test_prepare_refuses_a_forced_v2_runner(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_runner_kind_tells_v2_by_its_real_classes() -> None:
     """V2's runner classes as vLLM ships them (importable on CPU, though V2 cannot start here)."""
-    from amygdala_vllm.vllm_ext import probes
+    from amygdala_vllm.vllm_ext.runners import runner_kind, runner_view
 
     pytest.importorskip("vllm")
     from vllm.v1.worker.cpu.model_runner import CPUModelRunner as V2CPU
@@ -47,13 +47,13 @@ def test_runner_kind_tells_v2_by_its_real_classes() -> None:
 
     for cls in (V2CPU, V2GPU):
         runner = object.__new__(cls)
-        assert probes.runner_kind(runner) == "v2"
+        assert runner_kind(runner) == "v2"
 
         class Worker:
             model_runner = runner
 
         with pytest.raises(IncompatibleVLLMError, match="Model Runner V2"):
-            probes.model_runner(Worker())
+            runner_view(Worker())
     v1 = object.__new__(V1CPU)
     v1.input_batch, v1.query_start_loc = object(), object()  # set in __init__, which needs a whole engine
-    assert probes.runner_kind(v1) == "v1"
+    assert runner_kind(v1) == "v1"

@@ -1,15 +1,14 @@
-"""probes: the lookups of vLLM internals; a missing internal names the vLLM version and the piece.
+"""probes: the vLLM-global lookups; a missing internal names the vLLM version and the piece.
 
 The happy paths run inside the real engine (test_worker, test_capture_engine);
 here the pure helpers, and the failure messages a vLLM upgrade would produce.
+The model-runner views (and their failure messages) are tested in test_runners.
 """
 
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
@@ -41,31 +40,13 @@ def test_forward_positions_from_keyword_or_position() -> None:
 
 def test_missing_internals_name_the_version_and_the_piece() -> None:
     version = re.escape(probes.vllm_version())
-    with pytest.raises(IncompatibleVLLMError, match=rf"vLLM {version}: worker.model_runner not found"):
-        probes.model_runner(SimpleNamespace())
-    with pytest.raises(IncompatibleVLLMError, match="model_runner.get_model"):
-        probes.runner_model(SimpleNamespace(model=None))
-    with pytest.raises(IncompatibleVLLMError, match="step bookkeeping"):
-        probes.step_bookkeeping(SimpleNamespace())  # a V2-style runner: no input_batch
-    with pytest.raises(IncompatibleVLLMError, match="compilation_config.mode"):
-        probes.compiles_model(SimpleNamespace())
+    err = probes.missing("runner.thing")
+    assert isinstance(err, IncompatibleVLLMError)
+    assert re.fullmatch(rf"vLLM {version}: runner.thing not found; this vLLM version is not supported", str(err))
 
 
-def test_step_bookkeeping_reads_the_v1_runner_fields() -> None:
-    runner = SimpleNamespace(
-        input_batch=SimpleNamespace(num_reqs=2, req_ids=["a", "b", None], num_prompt_tokens=np.array([5, 3, 0])),
-        query_start_loc=SimpleNamespace(cpu=torch.tensor([0, 5, 6, 6])),
-    )
-    req_ids, starts, prompt_lens = probes.step_bookkeeping(runner)
-    assert req_ids == ["a", "b"] and starts.tolist() == [0, 5, 6] and prompt_lens.tolist() == [5, 3]
-
-
-def test_model_lookups_on_a_plain_module() -> None:
-    model = torch.nn.Linear(2, 2)
-    assert probes.runner_model(SimpleNamespace(get_model=lambda: model)) is model
-    assert probes.runner_model(SimpleNamespace(model=model)) is model
-    assert probes.graph_wrapped(SimpleNamespace(model=model)) is False
-    assert probes.graph_wrapped(SimpleNamespace(model=object())) is True
-    assert probes.model_device(model) == torch.device("cpu")
-    assert probes.compiles_model(SimpleNamespace(vllm_config=SimpleNamespace(
-        compilation_config=SimpleNamespace(mode=0)))) is False
+def test_pipeline_ranks_outside_an_engine_are_one_stage() -> None:
+    """No pipeline group exists outside a worker: a single stage is both the first and the last."""
+    assert probes.is_first_pipeline_rank() is True
+    assert probes.is_last_pipeline_rank() is True
+    assert probes.tensor_parallel_rank() == 0

@@ -140,17 +140,26 @@ def _stream_scores(stream):
     return merged, chunks_with_scores
 
 
+def _greedy_then_stream(client, model, text, max_tokens, xargs=XARGS):
+    """Greedy ids of ``text`` without readout, then the same completion streamed with ``xargs``.
+
+    Returns (prompt ids, completion ids, merged streamed scores); some chunk carried scores, the last the pooled ones.
+    """
+    full = client.completions.create(model=model, prompt=text, max_tokens=max_tokens, temperature=0,
+                                     extra_body={"return_token_ids": True, "ignore_eos": True}).model_dump()
+    ids, out = full["choices"][0]["prompt_token_ids"], full["choices"][0]["token_ids"]
+    stream = client.completions.create(model=model, prompt=text, max_tokens=max_tokens, temperature=0, stream=True,
+                                       extra_body={"vllm_xargs": xargs, "ignore_eos": True})
+    merged, n_chunks = _stream_scores(stream)
+    assert n_chunks >= 1 and merged["pooled"] is not None
+    return ids, out, merged
+
+
 def test_streamed_scores_equal_hf(served, hf):
     base, mats = served
     client, model = _client(base), _model(base)
     text = varied_texts(3, max_words=40)[2]
-    full = client.completions.create(model=model, prompt=text, max_tokens=12, temperature=0,
-                                     extra_body={"return_token_ids": True, "ignore_eos": True}).model_dump()
-    ids, out = full["choices"][0]["prompt_token_ids"], full["choices"][0]["token_ids"]
-    stream = client.completions.create(model=model, prompt=text, max_tokens=12, temperature=0, stream=True,
-                                       extra_body={"vllm_xargs": XARGS, "ignore_eos": True})
-    merged, n_chunks = _stream_scores(stream)
-    assert n_chunks >= 1 and merged["pooled"] is not None
+    ids, out, merged = _greedy_then_stream(client, model, text, 12)
     _check_choice(merged, ids, out, hf, mats)
     chat = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0, stream=True,

@@ -17,7 +17,7 @@ import pytest
 
 from hf_reference import HFReference
 from test_readout_engine import write_vectors
-from test_serve import _client, _model, _stream_scores
+from test_serve import _client, _greedy_then_stream, _model
 
 pytestmark = [pytest.mark.engine, pytest.mark.smollm2]
 
@@ -86,12 +86,6 @@ def test_compiled_server_chat_and_stream_scores_equal_hf(served, hf):
     diffs = [_check_raw(ch["amygdala"], chat["prompt_token_ids"], ch["token_ids"], hf, mats)]
 
     text = "The storm tore the roof off the old barn, and the farmer stood in the rain"
-    full = client.completions.create(model=model, prompt=text, max_tokens=10, temperature=0,
-                                     extra_body={"return_token_ids": True, "ignore_eos": True}).model_dump()
-    ids, out = full["choices"][0]["prompt_token_ids"], full["choices"][0]["token_ids"]
-    stream = client.completions.create(model=model, prompt=text, max_tokens=10, temperature=0, stream=True,
-                                       extra_body={"vllm_xargs": XARGS, "ignore_eos": True})
-    merged, n_chunks = _stream_scores(stream)
-    assert n_chunks >= 1 and merged["pooled"] is not None
+    ids, out, merged = _greedy_then_stream(client, model, text, 10, XARGS)
     diffs.append(_check_raw(merged, ids, out, hf, mats))
     print(f"max |raw - HF| = {max(d for d, _ in diffs):.3g}, max |score| = {max(m for _, m in diffs):.3g}")

@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..errors import FormatError, IncompatibleVLLMError, ModelError, UsageError
+from ..errors import FormatError, ModelError, UsageError
 from ..formats import ReadoutManifest, manifest_path_for
 from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, check_model
 from ..vectors_file import load as load_vectors_file
@@ -50,18 +50,14 @@ def plugins_value(current: str | None) -> str:
 
 
 def runner_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Select vLLM's V1 model runner: the readout probes read its per-request state (V2 keeps none).
+    """Select vLLM's V1 model runner: the runner view (``vllm_ext/runners/v1.py``) reads its per-request state (V2 keeps none).
 
     The same rule as every in-process engine (``vllm_ext/launch.py``): a user's
     explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused, never silently overridden.
     """
-    from ..vllm_ext.launch import RUNNER_ENV  # sets nothing, imports no vLLM
+    from ..vllm_ext.launch import RUNNER_ENV, check_runner_env  # sets nothing, imports no vLLM
 
-    current = (base or {}).get(RUNNER_ENV)
-    if current is not None and current.strip().lower() in ("1", "true", "yes"):
-        raise IncompatibleVLLMError(
-            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
-        )
+    check_runner_env(base or {})
     return {RUNNER_ENV: "0"}
 
 

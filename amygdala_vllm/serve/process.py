@@ -32,8 +32,10 @@ def free_port() -> int:
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment for a server: the engine core in its own process (in-process engines are for tests)."""
+    from ..vllm_ext.launch import MULTIPROCESSING_ENV  # sets nothing, imports no vLLM
+
     env = dict(os.environ)
-    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING", None)
+    env.pop(MULTIPROCESSING_ENV, None)
     env.update(extra or {})
     return env
 

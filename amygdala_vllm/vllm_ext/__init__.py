@@ -1,7 +1,9 @@
 """The only code that runs inside vLLM or touches its internals.
 
-- :mod:`.probes`: every lookup of a vLLM internal, in one place, with the
+- :mod:`.probes`: every lookup of a vLLM-global internal, in one place, with the
   supported version range; a failed probe raises IncompatibleVLLMError.
+- :mod:`.runners`: one view per supported model runner (V1 today) behind the
+  ``RunnerView`` interface; the only code that reads a runner's internals.
 - :mod:`.layers`: find the decoder layers of any (wrapped) decoder model.
 - :mod:`.pooling`: per-request pooled accumulation of residual rows (plain torch).
 - :mod:`.worker`: the worker extension mixed into vLLM's worker; called by name.

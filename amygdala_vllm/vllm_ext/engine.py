@@ -87,7 +87,7 @@ class PooledText:
 def _quiet_defaults(opts: EngineOptions) -> None:
     if opts.tensor_parallel_size * opts.pipeline_parallel_size == 1:
         # One process: the worker runs in ours; saves two processes and ~15 s of start-up.
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault(launch.MULTIPROCESSING_ENV, "0")
     launch.prepare_engine_env(opts.tensor_parallel_size, opts.pipeline_parallel_size)
     _cpu_threads()
 

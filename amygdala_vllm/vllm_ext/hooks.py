@@ -25,6 +25,7 @@ from ..errors import IncompatibleVLLMError
 from . import probes
 from .layers import DecoderLayers
 from .ops import tapped_layers
+from .runners import RunnerView
 from .step import StepLayout, build_step_layout
 
 __all__ = ["StepConsumer", "LayerHooks", "TapHooks", "residual_stream"]
@@ -55,11 +56,11 @@ def residual_stream(output: Any) -> torch.Tensor:
 class LayerHooks:
     """Owns the hook handles for one capture/readout session on one worker."""
 
-    def __init__(self, runner: Any, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
+    def __init__(self, runner: RunnerView, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
         self._runner = runner
         self._consumer = consumer
         self._handles: list[Any] = []
-        model = probes.runner_model(runner)
+        model = runner.model()
         self._handles.append(model.register_forward_pre_hook(self._pre, with_kwargs=True))
         self._handles.append(model.register_forward_hook(self._post))
         for pos, index in enumerate(layers):
@@ -67,7 +68,7 @@ class LayerHooks:
                 self._handles.append(decoder.layers[index].register_forward_hook(self._layer_hook(pos)))
 
     def _pre(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        req_ids, starts, prompt_lens = probes.step_bookkeeping(self._runner)
+        req_ids, starts, prompt_lens = self._runner.step_bookkeeping()
         positions = probes.forward_positions(args, kwargs)
         self._consumer.begin_step(build_step_layout(req_ids, starts, positions, prompt_lens))
 
@@ -106,7 +107,7 @@ class TapHooks:
     replays it (refused otherwise).
     """
 
-    def __init__(self, runner: Any, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
+    def __init__(self, runner: RunnerView, decoder: DecoderLayers, layers: list[int], consumer: StepConsumer):
         taps = tapped_layers(decoder.layers)
         missing = [i for i in layers if decoder.owns(i) and i not in taps]
         if missing:
@@ -118,11 +119,11 @@ class TapHooks:
         self._consumer = consumer
         self._taps = [(pos, taps[i].tap) for pos, i in enumerate(layers) if decoder.owns(i)]
         self._last_step: tuple[Any, ...] | None = None
-        model = probes.runner_model(runner)
+        model = runner.model()
         if probes.is_last_pipeline_rank():
             site = probes.logits_processor(model)
             self._handles = [site.register_forward_pre_hook(lambda module, args: self._after_forward())]
-        elif probes.graph_wrapped(runner):
+        elif runner.graph_wrapped():
             raise IncompatibleVLLMError(
                 "a pipeline stage before the last, replayed from CUDA graphs, runs no hook after its forward; "
                 "capture with --eager or without pipeline parallelism"
@@ -131,8 +132,8 @@ class TapHooks:
             self._handles = [model.register_forward_hook(lambda module, args, output: self._after_forward())]
 
     def _after_forward(self) -> None:
-        req_ids, starts, prompt_lens = probes.step_bookkeeping(self._runner)
-        positions = probes.step_positions(self._runner, int(starts[-1]))
+        req_ids, starts, prompt_lens = self._runner.step_bookkeeping()
+        positions = self._runner.step_positions(int(starts[-1]))
         layout = build_step_layout(req_ids, starts, positions, prompt_lens)
         key = (tuple(req_ids), starts.tobytes(), layout.positions.numpy().tobytes())
         if key == self._last_step:

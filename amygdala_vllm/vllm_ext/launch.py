@@ -6,12 +6,12 @@ must every other place that starts one. It only sets environment variables
 (vLLM reads them when the engine and its workers start), so it imports no vLLM.
 
 Model runner. vLLM 0.32 defaults to Model Runner V2 on GPUs whenever Triton is
-present (``VllmConfig.use_v2_model_runner``). The probes (``probes.py``) read V1
-runner internals (``input_batch``, ``query_start_loc``) that V2 does not have,
+present (``VllmConfig.use_v2_model_runner``). The only runner view written
+(``runners/v1.py``) reads V1 internals (``input_batch``, ``query_start_loc``) that V2 does not have,
 so engines start on V1 explicitly (``VLLM_USE_V2_MODEL_RUNNER=0``, still honoured
 in 0.32); a user who set ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused here, and a V2
 runner that appears anyway (features that force V2 override the variable) is
-refused by :func:`probes.model_runner` on the worker.
+refused by :func:`runners.runner_view` on the worker.
 
 CPU tensor/pipeline parallel. With more than one rank vLLM binds each CPU
 worker to the cores of one NUMA node and stops with "Not enough allowed NUMA
@@ -26,15 +26,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 
 from ..errors import IncompatibleVLLMError, UsageError
 
-__all__ = ["RUNNER_ENV", "prepare_engine_env", "cpu_thread_binding", "usable_cores"]
+__all__ = ["RUNNER_ENV", "BIND_ENV", "MULTIPROCESSING_ENV", "check_runner_env", "prepare_engine_env",
+           "cpu_thread_binding", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
 RUNNER_ENV = "VLLM_USE_V2_MODEL_RUNNER"
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
+#: ``"0"`` runs the engine core (and a single worker) in the caller's process: ``engine.open_engine``
+#: sets it for one-rank engines, a served engine gets it removed (``serve/process.py``).
+MULTIPROCESSING_ENV = "VLLM_ENABLE_V1_MULTIPROCESSING"
 
 
 def usable_cores() -> list[int]:
@@ -79,6 +84,19 @@ def _on_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def check_runner_env(environ: Mapping[str, str]) -> None:
+    """Refuse a user's explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` in ``environ``: never silently overridden.
+
+    The one rule for in-process engines (:func:`prepare_engine_env`) and served
+    ones (``serve/launch.runner_env``, which builds the server's environment).
+    """
+    current = environ.get(RUNNER_ENV)
+    if current is not None and current.strip().lower() in ("1", "true", "yes"):
+        raise IncompatibleVLLMError(
+            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
+        )
+
+
 def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
     """Set the variables an engine of this project needs; returns those it set (logged in one line).
 
@@ -89,12 +107,8 @@ def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: in
     if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
         raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
     done: dict[str, str] = {}
-    current = os.environ.get(RUNNER_ENV)
-    if current is not None and current.strip().lower() in ("1", "true", "yes"):
-        raise IncompatibleVLLMError(
-            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
-        )
-    if current is None:
+    check_runner_env(os.environ)
+    if RUNNER_ENV not in os.environ:
         os.environ[RUNNER_ENV] = done[RUNNER_ENV] = "0"
     ranks = tensor_parallel_size * pipeline_parallel_size
     if ranks > 1 and BIND_ENV not in os.environ and not _on_gpu():

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from ..serve.options import TAG_KEY
-from . import probes
+from .runners import RunnerView
 from .step import StepLayout
 
 __all__ = ["ServeScores", "HeldScores"]
@@ -45,7 +44,7 @@ class HeldScores:
 class ServeScores:
     """Scores every opted-in request's rows at the manifest's layers; a step consumer (``begin/add/end_step``)."""
 
-    def __init__(self, runner: Any, vectors: list[torch.Tensor], ttl_s: float = 120.0):
+    def __init__(self, runner: RunnerView, vectors: list[torch.Tensor], ttl_s: float = 120.0):
         self._runner = runner
         self.vectors = [v.float().contiguous() for v in vectors]
         self.num_layers, self.num_concepts = len(vectors), int(vectors[0].shape[0])
@@ -62,10 +61,10 @@ class ServeScores:
 
     def _tag(self, req_id: str) -> str | None:
         if req_id not in self._tags:
-            tag = probes.request_extra_args(self._runner, req_id).get(TAG_KEY)
+            tag = self._runner.request_extra_args(req_id).get(TAG_KEY)
             self._tags[req_id] = str(tag) if tag is not None else None
             if len(self._tags) > self._prune_at:  # finished plain requests: forget them now and then
-                live = probes.live_request_ids(self._runner)
+                live = self._runner.live_request_ids()
                 for gone in [r for r in self._tags if r not in live]:
                     del self._tags[gone]
                 self._prune_at = 2 * len(self._tags) + 256
@@ -91,7 +90,7 @@ class ServeScores:
             return
         rows = torch.cat(index)
         self._positions = layout.positions[rows]
-        ids = probes.step_input_ids(self._runner, layout.num_rows)
+        ids = self._runner.step_input_ids(layout.num_rows)
         self._rows = rows.to(ids.device)
         self._token_ids = ids[self._rows].to(device="cpu", dtype=torch.int64)
 
@@ -136,7 +135,7 @@ class ServeScores:
         return out
 
     def _expire(self, now: float) -> None:
-        live = probes.live_request_ids(self._runner)
+        live = self._runner.live_request_ids()
         for req_id in [r for r in self._tags if r not in live]:
             del self._tags[req_id]
         for req_id in list(self.held):

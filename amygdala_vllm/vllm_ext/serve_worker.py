@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save as save_tensors
 
 from . import probes
+from .runners import runner_view
 from .serve_scores import ServeScores
 from .worker import AmygdalaWorkerExtension
 
@@ -39,7 +40,7 @@ class AmygdalaServeExtension(AmygdalaWorkerExtension):
         info = self.amygdala_readout_start(vectors_path, manifest_path)
         fan = self._amygdala_fanout
         assert fan is not None and fan.readout is not None
-        scores = ServeScores(probes.model_runner(self), list(fan.readout.vectors))
+        scores = ServeScores(runner_view(self), list(fan.readout.vectors))
         fan.readout = scores
         self._amygdala_serve = scores
         info.update(self.amygdala_model_info())

@@ -34,6 +34,7 @@ from .layers import DecoderLayers, resolve_decoder_layers
 from .ops import tapped_layers
 from .pooling import PooledAccumulator
 from .projection import ProjectionAccumulator
+from .runners import RunnerView, runner_view
 from .step import StepLayout
 
 __all__ = ["AmygdalaWorkerExtension"]
@@ -79,17 +80,16 @@ class AmygdalaWorkerExtension:
 
     def amygdala_runner_info(self) -> dict[str, str]:
         """The model runner this worker uses: ``{"kind": "v1", "class": "module.Class"}`` (V2 is refused)."""
-        runner = probes.model_runner(self)
-        cls = type(runner)
-        return {"kind": probes.runner_kind(runner), "class": f"{cls.__module__}.{cls.__qualname__}"}
+        runner = runner_view(self)
+        return {"kind": runner.kind, "class": runner.runner_class()}
 
     def amygdala_prepare_pipeline(self) -> bool:
-        """Allocate this pipeline stage's receive buffers if vLLM skipped it (see probes.ensure_pipeline_buffers)."""
-        return probes.ensure_pipeline_buffers(probes.model_runner(self))
+        """Allocate this pipeline stage's receive buffers if vLLM skipped it (see RunnerView.ensure_pipeline_buffers)."""
+        return runner_view(self).ensure_pipeline_buffers()
 
-    def _amygdala_decoder(self) -> tuple[Any, DecoderLayers]:
-        runner = probes.model_runner(self)
-        return runner, resolve_decoder_layers(probes.runner_model(runner))
+    def _amygdala_decoder(self) -> tuple[RunnerView, DecoderLayers]:
+        runner = runner_view(self)
+        return runner, resolve_decoder_layers(runner.model())
 
     def amygdala_model_info(self) -> dict[str, Any]:
         """Decoder shape as this worker sees it (layer count, slice, hidden size)."""
@@ -99,17 +99,17 @@ class AmygdalaWorkerExtension:
             "start_layer": decoder.start,
             "end_layer": decoder.end,
             "layers_path": decoder.path,
-            "hidden_size": int(runner.model_config.get_hidden_size()),
-            "max_model_len": int(runner.model_config.max_model_len),
-            "architecture": type(probes.runner_model(runner)).__name__,
+            "hidden_size": int(runner.model_config().get_hidden_size()),
+            "max_model_len": int(runner.model_config().max_model_len),
+            "architecture": type(runner.model()).__name__,
             "tp_rank": probes.tensor_parallel_rank(),
             "tapped_layers": sorted(tapped_layers(decoder.layers)),
-            "compiled": probes.compiles_model(runner),
+            "compiled": runner.compiles(),
         }
 
     # ------------------------------------------------------------ lifecycle
 
-    def _amygdala_install(self, layers: list[int]) -> tuple[Any, DecoderLayers, list[int]]:
+    def _amygdala_install(self, layers: list[int]) -> tuple[RunnerView, DecoderLayers, list[int]]:
         """(Re)hook ``layers``; keeps consumers only if the layers are unchanged."""
         runner, decoder = self._amygdala_decoder()
         bad = [i for i in layers if not 0 <= i < decoder.total]
@@ -125,7 +125,7 @@ class AmygdalaWorkerExtension:
         fanout = _Fanout()
         if tapped_layers(decoder.layers):
             hooks: LayerHooks | TapHooks = TapHooks(runner, decoder, owned, fanout)
-        elif probes.compiles_model(runner):
+        elif runner.compiles():
             raise ValueError(
                 "this engine compiles the model, where per-layer hooks never fire; start it with tap layers "
                 "(EngineOptions.tap_layers) or with enforce_eager=True"
@@ -152,9 +152,9 @@ class AmygdalaWorkerExtension:
         """Hook ``layers`` and start pooling every prompt this worker runs (by ``modes``; default mean, last)."""
         self.amygdala_capture_stop()
         runner, _, owned = self._amygdala_install(list(layers))
-        hidden = int(runner.model_config.get_hidden_size())
+        hidden = int(runner.model_config().get_hidden_size())
         assert self._amygdala_fanout is not None
-        device = probes.model_device(probes.runner_model(runner))
+        device = runner.device()
         self._amygdala_fanout.capture = PooledAccumulator(
             len(owned), hidden, skip_first_tokens, device=device, modes=tuple(modes or DEFAULT_MODES))
 
@@ -206,16 +206,17 @@ class AmygdalaWorkerExtension:
         else:
             vec, man = Path(vectors_path), Path(manifest_path)
         runner, decoder = self._amygdala_decoder()
-        model_path = str(runner.model_config.model)
+        model_config = runner.model_config()
+        model_path = str(model_config.model)
         fingerprint = model_fingerprint(model_path) if Path(model_path).is_dir() else None
         manifest, vectors = load_torch(
-            vec, man, num_layers=decoder.total, hidden_size=int(runner.model_config.get_hidden_size()),
+            vec, man, num_layers=decoder.total, hidden_size=int(model_config.get_hidden_size()),
             model_fingerprint=fingerprint,
         )
         _, _, owned = self._amygdala_install(list(manifest.layers))
         mine = [vectors[manifest.layers.index(i)] for i in owned]
         assert self._amygdala_fanout is not None
-        max_tokens = int(runner.model_config.max_model_len)
+        max_tokens = int(model_config.max_model_len)
         self._amygdala_fanout.readout = ProjectionAccumulator(mine, max_tokens_per_request=max_tokens)
         return {"concepts": list(manifest.concepts), "layers": list(manifest.layers)}
 
