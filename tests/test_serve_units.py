@@ -123,6 +123,7 @@ def test_serve_cli_refuses_wrong_vectors_in_one_line_before_vllm_starts(tmp_path
                             "--max-model-len", "512"])
     assert r.exit_code == 0, r.output
     assert "VLLM_PLUGINS=amygdala,amygdala_serve" in r.output and "--enforce-eager" in r.output
+    assert "VLLM_USE_V2_MODEL_RUNNER=0" in r.output and f"VLLM_READOUT_VECTORS={vec.resolve()}" in r.output
     assert "--worker-extension-cls amygdala_vllm.vllm_ext.serve_worker.AmygdalaServeExtension" in r.output
     assert "--max-model-len 512" in r.output
 

@@ -36,7 +36,7 @@ def serve_command(
     Any other flag goes to vLLM (e.g. --port 8000 --max-model-len 4096 --kv-cache-memory-bytes 1G).
     """
     from ..models import resolve_model
-    from ..serve.launch import check_vectors, serve_argv, serve_env
+    from ..serve.launch import check_vectors, own_env, serve_argv, serve_env
 
     vllm_args = list(ctx.args)
     model_path = resolve_model(model)
@@ -49,8 +49,7 @@ def serve_command(
     if env.pop(QUIETED_VLLM_ENV, None):  # a server's log is its user interface: vLLM's own level
         env.pop("VLLM_LOGGING_LEVEL", None)
     if print_command:
-        shown = {k: env[k] for k in ("VLLM_READOUT_VECTORS", "VLLM_READOUT_MANIFEST", "VLLM_PLUGINS",
-                                     "VLLM_USE_V2_MODEL_RUNNER")}
+        shown = {k: env[k] for k in own_env(vectors, manifest_path, os.environ)}
         console.print(" ".join(f"{k}={shlex.quote(v)}" for k, v in shown.items()) + " \\\n  "
                       + " ".join(shlex.quote(a) for a in argv), highlight=False, soft_wrap=True)
         return

@@ -30,7 +30,7 @@ from ..vectors_file import load as load_vectors_file
 
 __all__ = [
     "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "SERVE_WORKER_EXTENSION", "API_SERVER_MODULE",
-    "plugins_value", "runner_env", "serve_env", "serve_argv", "check_vectors",
+    "plugins_value", "runner_env", "own_env", "serve_env", "serve_argv", "check_vectors",
 ]
 
 GENERAL_PLUGIN = "amygdala"
@@ -61,14 +61,19 @@ def runner_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
     return {RUNNER_ENV: "0"}
 
 
+def own_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
+    """The variables serving adds to ``base``: vectors, plugins and the runner choice (what ``--print-command`` shows)."""
+    return {
+        ENV_VECTORS: str(Path(vectors).resolve()),
+        ENV_MANIFEST: str(Path(manifest).resolve()),
+        "VLLM_PLUGINS": plugins_value(base.get("VLLM_PLUGINS")),
+        **runner_env(base),
+    }
+
+
 def serve_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
-    """The server's environment: ``base`` plus vectors, plugins and the runner choice."""
-    env = dict(base)
-    env[ENV_VECTORS] = str(Path(vectors).resolve())
-    env[ENV_MANIFEST] = str(Path(manifest).resolve())
-    env["VLLM_PLUGINS"] = plugins_value(base.get("VLLM_PLUGINS"))
-    env.update(runner_env(base))
-    return env
+    """The server's environment: ``base`` plus :func:`own_env`."""
+    return {**base, **own_env(vectors, manifest, base)}
 
 
 def _flag_given(args: list[str], flag: str) -> bool:
