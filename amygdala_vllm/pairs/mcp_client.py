@@ -212,8 +212,9 @@ class MCPClient:
         # The SDK's task groups live inside the client, so a fault during the handshake cancels
         # this scope around the whole session (cancel scopes must nest); later faults cancel the
         # scope of each call (_guard).
+        handshake = anyio.CancelScope()
         try:
-            with anyio.CancelScope() as handshake:
+            with handshake:
                 self._scopes.add(handshake)
                 async with contextlib.AsyncExitStack() as stack:
                     try:
