@@ -20,7 +20,7 @@ from mcp.server.mcpserver import MCPServer
 
 from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 from amygdala_vllm.pairs.mcp_client import MCPClient
-from amygdala_vllm.pairs.mcp_results import result_json
+from amygdala_vllm.pairs.mcp_results import result_json, result_text
 from amygdala_vllm.pairs.mcp_target import ServerTarget, make_target
 from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph
 
@@ -190,20 +190,49 @@ def test_call_many_stops_when_on_result_raises() -> None:
     assert len(calls) == 3
 
 
-def test_server_that_forgets_the_session() -> None:
-    """The SDK does not re-initialise a session the server dropped; the run ends with one clear line."""
-    sessions: list[bytes] = []
+def _session_noting_app(sessions: list[bytes], bogus: list[bool]) -> Callable:  # type: ignore[type-arg]
+    """The fixture server, noting every session id a request carries; with ``bogus[0]`` set, every
+    request after the handshake carries an id the server never issued (a server that forgets at once)."""
     app = build_server(NODES, "json").streamable_http_app(json_response=True)
 
     async def noting(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
         if scope["type"] == "http":
             sessions.extend(v for k, v in scope["headers"] if k == b"mcp-session-id")
+            if bogus[0]:
+                scope = dict(scope, headers=[(k, b"f" * 32 if k == b"mcp-session-id" else v)
+                                             for k, v in scope["headers"]])
         await app(scope, receive, send)
 
-    with serve_asgi(noting) as url, MCPClient(http(url)) as client:
+    return noting
+
+
+def test_server_that_forgets_the_session_gets_a_new_one() -> None:
+    """A dropped session is renewed once, as the spec asks (404 -> new initialize), and the call is sent again;
+    concurrent calls that all saw it go share one new session."""
+    sessions: list[bytes] = []
+    with serve_asgi(_session_noting_app(sessions, [False])) as url, MCPClient(http(url)) as client:
         assert client.list_tools() and sessions
-        deleted = httpx.delete(url, headers={"Mcp-Session-Id": sessions[-1].decode()})
-        assert deleted.status_code == 200
+        first = sessions[-1]
+        assert httpx.delete(url, headers={"Mcp-Session-Id": first.decode()}).status_code == 200
+        assert "memory_render" in [t["name"] for t in client.list_tools()]
+        second = sessions[-1]
+        assert second != first
+        assert httpx.delete(url, headers={"Mcp-Session-Id": second.decode()}).status_code == 200
+        keys = [{"key": n["key"]} for n in NODES] * 4
+        results = client.call_many("memory_render", keys, concurrency=8)
+        assert [result_text(r) for r in results] == [client.call_tool("memory_render", k)["content"][0]["text"]
+                                                      for k in keys]
+        assert all(f"Evening {i}:" in result_text(r) for i, r in zip(list(range(7)) * 4, results))
+        assert len(set(sessions) - {first, second}) == 1  # one new session for all eight calls in flight
+
+
+def test_server_that_keeps_forgetting_the_session() -> None:
+    """Renewed once, forgotten again: the run ends with one clear line, not a loop."""
+    sessions: list[bytes] = []
+    bogus = [False]
+    with serve_asgi(_session_noting_app(sessions, bogus)) as url, MCPClient(http(url)) as client:
+        assert client.list_tools()
+        bogus[0] = True
         with pytest.raises(MCPError, match=r"MCP server http://\S+ returned JSON-RPC error -32600 for tools/list: "
                                            r"Session not found$"):
             client.list_tools()

@@ -10,6 +10,10 @@ so callers see plain methods, and it turns every failure into one
 :class:`~amygdala_vllm.errors.MCPProtocolError` (talked, but got no usable answer: JSON-RPC
 errors, non-JSON-RPC output, a missing tool) naming the server, never its headers.
 
+A Streamable HTTP server that forgets the session (restarted, or it expired the session: HTTP 404
+to a request carrying the session id) gets a new session, as the spec asks of clients, and the
+request is sent once more; concurrent calls share that one new session.
+
 Tool results are handed out as plain dicts in the wire shape (``content``,
 ``structuredContent``, ``isError``), read with :mod:`.mcp_results`; failures are worded by
 :mod:`.mcp_errors`.
@@ -26,6 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from typing import Any, BinaryIO
 
 import anyio
+import anyio.abc
 import httpx2
 import mcp_types
 from anyio.from_thread import BlockingPortal, start_blocking_portal
@@ -37,7 +42,7 @@ from mcp.client.streamable_http import streamable_http_client
 from amygdala_vllm import __version__
 from amygdala_vllm.errors import MCPError, MCPProtocolError
 
-from .mcp_errors import translate
+from .mcp_errors import session_lost, translate
 from .mcp_results import result_text
 from .mcp_target import HEADERS_ENV, ServerTarget
 
@@ -72,6 +77,13 @@ class MCPClient:
         self._scopes: set[anyio.CancelScope] = set()
         self._stderr: BinaryIO | None = None
         self._http_status: str | None = None
+        self._owners: anyio.abc.TaskGroup | None = None  # holds the task that owns the current session
+        self._retire: anyio.Event | None = None  # set: the current session's owner closes it
+        self._ready: anyio.Event | None = None  # set once a session is usable (again)
+        self._generation = 0  # sessions opened so far; a call that lost one knows whether it was replaced
+        self._renewing: anyio.Lock | None = None
+        self._lost = 0  # the generation a renewal is replacing (0: none)
+        self._abandoned: set[anyio.Event] = set()  # retire events of sessions a renewal gave up on
 
     # -- lifecycle (called from the caller's thread) ------------------------------------------
 
@@ -145,7 +157,7 @@ class MCPClient:
         return self._run(self._call_many, name, list(arguments), concurrency, on_result)
 
     def _run(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        if self._portal is None or self._client is None:
+        if self._portal is None:
             raise RuntimeError("MCPClient used outside its with-block")
         return self._portal.call(fn, *args)
 
@@ -153,20 +165,56 @@ class MCPClient:
 
     @contextlib.asynccontextmanager
     async def _session(self) -> AsyncIterator[None]:
-        """Connect and hand shake; on leaving, end the session (and stop the child)."""
+        """Connect and hand shake; on leaving, end the session (and stop the child).
+
+        Each session lives in a task of its own (:meth:`_own_session`) because the SDK's task
+        groups must be left by the task that entered them; a renewal (:meth:`_renew`) retires
+        that task and starts another.
+        """
         with _quiet_sdk_logs():
-            client = Client(
-                self._transport(),
-                mode="legacy",  # the initialize handshake: what deployed servers (2025-06-18/-11-25) speak
-                read_timeout_seconds=self.target.timeout,
-                message_handler=self._on_message,
-                client_info=mcp_types.Implementation(name="amygdala-vllm", version=__version__),
-                cache=None,
-            )
-            # The SDK's task groups live inside the client, so a fault during the handshake cancels
-            # this scope around the whole session (cancel scopes must nest); later faults cancel the
-            # scope of each call (_guard).
-            with anyio.CancelScope() as handshake:
+            self._renewing = anyio.Lock()
+            try:
+                async with anyio.create_task_group() as owners:
+                    self._owners = owners
+                    await owners.start(self._own_session)
+                    try:
+                        yield
+                    finally:
+                        self._client = None
+                        if self._retire is not None:
+                            self._retire.set()
+            except BaseExceptionGroup as group:  # the task group wraps even a lone failure: hand out the failure
+                leaves = _leaves(group)
+                if len(leaves) == 1:
+                    raise leaves[0] from leaves[0].__cause__
+                raise
+
+    async def _own_session(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Open one session, report it ready, hold it until retired, then close it.
+
+        A failure before the session is ready is raised from ``owners.start``; one while a
+        renewal closes an abandoned session is only logged (the server has forgotten it anyway).
+        """
+        retire = anyio.Event()
+
+        async def on_message(message: Any) -> None:
+            if retire not in self._abandoned:  # a session given up on may fail as it closes: not our fault
+                await self._on_message(message)
+
+        client = Client(
+            self._transport(),
+            mode="legacy",  # the initialize handshake: what deployed servers (2025-06-18/-11-25) speak
+            read_timeout_seconds=self.target.timeout,
+            message_handler=on_message,
+            client_info=mcp_types.Implementation(name="amygdala-vllm", version=__version__),
+            cache=None,
+        )
+        # The SDK's task groups live inside the client, so a fault during the handshake cancels
+        # this scope around the whole session (cancel scopes must nest); later faults cancel the
+        # scope of each call (_guard).
+        handshake = anyio.CancelScope()
+        try:
+            with handshake:
                 self._scopes.add(handshake)
                 async with contextlib.AsyncExitStack() as stack:
                     try:
@@ -174,17 +222,61 @@ class MCPClient:
                     except Exception as exc:  # the SDK and its transports raise many types
                         raise self._error(self._fault or exc, "initialize") from exc
                     self._scopes.discard(handshake)
-                    self._client = client
+                    self._client, self._retire = client, retire
+                    self._generation += 1
                     self.protocol_version = client.protocol_version
                     self.server_name = client.server_info.name if client.server_info else None
-                    log.debug("%s: protocol %s, server %s", self.where, self.protocol_version, self.server_name)
-                    try:
-                        yield
-                    finally:
-                        self._client = None
-            if handshake.cancelled_caught:
-                assert self._fault is not None
-                raise self._error(self._fault, "initialize") from self._fault
+                    log.debug("%s: protocol %s, server %s, session %d", self.where, self.protocol_version,
+                              self.server_name, self._generation)
+                    self._ready = anyio.Event()
+                    self._ready.set()
+                    task_status.started()
+                    await retire.wait()
+        except Exception as exc:
+            if retire not in self._abandoned:
+                raise
+            log.debug("%s: closing a forgotten session failed: %r", self.where, exc)
+            return
+        finally:
+            self._scopes.discard(handshake)
+        if handshake.cancelled_caught:
+            assert self._fault is not None
+            raise self._error(self._fault, "initialize") from self._fault
+
+    async def _renew(self, lost_generation: int) -> None:
+        """Replace the session the server forgot with a new one, once for every call that saw it go."""
+        assert self._renewing is not None and self._owners is not None
+        async with self._renewing:
+            if self._generation != lost_generation:
+                return  # another call already renewed it
+            log.info("%s forgot the session; starting a new one", self.where)
+            self._ready, self._lost = anyio.Event(), lost_generation
+            old, self._client = self._retire, None
+            if old is not None:
+                self._abandoned.add(old)
+                old.set()
+            self._fault, self._http_status = None, None
+            try:
+                await self._owners.start(self._own_session)
+            finally:
+                self._ready.set()  # waiting calls wake to the new session, or to its absence
+
+    async def _request(self, what: str, send: Callable[[Client], Awaitable[Any]]) -> Any:
+        """``send(client)`` on the current session; sent once more on a new session if the server forgot it."""
+        for attempt in (1, 2):
+            if self._ready is not None:
+                await self._ready.wait()
+            client, generation = self._client, self._generation
+            if client is None:
+                raise MCPProtocolError(f"{self.where}: no session for {what} (the server forgot it and a new one "
+                                       "could not be opened)")
+            try:
+                return await self._guard(what, lambda: send(client), generation)
+            except _SessionLost as lost:
+                if attempt == 2 or self.target.transport != "http":
+                    raise self._error(lost.cause, what) from lost.cause
+                await self._renew(generation)
+        raise AssertionError("unreachable")
 
     def _transport(self) -> Any:
         """The SDK transport for the target: a stdio child, or an HTTP client carrying the headers."""
@@ -227,8 +319,12 @@ class MCPClient:
             for scope in list(self._scopes):
                 scope.cancel()
 
-    async def _guard(self, what: str, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """Await ``fn()``; a transport fault cancels it; any failure becomes one of our errors."""
+    async def _guard(self, what: str, fn: Callable[[], Awaitable[Any]], generation: int | None = None) -> Any:
+        """Await ``fn()``; a transport fault cancels it; any failure becomes one of our errors.
+
+        With ``generation`` (the session ``fn`` talks on), a session the server forgot raises
+        :class:`_SessionLost` instead, for :meth:`_request` to renew and retry.
+        """
         scope = anyio.CancelScope()
         self._scopes.add(scope)
         try:
@@ -239,6 +335,9 @@ class MCPClient:
         except MCPError:
             raise
         except Exception as exc:  # the SDK and its transports raise many types; all become ours
+            if generation is not None and self._fault is None and session_lost(
+                    exc, self._http_status, renewed=generation == self._lost or generation != self._generation):
+                raise _SessionLost(exc) from exc
             raise self._error(self._fault or exc, what) from exc
         finally:
             self._scopes.discard(scope)
@@ -246,10 +345,9 @@ class MCPClient:
         raise self._error(self._fault, what) from self._fault
 
     async def _list_tools(self) -> list[dict[str, Any]]:
-        assert self._client is not None
-        client, tools, cursor = self._client, [], None
+        tools, cursor = [], None
         for _ in range(_MAX_TOOL_PAGES):
-            page = await self._guard("tools/list", lambda: client.list_tools(cursor=cursor))
+            page = await self._request("tools/list", lambda client: client.list_tools(cursor=cursor))
             tools += [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in page.tools]
             cursor = page.next_cursor
             if not cursor:
@@ -257,9 +355,7 @@ class MCPClient:
         raise MCPProtocolError(f"{self.where}: tools/list kept paging past {_MAX_TOOL_PAGES} pages")
 
     async def _call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        assert self._client is not None
-        client = self._client
-        result = await self._guard(f"tools/call {name}", lambda: client.call_tool(name, arguments))
+        result = await self._request(f"tools/call {name}", lambda client: client.call_tool(name, arguments))
         return result.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     async def _call_many(
@@ -306,6 +402,20 @@ class MCPClient:
             return self._stderr.read().decode("utf-8", "replace")
         except (OSError, ValueError):
             return ""
+
+
+def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
+    """The non-group exceptions inside ``group``, nested groups flattened."""
+    return [leaf for sub in group.exceptions
+            for leaf in (_leaves(sub) if isinstance(sub, BaseExceptionGroup) else [sub])]
+
+
+class _SessionLost(Exception):
+    """The server forgot the session (HTTP 404 to a request carrying its id); ``cause`` is the SDK's error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @contextlib.asynccontextmanager

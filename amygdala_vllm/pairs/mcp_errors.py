@@ -21,10 +21,26 @@ from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 
 from .mcp_target import ServerTarget
 
-__all__ = ["translate"]
+__all__ = ["translate", "session_lost"]
 
 # The SDK answers an HTTP error status with these stand-ins; the status itself is ours to add.
 _HTTP_STAND_INS = ("Server returned an error response", "Not Found", "Session terminated")
+
+
+def session_lost(exc: BaseException, http_status: str | None, renewed: bool = False) -> bool:
+    """True when a Streamable HTTP server no longer knows our session (HTTP 404 to a request carrying
+    its id; the spec then asks the client to start a new session), so the request may be retried.
+
+    ``renewed``: the session this request went out on is being or has been replaced (another call
+    saw the 404 first), so its invalid-request answer, or the connection closing under it as the
+    forgotten session is closed, is the same loss.
+    """
+    leaf = _leaf(exc)
+    if not isinstance(leaf, SDKError):
+        return False
+    if renewed:
+        return leaf.code in (mcp_types.INVALID_REQUEST, mcp_types.CONNECTION_CLOSED)
+    return leaf.code == mcp_types.INVALID_REQUEST and (http_status or "").startswith("404")
 
 
 def translate(
