@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import Any, BinaryIO
@@ -35,16 +34,14 @@ import httpx2
 import mcp_types
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
 
 from amygdala_vllm import __version__
 from amygdala_vllm.errors import MCPError, MCPProtocolError
 
-from .mcp_errors import session_lost, translate
+from .mcp_errors import leaves, session_lost, translate
 from .mcp_results import result_text
-from .mcp_target import HEADERS_ENV, ServerTarget
+from .mcp_target import ServerTarget
+from .mcp_transport import quiet_sdk_logs, sdk_transport
 
 __all__ = ["MCPClient", "DEFAULT_CONCURRENCY"]
 
@@ -171,7 +168,7 @@ class MCPClient:
         groups must be left by the task that entered them; a renewal (:meth:`_renew`) retires
         that task and starts another.
         """
-        with _quiet_sdk_logs():
+        with quiet_sdk_logs():
             self._renewing = anyio.Lock()
             try:
                 async with anyio.create_task_group() as owners:
@@ -184,9 +181,9 @@ class MCPClient:
                         if self._retire is not None:
                             self._retire.set()
             except BaseExceptionGroup as group:  # the task group wraps even a lone failure: hand out the failure
-                leaves = _leaves(group)
-                if len(leaves) == 1:
-                    raise leaves[0] from leaves[0].__cause__
+                inside = leaves(group)
+                if len(inside) == 1:
+                    raise inside[0] from inside[0].__cause__
                 raise
 
     async def _own_session(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -202,7 +199,7 @@ class MCPClient:
                 await self._on_message(message)
 
         client = Client(
-            self._transport(),
+            sdk_transport(self.target, self._stderr, self._note_status),
             mode="legacy",  # the initialize handshake: what deployed servers (2025-06-18/-11-25) speak
             read_timeout_seconds=self.target.timeout,
             message_handler=on_message,
@@ -277,35 +274,6 @@ class MCPClient:
                     raise self._error(lost.cause, what) from lost.cause
                 await self._renew(generation)
         raise AssertionError("unreachable")
-
-    def _transport(self) -> Any:
-        """The SDK transport for the target: a stdio child, or an HTTP client carrying the headers."""
-        t = self.target
-        if t.transport == "stdio":
-            # The child gets the user's environment, as if run from their shell (the SDK would pass
-            # only HOME/PATH/...), minus our header variable; its stderr goes to a file we quote
-            # from when it dies, so a traceback there never reaches the terminal.
-            env = {k: v for k, v in os.environ.items() if k != HEADERS_ENV}
-            params = StdioServerParameters(command=t.command[0], args=list(t.command[1:]), env=env)
-            return stdio_client(params, errlog=self._stderr or sys.stderr)  # type: ignore[arg-type]
-
-        def http_client(
-            headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None, auth: Any = None
-        ) -> httpx2.AsyncClient:
-            # A long read timeout: the SDK keeps an SSE stream open between answers; each request's
-            # own deadline is read_timeout_seconds. The hook keeps the HTTP status the SDK drops.
-            return httpx2.AsyncClient(
-                headers={**(headers or {}), **t.headers},
-                timeout=timeout or httpx2.Timeout(t.timeout, read=max(300.0, t.timeout)),
-                auth=auth,
-                event_hooks={"response": [self._note_status]},
-            )
-
-        assert t.url is not None
-        if t.transport == "sse":
-            return sse_client(t.url, timeout=t.timeout, sse_read_timeout=max(300.0, t.timeout),
-                              httpx_client_factory=http_client)
-        return _owned_http_transport(t.url, http_client)
 
     async def _note_status(self, response: httpx2.Response) -> None:
         # POSTs only: a 405 to the optional GET stream or the closing DELETE is no answer to a request.
@@ -404,40 +372,9 @@ class MCPClient:
             return ""
 
 
-def _leaves(group: BaseExceptionGroup) -> list[BaseException]:
-    """The non-group exceptions inside ``group``, nested groups flattened."""
-    return [leaf for sub in group.exceptions
-            for leaf in (_leaves(sub) if isinstance(sub, BaseExceptionGroup) else [sub])]
-
-
 class _SessionLost(Exception):
     """The server forgot the session (HTTP 404 to a request carrying its id); ``cause`` is the SDK's error."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(str(cause))
         self.cause = cause
-
-
-@contextlib.asynccontextmanager
-async def _owned_http_transport(url: str, factory: Callable[..., httpx2.AsyncClient]) -> AsyncIterator[Any]:
-    """Streamable HTTP over our own httpx2 client (headers, timeouts, status hook), closed after."""
-    async with factory() as http, streamable_http_client(url, http_client=http) as streams:
-        yield streams
-
-
-@contextlib.contextmanager
-def _quiet_sdk_logs() -> Iterator[None]:
-    """The SDK logs transport faults with tracebacks at ERROR; we report each as one error line.
-
-    Its loggers are raised to CRITICAL while a session runs, unless the user asked for DEBUG.
-    """
-    logger = logging.getLogger("mcp")
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    old = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(old)

@@ -21,7 +21,7 @@ from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 
 from .mcp_target import ServerTarget
 
-__all__ = ["translate", "session_lost"]
+__all__ = ["translate", "session_lost", "leaves"]
 
 # The SDK answers an HTTP error status with these stand-ins; the status itself is ours to add.
 _HTTP_STAND_INS = ("Server returned an error response", "Not Found", "Session terminated")
@@ -107,23 +107,21 @@ def _child_note(stderr_tail: str | None) -> str:
     return f" (the server process ended or stopped answering; its stderr: {lines[-1][:200]!r})"
 
 
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The non-group exceptions inside ``exc`` (itself if it is not a group), nested groups flattened."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    return [leaf for sub in exc.exceptions for leaf in leaves(sub)]
+
+
 def _leaf(exc: BaseException) -> BaseException:
     """The most telling non-group exception inside (nested) exception groups."""
-    leaves: list[BaseException] = []
-
-    def walk(e: BaseException) -> None:
-        if isinstance(e, BaseExceptionGroup):
-            for sub in e.exceptions:
-                walk(sub)
-        else:
-            leaves.append(e)
-
-    walk(exc)
+    found = leaves(exc)
     for kind in (MCPError, SDKError, pydantic.ValidationError, OSError):
-        for leaf in leaves:
+        for leaf in found:
             if isinstance(leaf, kind):
                 return leaf
-    return leaves[0] if leaves else exc
+    return found[0] if found else exc
 
 
 def _bad_input(exc: pydantic.ValidationError) -> str | None:
