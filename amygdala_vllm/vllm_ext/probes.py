@@ -80,28 +80,26 @@ def logits_processor(model: torch.nn.Module) -> torch.nn.Module:
     return min(found, key=lambda item: item[0].count("."))[1]
 
 
-def is_first_pipeline_rank() -> bool:
-    """True unless this worker is a pipeline stage that receives hidden states from an earlier one."""
+def _pipeline_group_flag(flag: str) -> bool:
+    """``get_pp_group().<flag>``; True outside a running engine (no pipeline group: one stage is first and last)."""
     try:
         from vllm.distributed import get_pp_group
     except ImportError as exc:
         raise missing("vllm.distributed.get_pp_group") from exc
     try:
-        return bool(get_pp_group().is_first_rank)
+        return bool(getattr(get_pp_group(), flag))
     except (AssertionError, AttributeError, RuntimeError):
         return True
+
+
+def is_first_pipeline_rank() -> bool:
+    """True unless this worker is a pipeline stage that receives hidden states from an earlier one."""
+    return _pipeline_group_flag("is_first_rank")
 
 
 def is_last_pipeline_rank() -> bool:
     """True unless this worker is a pipeline stage that hands hidden states to a later one."""
-    try:
-        from vllm.distributed import get_pp_group
-    except ImportError as exc:
-        raise missing("vllm.distributed.get_pp_group") from exc
-    try:
-        return bool(get_pp_group().is_last_rank)
-    except (AssertionError, AttributeError, RuntimeError):
-        return True
+    return _pipeline_group_flag("is_last_rank")
 
 
 def forward_positions(args: tuple, kwargs: dict) -> torch.Tensor:
