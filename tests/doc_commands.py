@@ -244,7 +244,7 @@ def _inline_commands(prose: str, commands: tuple[str, ...]) -> Iterator[tuple[in
             words = _tokens(part)
             if words and words[0] == PROGRAM:
                 yield _line_of(prose, match.start()), words[1:], True
-            elif len(words) >= 2 and words[0] in commands and _FLAG.match(words[1]):
+            elif words and words[0] in commands and any(_FLAG.match(w) for w in words[1:]):
                 yield _line_of(prose, match.start()), words, False
 
 
@@ -286,7 +286,8 @@ def _table_rows(doc: str, prose: str, commands: tuple[str, ...]) -> Iterator[Pro
     for number, line in enumerate(prose.splitlines(), start=1):
         if not line.lstrip().startswith("|"):
             continue
-        flags = [w for code in _INLINE.findall(_first_cell(line)) for w in _tokens(code) if w.startswith("--")]
+        codes = [code for code in _INLINE.findall(_first_cell(line)) if code.lstrip().startswith("-")]
+        flags = [w for code in codes for w in _tokens(code) if w.startswith("--")]
         if not flags:
             continue
         names = owners.get(number, ())
