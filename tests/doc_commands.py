@@ -304,13 +304,29 @@ def _table_rows(doc: str, prose: str, commands: tuple[str, ...]) -> Iterator[Pro
             yield Problem(doc, number, f"flag table of `{PROGRAM} {'/'.join(names)}` shows {flag}, which it does not have")
 
 
+def anchors(text: str) -> set[str]:
+    """The ``#anchors`` GitHub gives a Markdown file's headings (lower case, punctuation dropped, ``-`` for spaces)."""
+    seen: dict[str, int] = {}
+    out: set[str] = set()
+    for _, line, in_code in _lines_with_fences(text):
+        heading = None if in_code else _HEADING.match(line)
+        if heading:
+            slug = re.sub(r"[^\w\- ]", "", heading.group(2).strip().lower()).replace(" ", "-")
+            out.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+            seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
 def _paths(doc: str, text: str, root: Path) -> Iterator[Problem]:
-    """``scripts/...`` paths that must exist, relative links and ``docs/*.md`` mentions that must resolve."""
+    """``scripts/...`` paths that must exist; relative links (and their ``#anchors``) and ``docs/*.md`` mentions that must resolve."""
     here = (root / doc).parent
     for number, line in enumerate(text.splitlines(), start=1):
         for match in _SCRIPT.finditer(line):
             if not (root / match.group(0)).exists():
                 yield Problem(doc, number, f"{match.group(0)} does not exist")
+        for link in _LINK.findall(line):
+            if link.startswith("#") and link[1:] not in anchors(text):
+                yield Problem(doc, number, f"link to {link}: {doc} has no such heading")
         targets = [(here / m.split("#", 1)[0], m) for m in _LINK.findall(line)
                    if not re.match(r"^[a-z]+:", m) and not m.startswith("#")]
         targets += [(root / m, m) for m in _DOC_MENTION.findall(line)]
@@ -319,8 +335,14 @@ def _paths(doc: str, text: str, root: Path) -> Iterator[Problem]:
                 rel = target.resolve().relative_to(root.resolve()).as_posix()
             except ValueError:
                 rel = shown
-            if not target.exists() and rel not in PENDING_DOCS:
+            if rel in PENDING_DOCS:
+                continue
+            if not target.exists():
                 yield Problem(doc, number, f"link to {shown} does not resolve")
+            elif "#" in shown and target.suffix == ".md":
+                anchor = shown.split("#", 1)[1]
+                if anchor not in anchors(target.read_text(encoding="utf-8")):
+                    yield Problem(doc, number, f"link to {shown}: {rel} has no heading #{anchor}")
 
 
 def check_text(doc: str, text: str, root: Path = ROOT) -> list[Problem]:

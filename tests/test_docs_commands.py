@@ -46,12 +46,13 @@ Inline: `amygdala-vllm readout [TEXT | --file F] [--layer N|all] [--colour]` and
 | `--method caa\\|lda`, `--bogus-row` | caa | x |
 
 See [the guide](docs/nowhere.md), docs/missing.md and `scripts/no_such_script.sh`.
+And [a lost heading](README.md#no-such-heading), [this one](#flags), [and not this](#nope).
 """
 
 
 def test_the_check_names_the_doc_line_and_unknown_flag():
     """A planted bad doc: every kind of drift is caught and named; the good parts pass."""
-    problems = [str(p) for p in check_text("planted.md", PLANTED)]
+    problems = [str(p) for p in check_text("planted.md", PLANTED, root=ROOT)]
     expected = [
         "planted.md:4: `amygdala-vllm reduce` has no flag --no-such-flag",
         "planted.md:6: `amygdala-vllm nosuch`: no such command",
@@ -62,6 +63,8 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
         "planted.md:19: link to docs/nowhere.md does not resolve",
         "planted.md:19: link to docs/missing.md does not resolve",
         "planted.md:19: scripts/no_such_script.sh does not exist",
+        "planted.md:20: link to README.md#no-such-heading: README.md has no heading #no-such-heading",
+        "planted.md:20: link to #nope: planted.md has no such heading",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in problems), f"not caught: {start}\ngot: {problems}"
