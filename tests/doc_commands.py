@@ -6,7 +6,8 @@ continuations, ``$VARS``, ``...``), in inline code (``amygdala-vllm readout
 (``| `--flag VALUE` | default | meaning |`` under a heading that names the
 command). Each is checked against the click command typer builds from
 ``amygdala_vllm.cli.app``: the command must exist and every flag it uses must be
-one of its options. Nothing runs: no command body, no vLLM engine. Placeholders
+one of its options; a flag table's ``default`` column, where it shows literal
+values (``16``, ```auto```, ``off``), must be the option's default. Nothing runs: no command body, no vLLM engine. Placeholders
 (``FILE``, ``<path>``, ``a|b`` alternatives, ``[optional]`` groups) are values,
 not flags, so they need no special meaning beyond being skipped.
 
@@ -267,26 +268,67 @@ def _section_commands(doc: str, prose: str, commands: tuple[str, ...]) -> dict[i
     return result
 
 
-def _first_cell(row: str) -> str:
-    """A table row's first cell; a ``|`` inside inline code (``--x a|b``) does not end it."""
-    cell, in_code = [], False
-    for ch in row.strip()[1:]:
+def _cells(row: str) -> list[str]:
+    """A table row's cells; a ``|`` inside inline code (``--x a|b``) does not end one."""
+    body = row.strip()[1:]
+    body = body[:-1] if body.endswith("|") else body
+    cells, cell, in_code = [], [], False
+    for ch in body:
         if ch == "`":
             in_code = not in_code
         elif ch == "|" and not in_code:
-            break
+            cells.append("".join(cell).strip())
+            cell = []
+            continue
         cell.append(ch)
-    return "".join(cell)
+    cells.append("".join(cell).strip())
+    return cells
+
+
+def _shown_values(cell: str) -> list[str] | None:
+    """The literal defaults a table cell shows (```1`, `2``, ``16, 256``, ```0` (off)``), or None for prose."""
+    spans = _INLINE.findall(cell)
+    if spans and cell.startswith("`"):
+        rest = re.sub(r"`[^`]*`", "", cell)
+        if re.fullmatch(r"[\s,]*", rest):
+            return [s.strip() for s in spans]
+        return [spans[0].strip()] if len(spans) == 1 and rest.lstrip().startswith("(") else None
+    parts = [p.strip() for p in cell.split(",")]
+    return parts if all(re.fullmatch(r"[\w./-]+", p) for p in parts) else None
+
+
+def _default_matches(param: object, shown: str) -> bool | None:
+    """Whether ``shown`` is ``param``'s default; None when a table's words cannot be compared."""
+    default = getattr(param, "default", None)
+    if isinstance(default, (list, tuple)):
+        default = ",".join(map(str, default)) if default else None
+    numeric = re.fullmatch(r"-?\d+(\.\d+)?", shown) is not None
+    if isinstance(default, bool):
+        on = {o.lstrip("-") for o in param.opts} | {"on"}  # type: ignore[attr-defined]
+        off = {o.lstrip("-") for o in param.secondary_opts} | {"off"}  # type: ignore[attr-defined]
+        return default if shown in on else (not default) if shown in off else None
+    if default is None:
+        return False if numeric else None
+    if isinstance(default, (int, float)):
+        return float(shown) == float(default) if numeric else None
+    return shown == str(default)
 
 
 def _table_rows(doc: str, prose: str, commands: tuple[str, ...]) -> Iterator[Problem]:
-    """Check the flags in the first cell of every flag-table row."""
+    """Check the flags in the first cell of every flag-table row, and the defaults the row shows."""
     owners = _section_commands(doc, prose, commands)
     group = cli_group()
-    for number, line in enumerate(prose.splitlines(), start=1):
+    lines = prose.splitlines()
+    header: list[str] | None = None
+    for number, line in enumerate(lines, start=1):
         if not line.lstrip().startswith("|"):
+            header = None
             continue
-        codes = [code for code in _INLINE.findall(_first_cell(line)) if code.lstrip().startswith("-")]
+        if re.fullmatch(r"\s*\|[\s:|-]+", line):
+            header = [c.lower() for c in _cells(lines[number - 2])] if number > 1 else None
+            continue
+        cells = _cells(line)
+        codes = [code for code in _INLINE.findall(cells[0]) if code.lstrip().startswith("-")]
         flags = [w for code in codes for w in _tokens(code) if w.startswith("--")]
         if not flags:
             continue
@@ -294,14 +336,26 @@ def _table_rows(doc: str, prose: str, commands: tuple[str, ...]) -> Iterator[Pro
         if not names:
             yield Problem(doc, number, f"flag table row with {flags[0]}: no heading above names its command")
             continue
+        params: list[object] = []
         for flag in flags:
             if not _FLAG.match(flag):
                 continue
-            if any(flag in _options(group.commands[n]) for n in names):
+            owner = next((group.commands[n] for n in names if flag in _options(group.commands[n])), None)
+            if owner is not None:
+                param = next(p for p in owner.params if flag in (*p.opts, *getattr(p, "secondary_opts", ())))
+                params += [param] if param not in params else []
                 continue
             if any(_passes_through(group.commands[n]) for n in names) and is_vllm_flag(flag):
                 continue
             yield Problem(doc, number, f"flag table of `{PROGRAM} {'/'.join(names)}` shows {flag}, which it does not have")
+        if header and "default" in header and header.index("default") < len(cells):
+            shown = _shown_values(cells[header.index("default")])
+            if shown is not None and len(shown) == len(params):
+                for param, value in zip(params, shown):
+                    if _default_matches(param, value) is False:
+                        yield Problem(doc, number, f"flag table of `{PROGRAM} {'/'.join(names)}` shows "
+                                                   f"{param.opts[0]} defaulting to {value}; "  # type: ignore[attr-defined]
+                                                   f"the command's default is {param.default!r}")  # type: ignore[attr-defined]
 
 
 def anchors(text: str) -> set[str]:

@@ -1,4 +1,4 @@
-"""The README and docs show only commands and flags the CLI has, and paths and links that exist.
+"""The README and docs show only commands, flags and defaults the CLI has, and paths and links that exist.
 
 Parsed through the click command typer builds (see ``tests/doc_commands.py``);
 nothing runs and no engine starts, so the whole check takes about a second.
@@ -20,7 +20,7 @@ def test_every_command_flag_path_and_link_a_doc_shows_exists(doc):
     assert not problems, "docs drifted from the CLI:\n" + "\n".join(map(str, problems))
 
 
-def test_the_readout_shows_every_command():
+def test_the_readme_shows_every_command():
     """The README's command table names each command, so the check above covers them all."""
     shown = shown_commands((ROOT / "README.md").read_text(encoding="utf-8"))
     assert shown == {"pairs", "extract", "reduce", "validate", "readout", "serve", "model"}
@@ -44,14 +44,24 @@ Inline: `amygdala-vllm readout [TEXT | --file F] [--layer N|all] [--colour]` and
 | flag | default | meaning |
 |---|---|---|
 | `--method caa\\|lda`, `--bogus-row` | caa | x |
+| `--top-pairs N`, `--force` | 7, off | x |
 
 See [the guide](docs/nowhere.md), docs/missing.md and `scripts/no_such_script.sh`.
 And [a lost heading](README.md#no-such-heading), [this one](#flags), [and not this](#nope).
+
+```bash
+MODEL=smollm2; amygdala-vllm extract --model "$MODEL" --output-dir <dir> && amygdala-vllm reduce --force
+```
 """
 
 
 def test_the_check_names_the_doc_line_and_unknown_flag():
-    """A planted bad doc: every kind of drift is caught and named; the good parts pass."""
+    """A planted bad doc: every kind of drift is caught and named; the good parts pass.
+
+    Good parts that must not be reported: a ``\\`` continuation, a trailing ``#`` comment, a pipe into
+    and out of a command, ``serve`` passing ``--port`` to vLLM, ``[...]`` and ``a|b`` placeholders, ``$VARS``, ``&&``, a
+    table row whose default (``caa``, ``off``) is the command's.
+    """
     problems = [str(p) for p in check_text("planted.md", PLANTED, root=ROOT)]
     expected = [
         "planted.md:4: `amygdala-vllm reduce` has no flag --no-such-flag",
@@ -60,11 +70,12 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
         "planted.md:11: `amygdala-vllm readout` has no flag --colour",
         "planted.md:11: `amygdala-vllm extract` has no flag --rey",
         "planted.md:17: flag table of `amygdala-vllm reduce` shows --bogus-row",
-        "planted.md:19: link to docs/nowhere.md does not resolve",
-        "planted.md:19: link to docs/missing.md does not resolve",
-        "planted.md:19: scripts/no_such_script.sh does not exist",
-        "planted.md:20: link to README.md#no-such-heading: README.md has no heading #no-such-heading",
-        "planted.md:20: link to #nope: planted.md has no such heading",
+        "planted.md:18: flag table of `amygdala-vllm reduce` shows --top-pairs defaulting to 7; the command's default is 5",
+        "planted.md:20: link to docs/nowhere.md does not resolve",
+        "planted.md:20: link to docs/missing.md does not resolve",
+        "planted.md:20: scripts/no_such_script.sh does not exist",
+        "planted.md:21: link to README.md#no-such-heading: README.md has no heading #no-such-heading",
+        "planted.md:21: link to #nope: planted.md has no such heading",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in problems), f"not caught: {start}\ngot: {problems}"
