@@ -11,6 +11,11 @@ values (``16``, ```auto```, ``off``), must be the option's default. Nothing runs
 (``FILE``, ``<path>``, ``a|b`` alternatives, ``[optional]`` groups) are values,
 not flags, so they need no special meaning beyond being skipped.
 
+A code block's ``scripts/NAME.py --flag`` must name a flag spelled in that
+script (or its ``scripts/NAME/`` package); ``scripts/...`` paths must exist and
+relative links (with their ``#anchors``) must resolve, except to the docs in
+:data:`PENDING_DOCS`.
+
 ``serve`` passes every flag it does not know to ``vllm serve``; such a flag must
 then be a field of vLLM's engine or server arguments, read from the installed
 vLLM's source text (no import, so the check stays fast).
@@ -207,8 +212,8 @@ def _lines_with_fences(text: str) -> Iterator[tuple[int, str, bool]]:
         yield number, line, inside
 
 
-def _code_commands(text: str) -> Iterator[tuple[int, str]]:
-    """(line, text after ``amygdala-vllm``) for each command in the code blocks, continuations joined."""
+def _code_segments(text: str) -> Iterator[tuple[int, list[str]]]:
+    """(line, shell words) for each command of the code blocks, continuations joined, pipes and ``&&`` cut."""
     logical, start = "", 0
     for number, line, in_code in _lines_with_fences(text):
         if not in_code or _FENCE.match(line):
@@ -220,12 +225,33 @@ def _code_commands(text: str) -> Iterator[tuple[int, str]]:
             continue
         logical += line
         for part in _split_shell(logical):
-            words = _tokens(part)
-            for i, word in enumerate(words):
-                if word == PROGRAM or word.endswith("/" + PROGRAM) or (word == "amygdala_vllm" and i and words[i - 1] == "-m"):
-                    yield start, " ".join(shlex.quote(w) for w in words[i + 1:])
-                    break
+            yield start, _tokens(part)
         logical = ""
+
+
+def _code_commands(text: str) -> Iterator[tuple[int, str]]:
+    """(line, text after ``amygdala-vllm``) for each command in the code blocks."""
+    for start, words in _code_segments(text):
+        for i, word in enumerate(words):
+            if word == PROGRAM or word.endswith("/" + PROGRAM) or (word == "amygdala_vllm" and i and words[i - 1] == "-m"):
+                yield start, " ".join(shlex.quote(w) for w in words[i + 1:])
+                break
+
+
+def _script_flags(doc: str, text: str, root: Path) -> Iterator[Problem]:
+    """Flags shown after ``scripts/NAME.py`` in a code block must be spelled in that script (or ``scripts/NAME/``)."""
+    for line, words in _code_segments(text):
+        at = next((i for i, w in enumerate(words) if re.fullmatch(r"(.*/)?scripts/[\w-]+\.py", w)), None)
+        if at is None:
+            continue
+        script = root / words[at][words[at].index("scripts/"):]
+        if not script.is_file():
+            continue  # reported by _paths
+        sources = [script, *sorted(script.with_suffix("").glob("*.py"))]
+        source = "\n".join(f.read_text(encoding="utf-8") for f in sources)
+        for flag in (w for w in words[at + 1:] if _FLAG.match(w) and w.startswith("--")):
+            if f'"{flag}"' not in source and f"'{flag}'" not in source:
+                yield Problem(doc, line, f"{script.relative_to(root).as_posix()} has no flag {flag}")
 
 
 def _prose(text: str) -> str:
@@ -400,7 +426,7 @@ def _paths(doc: str, text: str, root: Path) -> Iterator[Problem]:
 
 
 def check_text(doc: str, text: str, root: Path = ROOT) -> list[Problem]:
-    """Every problem in one doc: unknown commands and flags, unresolved scripts and doc links."""
+    """Every problem in one doc: unknown commands, flags and defaults, unresolved scripts and doc links."""
     commands = command_names()
     problems: list[Problem] = []
     for line, rest in _code_commands(text):
@@ -410,6 +436,7 @@ def check_text(doc: str, text: str, root: Path = ROOT) -> list[Problem]:
         problems += check_command(doc, line, words, prefixed=prefixed)
     problems += list(_table_rows(doc, prose, commands))
     problems += list(_paths(doc, text, root))
+    problems += list(_script_flags(doc, text, root))
     return problems
 
 

@@ -51,6 +51,8 @@ And [a lost heading](README.md#no-such-heading), [this one](#flags), [and not th
 
 ```bash
 MODEL=smollm2; amygdala-vllm extract --model "$MODEL" --output-dir <dir> && amygdala-vllm reduce --force
+.venv/bin/python scripts/bench.py --quick --serve-only   # a script's own flags
+.venv/bin/python scripts/bench.py --quik
 ```
 """
 
@@ -76,6 +78,7 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
         "planted.md:20: scripts/no_such_script.sh does not exist",
         "planted.md:21: link to README.md#no-such-heading: README.md has no heading #no-such-heading",
         "planted.md:21: link to #nope: planted.md has no such heading",
+        "planted.md:26: scripts/bench.py has no flag --quik",
     ]
     for start in expected:
         assert any(p.startswith(start) for p in problems), f"not caught: {start}\ngot: {problems}"
