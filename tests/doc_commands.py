@@ -110,6 +110,11 @@ def _vllm_sources() -> str | None:
     return "\n".join(f.read_text(encoding="utf-8") for f in files if f.is_file())
 
 
+def vllm_installed() -> bool:
+    """Whether vLLM's argument sources are here to check ``serve``'s pass-through flags against."""
+    return _vllm_sources() is not None
+
+
 def is_vllm_flag(flag: str) -> bool:
     """Whether ``vllm serve`` takes ``flag`` (a field of its engine or server argument classes)."""
     source = _vllm_sources()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from doc_commands import PENDING_DOCS, ROOT, check_text, doc_files, shown_commands
+from doc_commands import PENDING_DOCS, ROOT, check_text, doc_files, shown_commands, vllm_installed
 
 DOCS = doc_files()
 
@@ -68,7 +68,6 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
     expected = [
         "planted.md:4: `amygdala-vllm reduce` has no flag --no-such-flag",
         "planted.md:6: `amygdala-vllm nosuch`: no such command",
-        "planted.md:8: `amygdala-vllm serve` has no flag --not-a-vllm-flag",
         "planted.md:11: `amygdala-vllm readout` has no flag --colour",
         "planted.md:11: `amygdala-vllm extract` has no flag --rey",
         "planted.md:17: flag table of `amygdala-vllm reduce` shows --bogus-row",
@@ -80,6 +79,8 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
         "planted.md:21: link to #nope: planted.md has no such heading",
         "planted.md:26: scripts/bench.py has no flag --quik",
     ]
+    if vllm_installed():  # serve's pass-through flags are checked against vLLM's own argument fields
+        expected.append("planted.md:8: `amygdala-vllm serve` has no flag --not-a-vllm-flag")
     for start in expected:
         assert any(p.startswith(start) for p in problems), f"not caught: {start}\ngot: {problems}"
     assert len(problems) == len(expected), problems
