@@ -7,7 +7,9 @@ continuations, ``$VARS``, ``...``), in inline code (``amygdala-vllm readout
 command). Each is checked against the click command typer builds from
 ``amygdala_vllm.cli.app``: the command must exist and every flag it uses must be
 one of its options; a flag table's ``default`` column, where it shows literal
-values (``16``, ```auto```, ``off``), must be the option's default. Nothing runs: no command body, no vLLM engine. Placeholders
+values (``16``, ```auto```, ``off``), must be the option's default; and the
+values shown for a registry-backed flag (``--pooling``, ``--method``) must be
+registered, all of them where a doc lists the choices as ``a|b|c``. Nothing runs: no command body, no vLLM engine. Placeholders
 (``FILE``, ``<path>``, ``a|b`` alternatives, ``[optional]`` groups) are values,
 not flags, so they need no special meaning beyond being skipped.
 
@@ -430,6 +432,33 @@ def _paths(doc: str, text: str, root: Path) -> Iterator[Problem]:
                     yield Problem(doc, number, f"link to {shown}: {rel} has no heading #{anchor}")
 
 
+def value_registries() -> dict[str, tuple[str, ...]]:
+    """Flags whose values come from a registry: a doc may show only registered values."""
+    from amygdala_vllm.pooling_modes import MODES
+    from amygdala_vllm.reduce.core import METHODS
+
+    return {"--pooling": tuple(MODES), "--method": tuple(METHODS)}
+
+
+_VALUED = re.compile(r"(--pooling|--method)[ =]([a-z][\w,|\[\]-]*)")
+
+
+def _registry_values(doc: str, text: str) -> Iterator[Problem]:
+    """``--pooling mean|last|max``: every value registered; an ``a|b|c`` list of choices names them all."""
+    registries = value_registries()
+    for number, line in enumerate(text.splitlines(), start=1):
+        for match in _VALUED.finditer(line.replace("\\|", "|")):
+            flag, raw = match.groups()
+            known = registries[flag]
+            shown = [v for v in re.split(r"[|,\[\]]", raw) if v]
+            for value in shown:
+                if value not in known:
+                    yield Problem(doc, number, f"{flag} {value}: not a registered value ({', '.join(known)})")
+            if "|" in raw and set(shown) < set(known):
+                missing = ", ".join(v for v in known if v not in shown)
+                yield Problem(doc, number, f"{flag} {raw} lists the choices but leaves out {missing}")
+
+
 def check_text(doc: str, text: str, root: Path = ROOT) -> list[Problem]:
     """Every problem in one doc: unknown commands, flags and defaults, unresolved scripts and doc links."""
     commands = command_names()
@@ -442,6 +471,7 @@ def check_text(doc: str, text: str, root: Path = ROOT) -> list[Problem]:
     problems += list(_table_rows(doc, prose, commands))
     problems += list(_paths(doc, text, root))
     problems += list(_script_flags(doc, text, root))
+    problems += list(_registry_values(doc, text))
     return problems
 
 

@@ -43,7 +43,7 @@ Inline: `amygdala-vllm readout [TEXT | --file F] [--layer N|all] [--colour]` and
 
 | flag | default | meaning |
 |---|---|---|
-| `--method caa\\|lda`, `--bogus-row` | caa | x |
+| `--method caa`, `--bogus-row` | caa | x |
 | `--top-pairs N`, `--force` | 7, off | x |
 
 See [the guide](docs/nowhere.md), docs/missing.md and `scripts/no_such_script.sh`.
@@ -53,6 +53,7 @@ And [a lost heading](README.md#no-such-heading), [this one](#flags), [and not th
 MODEL=smollm2; amygdala-vllm extract --model "$MODEL" --output-dir <dir> && amygdala-vllm reduce --force
 .venv/bin/python scripts/bench.py --quick --serve-only   # a script's own flags
 .venv/bin/python scripts/bench.py --quik
+amygdala-vllm reduce --pooling mean|last --method caa,lda,ica
 ```
 """
 
@@ -78,6 +79,8 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
         "planted.md:21: link to README.md#no-such-heading: README.md has no heading #no-such-heading",
         "planted.md:21: link to #nope: planted.md has no such heading",
         "planted.md:26: scripts/bench.py has no flag --quik",
+        "planted.md:27: --pooling mean|last lists the choices but leaves out max",
+        "planted.md:27: --method ica: not a registered value",
     ]
     if vllm_installed():  # serve's pass-through flags are checked against vLLM's own argument fields
         expected.append("planted.md:8: `amygdala-vllm serve` has no flag --not-a-vllm-flag")
