@@ -26,7 +26,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from bench import counting, corpus, report  # noqa: E402
+from bench import counting, corpus, hand_section, report  # noqa: E402
 
 ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
               "TOKENIZERS_PARALLELISM": "false"}
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         if doc.get("memory"):
             doc["targets"]["memory_flat"] = report.memory_target(doc["memory"])
             (out_dir / "benchmarks.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+        hand_section.write_markdown(out_dir / "benchmarks.md", report.markdown(doc))
         report.print_tables(doc)
         return
     started = time.perf_counter()
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         http = run_serve_http(args, runner, base, sub.path, work, env_base, vec)
         doc.setdefault("serve", {})["http"] = report.serve_http_section(http)
         doc_path.write_text(json.dumps(doc, indent=2) + "\n")
-        (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+        hand_section.write_markdown(out_dir / "benchmarks.md", report.markdown(doc))
         print("\n".join(report.serve_http_lines(doc["serve"])))
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
         machine["load_after"] = list(os.getloadavg())
         doc["serve"] = report.serve_section(serve, machine)
         doc_path.write_text(json.dumps(doc, indent=2) + "\n")
-        (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+        hand_section.write_markdown(out_dir / "benchmarks.md", report.markdown(doc))
         report.print_serve(doc)
         print(f"merged the serving rows into {doc_path} in {runner.elapsed() / 60:.1f} min")
         if args.work is None:
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     doc = report.build(results, machine, args, command.strip(), runner.elapsed())
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "benchmarks.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (out_dir / "benchmarks.md").write_text(report.markdown(doc))
+    hand_section.write_markdown(out_dir / "benchmarks.md", report.markdown(doc))
     report.print_tables(doc)
     print(f"wrote {out_dir / 'benchmarks.md'} and {out_dir / 'benchmarks.json'} in {runner.elapsed() / 60:.1f} min")
     if args.work is None:

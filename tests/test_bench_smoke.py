@@ -77,3 +77,15 @@ def test_production_estimate_overlap_model() -> None:
     assert big["reuse"] < p["reuse"]
     with pytest.raises(ValueError):
         counting.production_estimate(500)
+
+
+def test_a_rerun_keeps_the_hand_measured_section(tmp_path: Path) -> None:
+    """bench.py rewrites benchmarks.md; the section after the marker (timed by hand) must survive."""
+    from bench import hand_section
+
+    doc = tmp_path / "benchmarks.md"
+    hand_section.write_markdown(doc, "# Benchmarks\n\nold rows\n")
+    assert doc.read_text() == "# Benchmarks\n\nold rows\n"  # no section yet: the generated text only
+    doc.write_text(doc.read_text() + "\n" + hand_section.MARKER + "\n## By hand\n\n3 min 5 s\n")
+    hand_section.write_markdown(doc, "# Benchmarks\n\nnew rows\n")
+    assert doc.read_text() == "# Benchmarks\n\nnew rows\n\n" + hand_section.MARKER + "\n## By hand\n\n3 min 5 s\n"

@@ -1,4 +1,4 @@
-"""The ``amygdala-vllm`` command line: one thin command per stage.
+"""The ``amygdala-vllm`` command line: one module per command.
 
 Each stage lives in its own module; importing them registers the commands.
 vLLM is imported only inside the commands that run it, so ``--help``,

@@ -103,7 +103,7 @@ def readout_command(
     concepts: Optional[str] = typer.Option(None, "--concepts", help=f"Comma-separated concepts to show (default: terminal the {TERMINAL_CONCEPTS} with the largest |mean z|; --json/--html all, strongest first)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Hooked layer to show, or 'all' (default: the middle hooked layer)."),
     view: str = typer.Option("auto", "--view", help=f"Terminal view: table, strip, or auto (table up to {TABLE_MAX_TOKENS} tokens)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the amygdala-readout-scores/1 JSON document on stdout (and nothing else)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the scores as one JSON document (format: docs/readout.md) on stdout, and nothing else."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML heat map to FILE."),
     dtype: Dtype = "auto",
     max_model_len: MaxModelLen = None,
