@@ -156,6 +156,8 @@ def test_each_kind_of_record(installed: SourceTree):
         Internal("vllm.entrypoints.llm", "LLM.generate", "method", params=("sampling_params", "prompts")):
             "parameters are (prompts, sampling_params",
         Internal("vllm.v1.worker.gpu_input_batch", "InputBatch.req_ids", "method"): "no method req_ids",
+        Internal("vllm.entrypoints.llm", "LLM.generate", "method", params=()):  # prompts is required
+            "parameters are (prompts, sampling_params, use_tqdm",
     }
     for record, reason in bad.items():
         why = check_record(installed, record)

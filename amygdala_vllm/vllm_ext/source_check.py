@@ -22,10 +22,12 @@ or a wheel file read as a zip. Per record (:class:`.internals.Internal`):
   TypedDict and NamedTuple fields), a ``@property``, or ``self.attr = ...`` /
   ``self.attr: T = ...`` in any method of the class or a base;
 - ``params``: the declared names are the first parameters of the ``def``, in
-  order (``self``/``cls`` dropped; ``*args``/``**kwargs`` never match a name).
-  A renamed, removed, reordered or newly inserted leading parameter fails; a
-  parameter appended after the declared ones does not (a call passing the
-  declared ones still binds).
+  order (``self``/``cls`` dropped; ``*args``/``**kwargs`` never match a name),
+  and every parameter after them has a default: exactly the calls this
+  project makes still bind. A renamed, removed, reordered or newly inserted
+  leading parameter fails, and so does a new required one; an appended
+  parameter with a default does not (``params=()``: callable with no
+  arguments).
 
 A base class from outside vLLM (``torch.nn.Module``, ``msgspec.Struct``) is
 not read: a member found only there is reported missing, naming that base.
@@ -325,19 +327,28 @@ def _has_attribute(cls: ast.ClassDef, name: str) -> str | None:
     return None
 
 
-def _param_names(fn: ast.FunctionDef | ast.AsyncFunctionDef, is_method: bool) -> list[str]:
-    names = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+def _params(fn: ast.FunctionDef | ast.AsyncFunctionDef, is_method: bool) -> list[tuple[str, bool]]:
+    """``(name, has_default)`` of each named parameter, in order; ``self``/``cls`` dropped for a method."""
+    a = fn.args
+    positional = a.posonlyargs + a.args
+    first_default = len(positional) - len(a.defaults)
+    out = [(p.arg, i >= first_default) for i, p in enumerate(positional)]
     static = any(ast.unparse(d) == "staticmethod" for d in fn.decorator_list)
-    if is_method and not static and names:
-        names = names[1:]
-    return names + [a.arg for a in fn.args.kwonlyargs]
+    if is_method and not static and out:
+        out = out[1:]
+    return out + [(p.arg, d is not None) for p, d in zip(a.kwonlyargs, a.kw_defaults)]
 
 
 def _check_params(fn: ast.FunctionDef | ast.AsyncFunctionDef, want: tuple[str, ...], is_method: bool) -> str | None:
-    have = _param_names(fn, is_method)
-    if tuple(have[: len(want)]) == tuple(want):
-        return None
-    return f"parameters are ({', '.join(have)}), expected ({', '.join(want)}, ...)"
+    """The declared names must be the first parameters, in order, and every later one must have a default."""
+    have = _params(fn, is_method)
+    names = [n for n, _ in have]
+    if tuple(names[: len(want)]) != tuple(want):
+        return f"parameters are ({', '.join(names)}), expected ({', '.join(want)}, ...)"
+    required = [n for n, has_default in have[len(want):] if not has_default]
+    if required:
+        return f"parameters are ({', '.join(names)}): {', '.join(required)} after ({', '.join(want)}) has no default"
+    return None
 
 
 def _outside(unread: list[str]) -> str:
