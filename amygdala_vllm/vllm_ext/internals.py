@@ -62,4 +62,3 @@ def describe(record: Internal) -> str:
     where = f"{record.module}:{record.name}" if record.name else record.module
     sig = f"({', '.join(record.params)})" if record.params is not None else ""
     return f"{where}{sig} [{record.kind}]"
-

@@ -40,6 +40,8 @@ import torch
 from .. import probes
 from ..internals import Internal, Minor
 
+__all__ = ["V1RunnerView"]
+
 _WORKER = "vllm.v1.worker"
 _RUNNERS = ((f"{_WORKER}.gpu_model_runner", "GPUModelRunner"), (f"{_WORKER}.cpu_model_runner", "CPUModelRunner"))
 #: What this view reads on the runner itself, with why.
@@ -61,6 +63,12 @@ _RUNNER_ATTRIBUTES = (
 
 
 def _v1_reads() -> tuple[Internal, ...]:
+    """:attr:`V1RunnerView.READS`: the worker's runner, then each runner class's members, then the batch's.
+
+    Config objects the view reads through the runner (``compilation_config.mode``,
+    ``model_config.dtype``) and the model's ``make_empty_intermediate_tensors``
+    do not depend on the runner: they are in ``probes.READS``.
+    """
     reads: list[Internal] = [
         Internal(f"{_WORKER}.gpu_worker", "Worker.model_runner", "attribute", why="runners.runner_view"),
         Internal(f"{_WORKER}.cpu_worker", "CPUWorker.model_runner", "attribute", why="runners.runner_view"),
@@ -76,8 +84,6 @@ def _v1_reads() -> tuple[Internal, ...]:
     reads.extend(Internal("vllm.v1.utils", f"CpuGpuBuffer.{name}", "attribute", why="query_start_loc.cpu, buffers' .gpu")
                  for name in ("cpu", "gpu"))
     return tuple(reads)
-
-__all__ = ["V1RunnerView"]
 
 
 class V1RunnerView:
