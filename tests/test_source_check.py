@@ -100,6 +100,39 @@ def test_every_vllm_import_in_the_package_is_declared():
     assert undeclared == []
 
 
+def _runner_reads(source: str) -> set[str]:
+    """Names read directly on a runner in a view's source: ``self.runner.X``, ``runner.X``,
+    ``getattr(self.runner, "X", ...)`` (the first attribute only: ``runner.model.f`` reads ``model``)."""
+
+    def is_runner(node: ast.expr) -> bool:
+        return (isinstance(node, ast.Name) and node.id == "runner") or \
+            (isinstance(node, ast.Attribute) and node.attr in ("runner", "_runner") and
+             isinstance(node.value, ast.Name) and node.value.id == "self")
+
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and is_runner(node.value) and not is_runner(node):
+            out.add(node.attr)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr") \
+                and len(node.args) >= 2 and is_runner(node.args[0]) and isinstance(node.args[1], ast.Constant):
+            out.add(str(node.args[1].value))
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(VIEWS))
+def test_every_runner_member_a_view_reads_is_declared(kind: str):
+    """A view cannot read a runner member its ``READS`` does not declare (so the check cannot miss it)."""
+    import inspect
+
+    view = VIEWS[kind]
+    read = _runner_reads(inspect.getsource(inspect.getmodule(view)))
+    assert read, "the scan found no runner reads in the view: it could never fail"
+    if kind == "v1":
+        assert {"input_batch", "query_start_loc", "requests", "get_model", "uses_mrope"} <= read  # attributes, getattr
+    members = {r.name.rpartition(".")[2] for r in view.READS if "." in r.name}
+    assert sorted(read - members) == []
+
+
 def test_declarations_come_from_probes_and_every_view():
     owners = {d.owner: d for d in declared()}
     assert owners["probes"].reads == probes.READS and owners["probes"].versions is None
