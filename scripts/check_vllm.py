@@ -9,8 +9,11 @@ The logic is ``amygdala_vllm/vllm_ext/version_check.py`` (table, wheel cache) an
 """
 
 import sys
+from pathlib import Path
 
-from amygdala_vllm.vllm_ext.version_check import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, installed or not
+
+from amygdala_vllm.vllm_ext.version_check import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())
