@@ -45,7 +45,6 @@ PROGRAM = "amygdala-vllm"
 #: The lead empties this tuple at merge time (issue 23), after which every link must resolve.
 PENDING_DOCS: tuple[str, ...] = (
     "docs/runners.md",  # branch v2view
-    "docs/gpu.md",  # branch vcheck
 )
 
 #: Docs whose flag tables belong to a command their headings do not name.
@@ -255,6 +254,11 @@ def _script_flags(doc: str, text: str, root: Path) -> Iterator[Problem]:
         if not script.is_file():
             continue  # reported by _paths
         sources = [script, *sorted(script.with_suffix("").glob("*.py"))]
+        # A thin script whose command line lives in the package: the modules it imports count too.
+        for module in re.findall(r"^from (amygdala_vllm[\w.]*) import", script.read_text(encoding="utf-8"), re.M):
+            module_file = (root / module.replace(".", "/")).with_suffix(".py")
+            if module_file.is_file():
+                sources.append(module_file)
         source = "\n".join(f.read_text(encoding="utf-8") for f in sources)
         for flag in (w for w in words[at + 1:] if _FLAG.match(w) and w.startswith("--")):
             if f'"{flag}"' not in source and f"'{flag}'" not in source:

@@ -26,7 +26,8 @@ __all__ = ["Internal", "Kind", "Minor", "applies_to", "describe"]
 #: ``module``: the module exists; ``class``/``function``: a top-level name in it;
 #: ``method``: ``Class.method`` defined on the class or a base class;
 #: ``attribute``: ``Class.attr`` as a class-level name, a dataclass/annotated
-#: field, a property, or a ``self.attr = ...`` assignment in the class or a base.
+#: field, a property, or a ``self.attr = ...`` assignment in the class or a base;
+#: a ``name`` without a dot is a module-level binding (``current_platform``).
 Kind = Literal["module", "class", "function", "method", "attribute"]
 
 #: A vLLM minor version, ``(0, 34)``.

@@ -19,6 +19,15 @@ internals it relies on). Here, what does not depend on the runner:
 - the model forward's ``positions`` argument (keyword, or second positional);
 - internal request ids are ``"<external id>-<random suffix>"``;
 - ``vllm.platforms.current_platform.ray_device_key``.
+
+:data:`READS` declares those, and every other vLLM-global piece the package
+touches outside a runner (``engine.py``, ``rpc.py``, ``plugin.py``, ``ops.py``,
+``serve_endpoint.py``, ``serve/launch.py``), one :class:`~.internals.Internal`
+each: the list ``scripts/check_vllm.py`` checks against each release's source.
+They are declared here, not beside each use, because ``serve_endpoint.py``
+imports vLLM at import time and the check must run without vLLM;
+``tests/test_source_check.py`` proves every ``vllm`` import in the package is
+declared.
 """
 
 from __future__ import annotations
@@ -28,8 +37,10 @@ import re
 import torch
 
 from ..errors import IncompatibleVLLMError
+from .internals import Internal
 
 __all__ = [
+    "READS",
     "SUPPORTED",
     "vllm_version",
     "check_version",
@@ -44,6 +55,106 @@ __all__ = [
 ]
 
 SUPPORTED = ((0, 32), (0, 33))
+
+
+def _reads(module: str, kind: str, names: str, why: str) -> tuple[Internal, ...]:
+    """One record per space-separated name in ``names``, all of one ``kind`` in ``module``."""
+    return tuple(Internal(module, n, kind, why=why) for n in names.split())  # type: ignore[arg-type]
+
+
+_CONFIG = "vllm.config"
+_ARGS = "vllm.engine.arg_utils"
+_SERVE = "vllm.entrypoints.openai"
+_MODELS = "vllm.model_executor.models"
+
+#: Every vLLM-global piece the package reads (runner internals: each view's ``READS`` in ``runners/``).
+READS: tuple[Internal, ...] = (
+    # this module
+    Internal("vllm", "__version__", "attribute", why="probes.vllm_version: the supported range"),
+    Internal("vllm.model_executor.layers.logits_processor", "LogitsProcessor", "class",
+             why="probes.logits_processor: hooks.TapHooks runs after each forward's logits pass"),
+    Internal("vllm.distributed", "get_pp_group", "function", why="probes: pipeline stage of this worker"),
+    *_reads("vllm.distributed.parallel_state", "attribute", "GroupCoordinator.is_first_rank GroupCoordinator.is_last_rank",
+            "probes: get_pp_group().is_first_rank / .is_last_rank"),
+    Internal("vllm.distributed", "get_tensor_model_parallel_rank", "function", why="probes.tensor_parallel_rank"),
+    Internal("vllm.platforms", "current_platform", "attribute", why="probes.ray_device_key"),
+    Internal("vllm.platforms.interface", "Platform.ray_device_key", "attribute", why="probes.ray_device_key"),
+    Internal(f"{_MODELS}.interfaces", "SupportsPP.make_empty_intermediate_tensors", "attribute",
+             why="runner views: a later pipeline stage's receive buffers"),
+    Internal(f"{_MODELS}.interfaces", "_MakeEmptyIntermediateTensors.__call__", "method",
+             params=("batch_size", "dtype", "device"), why="called with these keywords (runners/v1.py)"),
+    # layers.py reads the decoder through the reference architecture's layout (Llama)
+    *_reads(f"{_MODELS}.llama", "attribute", "LlamaForCausalLM.model LlamaModel.layers LlamaModel.start_layer "
+            "LlamaModel.end_layer", "layers.resolve_decoder_layers: .model.layers and this rank's slice"),
+    # engine.py
+    Internal("vllm", "LLM", "class", why="engine.open_engine"),
+    Internal("vllm", "SamplingParams", "class", why="engine: prefill-only sampling params"),
+    *_reads("vllm.sampling_params", "attribute", "SamplingParams.max_tokens SamplingParams.temperature "
+            "SamplingParams.skip_reading_prefix_cache SamplingParams.extra_args",
+            "engine: prefill-only params; runner views: a served request's vllm_xargs"),
+    Internal("vllm.inputs", "TokensPrompt", "class", why="engine: token-id prompts"),
+    Internal("vllm.inputs.llm", "TokensPrompt.prompt_token_ids", "attribute", why="engine: token-id prompts"),
+    Internal("vllm.entrypoints.llm", "LLM.generate", "method", params=("prompts", "sampling_params"),
+             why="engine._prefill (use_tqdm= keyword)"),
+    Internal("vllm.entrypoints.llm", "LLM.collective_rpc", "method", params=("method", "timeout", "args"),
+             why="rpc.call: every worker RPC (args= keyword)"),
+    Internal("vllm.outputs", "RequestOutput.request_id", "attribute", why="engine: prompt order of outputs"),
+    *_reads(_ARGS, "attribute", "EngineArgs.model EngineArgs.dtype EngineArgs.enforce_eager "
+            "EngineArgs.enable_prefix_caching EngineArgs.kv_cache_memory_bytes EngineArgs.max_model_len "
+            "EngineArgs.max_num_seqs EngineArgs.max_num_batched_tokens EngineArgs.tensor_parallel_size "
+            "EngineArgs.pipeline_parallel_size EngineArgs.worker_extension_cls EngineArgs.seed "
+            "EngineArgs.load_format EngineArgs.additional_config",
+            "engine.open_engine passes these LLM(...) keywords (serve/launch.py the same flags)"),
+    # plugin.py: the "amygdala" load format
+    Internal("vllm.model_executor.model_loader", "register_model_loader", "function", params=("load_format",),
+             why="plugin.register"),
+    Internal("vllm.model_executor.model_loader", "get_model_loader", "function", params=("load_config",),
+             why="plugin: the inner loader"),
+    Internal("vllm.model_executor.model_loader.base_loader", "BaseModelLoader", "class", why="plugin: our loader's base"),
+    Internal("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.__init__", "method",
+             params=("load_config",), why="plugin: super().__init__(load_config)"),
+    Internal("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.download_model", "method",
+             params=("model_config",), why="plugin: overridden and delegated"),
+    Internal("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.load_weights", "method",
+             params=("model", "model_config"), why="plugin: overridden and delegated"),
+    Internal("vllm.model_executor.model_loader.base_loader", "BaseModelLoader.load_model", "method",
+             params=("vllm_config", "model_config", "prefix"), why="plugin: overridden, called with keywords"),
+    Internal(f"{_CONFIG}.load", "LoadConfig.load_format", "attribute", why="plugin: dataclasses.replace(load_format=)"),
+    *_reads(f"{_CONFIG}.vllm", "attribute", "VllmConfig.additional_config VllmConfig.scheduler_config "
+            "VllmConfig.compilation_config", "plugin: tap layers and rows; runner views: compile mode"),
+    Internal(f"{_CONFIG}.scheduler", "SchedulerConfig.max_num_batched_tokens", "attribute",
+             why="plugin: rows of each tap buffer"),
+    Internal(f"{_CONFIG}.compilation", "CompilationConfig.mode", "attribute", why="runner views: compiled or eager"),
+    Internal(f"{_CONFIG}.model", "ModelConfig.get_hidden_size", "method", why="plugin, worker: hidden size"),
+    *_reads(f"{_CONFIG}.model", "attribute", "ModelConfig.max_model_len ModelConfig.dtype ModelConfig.model",
+            "worker: model info; runner views: pipeline buffers' dtype"),
+    # ops.py: the compile-safe tap op
+    Internal("vllm.utils.torch_utils", "direct_register_custom_op", "function",
+             params=("op_name", "op_func", "mutates_args", "fake_impl"), why="ops.register_tap_op (keywords)"),
+    # serve/launch.py runs `python -m` this module; serve_endpoint.py is an endpoint plugin
+    Internal(f"{_SERVE}.api_server", why="serve: python -m vllm.entrypoints.openai.api_server"),
+    Internal("vllm.plugins.endpoint_plugins.interface", "EndpointPlugin.attach_router", "method", params=("app",),
+             why="serve_endpoint.AmygdalaEndpoint implements it"),
+    Internal("vllm.plugins.endpoint_plugins.interface", "EndpointPlugin.init_state", "method",
+             params=("engine_client", "state", "args"), why="serve_endpoint.AmygdalaEndpoint implements it"),
+    *_reads("vllm.plugins.endpoint_plugins.interface", "attribute", "EndpointPlugin.name EndpointPlugin.required_tasks",
+            "serve_endpoint.AmygdalaEndpoint implements it"),
+    Internal(f"{_SERVE}.chat_completion.api_router", "create_chat_completion", "function",
+             params=("request", "raw_request"), why="serve_endpoint: vLLM's own chat handler"),
+    Internal(f"{_SERVE}.completion.api_router", "create_completion", "function", params=("request", "raw_request"),
+             why="serve_endpoint: vLLM's own completions handler"),
+    Internal(f"{_SERVE}.chat_completion.protocol", "ChatCompletionRequest", "class", why="serve_endpoint: route body"),
+    Internal(f"{_SERVE}.completion.protocol", "CompletionRequest", "class", why="serve_endpoint: route body"),
+    *_reads(f"{_SERVE}.chat_completion.protocol", "attribute", "ChatCompletionRequest.vllm_xargs "
+            "ChatCompletionRequest.cache_salt ChatCompletionRequest.n ChatCompletionRequest.stream",
+            "serve_endpoint: opt-in, prefix-cache salt, choices, streaming"),
+    *_reads(f"{_SERVE}.completion.protocol", "attribute", "CompletionRequest.vllm_xargs CompletionRequest.cache_salt "
+            "CompletionRequest.n CompletionRequest.stream", "serve_endpoint: opt-in, prefix-cache salt, choices, streaming"),
+    Internal("vllm.entrypoints.serve.utils.api_utils", "validate_json_request", "function",
+             why="serve_endpoint: the same request check as vLLM's routes"),
+    Internal("vllm.engine.protocol", "EngineClient.collective_rpc", "method", params=("method", "timeout", "args"),
+             why="serve_endpoint: worker RPCs from the API server (args= keyword)"),
+)
 
 
 def vllm_version() -> str:

