@@ -165,3 +165,42 @@ def test_cli_defaults_to_auto_prints_the_choice_and_refuses_an_unknown_method(tm
     assert res.exit_code == 1 and not (tmp_path / "w.safetensors").exists()
     line = res.output.strip()
     assert line == "UsageError: unknown --method 'pca'; choose one of auto, caa, lda, grand-mean, mlda"
+
+
+def test_validate_compares_the_choice_with_held_out_figures_and_warns_on_a_large_gap(tmp_path: Path) -> None:
+    """validate/auto_check.py on the planted data: held-out texts that disagree with the train folds warn."""
+    import io
+
+    from rich.console import Console
+
+    from amygdala_vllm.cli.specificity_view import print_auto_choice
+    from amygdala_vllm.reduce import open_activations
+    from amygdala_vllm.reduce.variants import project
+    from amygdala_vllm.validate.auto_check import GAP_WARN, auto_check
+    from amygdala_vllm.validate.evaluate import heldout_classes
+    from amygdala_vllm.validate.specificity import specificity
+    from amygdala_vllm.validate.specificity_report import auto_markdown
+
+    rows = {}
+    for flip in (False, True):
+        ds, acts_dir = _planted(tmp_path / str(flip), flip)
+        reduce([acts_dir], ds, tmp_path / f"{flip}.safetensors", ReduceOptions())
+        vec = load(tmp_path / f"{flip}.safetensors")
+        man, v = vec.manifest, vec.stacked()
+        held = heldout_classes(load_dataset(ds), man.concepts)
+        ids = np.unique(np.concatenate([a for p in held.values() for a in p]))
+        acts = open_activations([acts_dir], dataset_sha256=load_dataset(ds).sha256)
+        proj = project(acts, ids, man.pooling, {"v": v})["v"]
+        acts.close()
+        rows[flip] = auto_check(man, specificity(man.concepts, man.layers, v, proj, ids, held))
+    assert [r.layer for r in rows[False]] == [2, 5] and not any(r.warning for r in rows[False])
+    assert all(r.warning and r.gap > GAP_WARN for r in rows[True])
+    r = rows[True][0]
+    assert r.kind == "whitened" and r.cv_merit == pytest.approx(r.heldout_merit + r.gap)
+    md = "\n".join(auto_markdown(rows[True]))
+    assert "| 2 | " in md and "(!)" in md and "warning: layer 2" in md
+    out = io.StringIO()
+    print_auto_choice(Console(file=out, width=160), rows[True])
+    assert "warning:" in out.getvalue() and "cross-validated" in out.getvalue()
+    fixed = msgspec.structs.replace(read_manifest(tmp_path / "False.manifest.json"), auto=None)
+    assert auto_check(fixed, None) == []  # a fixed method has nothing to compare
