@@ -4,8 +4,8 @@ The steps, each in its own module: open and cross-check the activations dirs
 (:mod:`.activations`), choose concepts and their train texts (here), pass 1
 over the texts for class sums (:mod:`.stats`), directions (:mod:`.directions`,
 :mod:`.methods`; for ``--method auto`` the per-layer choice by cross-validation
-on the train texts, :mod:`.auto`), pass 2 for the calibration of the projections, then write both files together
-(:mod:`amygdala_vllm.vectors_file`). Held-out examples are never read: only ``split == "train"``
+on the train texts, :mod:`.auto`), pass 2 for the calibration of the projections,
+then write both files together (:mod:`amygdala_vllm.vectors_file`). Held-out examples are never read: only ``split == "train"``
 texts enter a class.
 """
 
