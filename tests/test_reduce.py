@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.formats import READOUT_FORMAT, ReadoutManifest
+from amygdala_vllm.formats import READOUT_FORMAT_V1, ReadoutManifest
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.vectors_file import cast
 from synthetic import SyntheticData, SyntheticSpec, auroc, make_run, write_activations
@@ -149,7 +149,7 @@ def test_outputs_load_with_plain_safetensors_and_msgspec(tmp_path: Path) -> None
     assert json.loads(meta["layers"]) == list(data.spec.layers)
     assert meta["model"] == "synthetic/model"
     man = msgspec.json.decode(out.with_suffix(".manifest.json").read_bytes(), type=ReadoutManifest)
-    assert man.format == READOUT_FORMAT and man.concepts == ["warmth", "anger"]
+    assert man.format == READOUT_FORMAT_V1 and man.concepts == ["warmth", "anger"]  # one fixed method: version 1
     assert man.layers == list(data.spec.layers) and man.layer_semantics == "residual_out"
     assert set(man.calibration) == {"warmth", "anger"}
     assert set(man.calibration["anger"]) == {str(i) for i in data.spec.layers}
