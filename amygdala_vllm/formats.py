@@ -27,6 +27,8 @@ __all__ = [
     "CAPTURE_FORMAT",
     "CAPTURE_FORMAT_V1",
     "READOUT_FORMAT",
+    "READOUT_FORMAT_V1",
+    "READOUT_FORMATS",
     "LAYER_SEMANTICS",
     "EmotionCounts",
     "DatasetStats",
@@ -37,6 +39,10 @@ __all__ = [
     "CaptureInfo",
     "ConceptCounts",
     "Calibration",
+    "CvScore",
+    "LayerChoice",
+    "AutoChoice",
+    "ReadoutManifestV1",
     "ReadoutManifest",
     "DATASET_FILE",
     "TEXTS_FILE",
@@ -58,7 +64,12 @@ PAIRS_FORMAT = "amygdala-pairs/1"
 #: mean and last under those names, so a version-1 dir reads as version 2 unchanged.
 CAPTURE_FORMAT = "amygdala-capture/2"
 CAPTURE_FORMAT_V1 = "amygdala-capture/1"
-READOUT_FORMAT = "amygdala-readout/1"
+#: Version 2 adds what ``reduce --method auto`` chose (``auto``) and what each vector is (``vector_kind``).
+#: A reduction with one fixed method has neither and is written as version 1, byte for byte as before;
+#: readers take both (a version-1 file reads as a version 2 without those fields).
+READOUT_FORMAT = "amygdala-readout/2"
+READOUT_FORMAT_V1 = "amygdala-readout/1"
+READOUT_FORMATS = (READOUT_FORMAT, READOUT_FORMAT_V1)
 LAYER_SEMANTICS = "residual_out"
 
 DATASET_FILE = "dataset.json"
@@ -194,8 +205,35 @@ class Calibration(_Strict):
     token_neg_mean: float | None = None
 
 
-class ReadoutManifest(_Strict):
-    """``NAME.manifest.json``: the file ``VLLM_READOUT_MANIFEST`` points at."""
+class CvScore(_Strict):
+    """One candidate method at one layer: its figures averaged over the cross-validation folds (train texts)."""
+
+    method: str
+    one_vs_rest_auroc: float | None  # median over concepts
+    sibling_auroc: float | None  # median over concepts of the mean over nearest siblings
+    top1: float | None  # identification among all concepts
+    merit: float  # the ranking score (reduce/variants.py); -1 when nothing could be scored
+
+
+class LayerChoice(_Strict):
+    """What ``reduce --method auto`` chose at one layer, and every candidate's cross-validated figures."""
+
+    method: str
+    cv: list[CvScore]
+
+
+class AutoChoice(_Strict):
+    """``reduce --method auto``: how the method was chosen per layer (train split only, never held-out)."""
+
+    folds: int
+    seed: int
+    rule: str  # the ranking rule in words
+    layers: dict[str, LayerChoice]  # str(layer) -> choice
+    fallback: dict[str, str] = {}  # concept -> why it is plain CAA at every layer (too few texts for the folds)
+
+
+class ReadoutManifestV1(_Strict):
+    """``NAME.manifest.json`` version 1: the file ``VLLM_READOUT_MANIFEST`` points at."""
 
     format: str
     concepts: list[str]
@@ -214,6 +252,15 @@ class ReadoutManifest(_Strict):
     vllm_version: str = ""
     method_options: dict[str, float] = {}  # e.g. shrinkage, neutral_variance, remove_shared (docs/reduce.md)
     capture_dtype: str = ""  # the model dtype the activations were captured in (capture.json's dtype)
+
+
+class ReadoutManifest(ReadoutManifestV1):
+    """``NAME.manifest.json`` (version 2, or a version 1 read with these fields empty)."""
+
+    # concept -> str(layer) -> "mean-difference" | "whitened" (reduce/variants.py KINDS); empty in version 1,
+    # where ``method`` says it for every vector (``vectors_file.vector_kind`` answers for both).
+    vector_kind: dict[str, dict[str, str]] = {}
+    auto: AutoChoice | None = None
 
 
 # -------------------------------------------------------------------- helpers

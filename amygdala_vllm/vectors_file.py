@@ -43,7 +43,8 @@ import numpy as np
 
 from . import atomic
 from .errors import FormatError, ModelError, StoreError, UsageError
-from .formats import LAYER_SEMANTICS, READOUT_FORMAT, ReadoutManifest, encode_json, manifest_path_for, read_input, read_json
+from .formats import (LAYER_SEMANTICS, READOUT_FORMAT_V1, READOUT_FORMATS, ReadoutManifest, ReadoutManifestV1, encode_json,
+                      manifest_path_for, read_input, read_json)
 
 if TYPE_CHECKING:
     import torch
@@ -58,10 +59,15 @@ __all__ = [
     "cast",
     "safetensors_bytes",
     "encode_vectors",
+    "encode_manifest",
     "write_pair",
     "parse_safetensors",
     "safetensors_metadata",
     "read_manifest",
+    "vector_kind",
+    "MEAN_DIFFERENCE",
+    "WHITENED",
+    "METHOD_KINDS",
     "check_model",
     "load",
     "load_torch",
@@ -132,7 +138,7 @@ def encode_vectors(manifest: ReadoutManifest, stored: np.ndarray, dtype: str) ->
     tag = DTYPES[dtype]
     tensors = {tensor_key(layer): (tag, stored[:, li, :]) for li, layer in enumerate(manifest.layers)}
     metadata = {
-        "format": READOUT_FORMAT,
+        "format": manifest.format,
         "model": manifest.model,
         "layers": msgspec.json.encode(manifest.layers).decode(),
         "concepts": msgspec.json.encode(manifest.concepts).decode(),
@@ -141,6 +147,16 @@ def encode_vectors(manifest: ReadoutManifest, stored: np.ndarray, dtype: str) ->
         "layer_semantics": LAYER_SEMANTICS,
     }
     return safetensors_bytes(tensors, metadata)
+
+
+def encode_manifest(manifest: ReadoutManifest) -> bytes:
+    """The manifest's JSON bytes; a version-1 manifest is written without the version-2 fields, as before."""
+    if manifest.format == READOUT_FORMAT_V1:
+        if manifest.vector_kind or manifest.auto is not None:
+            raise ValueError(f"a {READOUT_FORMAT_V1} manifest cannot hold vector_kind or auto")
+        v1 = ReadoutManifestV1(**{f: getattr(manifest, f) for f in ReadoutManifestV1.__struct_fields__})
+        return encode_json(v1)
+    return encode_json(manifest)
 
 
 def write_pair(output: Path, vectors: bytes, manifest: ReadoutManifest, *, force: bool) -> Path:
@@ -159,7 +175,7 @@ def write_pair(output: Path, vectors: bytes, manifest: ReadoutManifest, *, force
             raise StoreError(f"{p} exists and is not a file")
     with atomic.temp_path(output) as tv, atomic.temp_path(man) as tm:
         tv.write_bytes(vectors)
-        tm.write_bytes(encode_json(manifest))
+        tm.write_bytes(encode_manifest(manifest))
     return man
 
 
@@ -215,7 +231,7 @@ def read_manifest(path: Path, *, calibrated: bool = False) -> ReadoutManifest:
     layer, which ``validate`` needs for z-scores; serving and ``readout`` work
     on raw projections and accept a manifest without one.
     """
-    man = read_json(Path(path), ReadoutManifest, expect_format=READOUT_FORMAT)
+    man = read_json(Path(path), ReadoutManifest, expect_format=READOUT_FORMATS)
     if not man.concepts or not man.layers:
         raise FormatError(f"{path} lists no concepts or no layers")
     if calibrated:
@@ -224,6 +240,29 @@ def read_manifest(path: Path, *, calibrated: bool = False) -> ReadoutManifest:
             if missing:
                 raise FormatError(f"{path}: calibration of {c!r} lacks layer(s) {missing}")
     return man
+
+
+MEAN_DIFFERENCE = "mean-difference"
+WHITENED = "whitened"
+#: ``reduce --method`` -> what its vectors are (a projection keeps the kind of what it projects); a
+#: version-1 manifest's ``method`` says it for every vector.
+METHOD_KINDS = {"caa": MEAN_DIFFERENCE, "grand-mean": MEAN_DIFFERENCE, "lda": WHITENED, "mlda": WHITENED}
+
+
+def vector_kind(manifest: ReadoutManifest, concept: str, layer: int) -> str:
+    """``mean-difference`` or ``whitened``: what one vector is (a runtime that adds vectors to steer needs to know).
+
+    Version 2 records it per vector; in version 1 the one ``method`` says it. Whitened
+    directions (LDA, mlda) read better and may steer worse (docs/reduce.md).
+    """
+    recorded = manifest.vector_kind.get(concept, {}).get(str(layer))
+    if recorded is not None:
+        return recorded
+    try:
+        return METHOD_KINDS[manifest.method]
+    except KeyError as exc:
+        raise FormatError(f"manifest method {manifest.method!r} records no vector kind for {concept!r} at layer "
+                          f"{layer}") from exc
 
 
 def _check_pair(manifest: ReadoutManifest, tensors: dict[str, np.ndarray], meta: dict[str, str],

@@ -2,8 +2,10 @@
 # The main job on the bundled default data, from a fresh machine:
 #   set up .venv/, then pairs -> extract -> reduce -> validate on SmolLM2-135M-Instruct (offline).
 # Outputs land in runs/ (dataset/, activations/, amygdala.safetensors + .manifest.json, report/).
+# reduce (--method auto, the default) prints the method cross-validation chose per layer on the train split;
 # validate prints held-out AUROC, the specificity summary (sibling AUROC, identification, valence
-# dominance, recommended layers) and, with --compare-methods, every reduce method ranked per layer.
+# dominance, recommended layers), that choice beside its held-out figures (a large gap warns) and,
+# with --compare-methods, every reduce method ranked per layer.
 # Extra arguments are passed to `validate` (e.g. --min-auroc 0.7).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.formats import READOUT_FORMAT, ReadoutManifest
+from amygdala_vllm.formats import READOUT_FORMAT_V1, ReadoutManifest
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.vectors_file import cast
 from synthetic import SyntheticData, SyntheticSpec, auroc, make_run, write_activations
@@ -65,7 +65,7 @@ def _loaded(path: Path, layers: tuple[int, ...]) -> np.ndarray:
 def test_caa_recovers_plants_and_matches_numpy(tmp_path: Path, pooling: str) -> None:
     ds, dirs, data = make_run(tmp_path)
     out = tmp_path / "v.safetensors"
-    reduce(dirs, ds, out, ReduceOptions(pooling=pooling))
+    reduce(dirs, ds, out, ReduceOptions(method="caa", pooling=pooling))
     got = _loaded(out, data.spec.layers)
     cos = np.einsum("elh,elh->el", got, data.plants)
     assert cos.min() > 0.99
@@ -76,7 +76,7 @@ def test_caa_recovers_plants_and_matches_numpy(tmp_path: Path, pooling: str) -> 
 def test_calibration_matches_numpy(tmp_path: Path) -> None:
     ds, dirs, data = make_run(tmp_path)
     out = tmp_path / "v.safetensors"
-    man = reduce(dirs, ds, out, ReduceOptions()).manifest
+    man = reduce(dirs, ds, out, ReduceOptions(method="caa")).manifest
     vec = _loaded(out, data.spec.layers)
     x = data.mean.astype(np.float64)
     for e, emo in enumerate(man.concepts):
@@ -139,7 +139,7 @@ def test_heldout_texts_never_enter_a_vector(tmp_path: Path) -> None:
 def test_outputs_load_with_plain_safetensors_and_msgspec(tmp_path: Path) -> None:
     ds, dirs, data = make_run(tmp_path)
     out = tmp_path / "v.safetensors"
-    reduce(dirs, ds, out, ReduceOptions(emotions=["warmth", "anger"]))
+    reduce(dirs, ds, out, ReduceOptions(method="caa", emotions=["warmth", "anger"]))
     tensors = load_file(str(out))
     assert sorted(tensors) == [f"layer_{i}.vectors" for i in data.spec.layers]
     assert all(t.shape == (2, data.spec.hidden_size) and t.dtype == np.float32 for t in tensors.values())
@@ -149,7 +149,7 @@ def test_outputs_load_with_plain_safetensors_and_msgspec(tmp_path: Path) -> None
     assert json.loads(meta["layers"]) == list(data.spec.layers)
     assert meta["model"] == "synthetic/model"
     man = msgspec.json.decode(out.with_suffix(".manifest.json").read_bytes(), type=ReadoutManifest)
-    assert man.format == READOUT_FORMAT and man.concepts == ["warmth", "anger"]
+    assert man.format == READOUT_FORMAT_V1 and man.concepts == ["warmth", "anger"]  # one fixed method: version 1
     assert man.layers == list(data.spec.layers) and man.layer_semantics == "residual_out"
     assert set(man.calibration) == {"warmth", "anger"}
     assert set(man.calibration["anger"]) == {str(i) for i in data.spec.layers}
@@ -169,7 +169,7 @@ def _raw_tensor(path: Path, key: str) -> tuple[str, list[int], bytes]:
 def test_half_precision_outputs(tmp_path: Path, dtype: str) -> None:
     ds, dirs, data = make_run(tmp_path)
     out = tmp_path / "v.safetensors"
-    reduce(dirs, ds, out, ReduceOptions(dtype=dtype))
+    reduce(dirs, ds, out, ReduceOptions(method="caa", dtype=dtype))
     tag, shape, raw = _raw_tensor(out, f"layer_{data.spec.layers[0]}.vectors")
     assert tag == {"float16": "F16", "bfloat16": "BF16"}[dtype] and shape == [3, data.spec.hidden_size]
     bits = np.frombuffer(raw, dtype="<u2")
@@ -213,7 +213,7 @@ def test_loads_with_safetensors_torch_as_vllm_does(tmp_path: Path, dtype: str) -
 
     ds, dirs, data = make_run(tmp_path)
     out = tmp_path / "v.safetensors"
-    reduce(dirs, ds, out, ReduceOptions(dtype=dtype))
+    reduce(dirs, ds, out, ReduceOptions(method="caa", dtype=dtype))
     t = load_torch(str(out))
     key = f"layer_{data.spec.layers[1]}.vectors"
     assert t[key].dtype == getattr(torch, dtype)

@@ -152,9 +152,9 @@ def test_remove_shared_writes_full_and_specific_pairs(run) -> None:
 def test_bad_method_options(run, tmp_path: Path) -> None:
     _, ds, acts, _, _ = run
     with pytest.raises(UsageError, match="--remove-shared must be within"):
-        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(remove_shared=24))
+        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="caa", remove_shared=24))
     with pytest.raises(UsageError, match="--neutral-variance"):
-        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(neutral_variance=1.5))
+        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="caa", neutral_variance=1.5))
     with pytest.raises(UsageError, match="needs at least 2 concepts"):
         reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="mlda", emotions=["emo00"]))
     with pytest.raises(UsageError, match="unknown --method"):

@@ -17,8 +17,9 @@ from text_datasets import text_record, varied_texts, write_dataset_dir
 pytestmark = pytest.mark.engine
 
 EMOTIONS = ("calm", "joy", "anger", "awe")
-#: name -> ReduceOptions fields, for every variant ``validate --compare-methods`` ranks
+#: name -> ReduceOptions fields, for every variant ``validate --compare-methods`` ranks, and ``auto`` (format 2)
 VARIANTS = {name: dict(method=m, neutral_variance=nv, remove_shared=k) for name, (m, nv, k) in COMPARED.items()}
+VARIANTS["auto"] = dict(method="auto")
 
 
 def _dataset(path):

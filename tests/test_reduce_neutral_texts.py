@@ -115,8 +115,8 @@ def test_given_neutral_texts_missing_from_the_capture(run, tmp_path: Path) -> No
     acts = tmp_path / "acts"
     write_activations(acts, data, dataset_sha256=dataset_sha256(ds, neutral), text_ids=list(data.ids()))
     with pytest.raises(CaptureError, match="neutral text"):
-        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(neutral_variance=0.5))
-    reduce([acts], ds, tmp_path / "y.safetensors", ReduceOptions())  # plain CAA does not need them
+        reduce([acts], ds, tmp_path / "x.safetensors", ReduceOptions(method="caa", neutral_variance=0.5))
+    reduce([acts], ds, tmp_path / "y.safetensors", ReduceOptions(method="caa"))  # plain CAA does not need them
 
 
 def test_compare_methods_uses_the_same_neutral_texts(run) -> None:

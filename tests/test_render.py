@@ -56,7 +56,8 @@ def test_z_uses_midpoint_and_pooled_std_of_that_concept_and_layer() -> None:
             cal = man.calibration[concept][str(layer)]
             mid, std = (cal.pos_mean + cal.neg_mean) / 2, cal.pooled_std
             li, ci = LAYERS.index(layer), CONCEPTS.index(concept)
-            np.testing.assert_allclose(view.z[:, i, j], (scored.scores[:, li, ci] - mid) / std, rtol=1e-6)
+            assert np.isnan(view.z[0, i, j])  # position 0 < skip_first_tokens: not scored
+            np.testing.assert_allclose(view.z[1:, i, j], (scored.scores[1:, li, ci] - mid) / std, rtol=1e-6)
             for name in ("mean", "last", "max"):
                 np.testing.assert_allclose(view.pooled_z[name][i, j], (scored.pooled[name][li, ci] - mid) / std,
                                            rtol=1e-6)
@@ -77,7 +78,7 @@ def test_per_token_z_uses_the_token_calibration_and_pooled_z_the_pooled_one() ->
     cal = man.calibration["fear"]["8"]
     li, ci = LAYERS.index(8), CONCEPTS.index("fear")
     tmid, half = (cal.token_pos_mean + cal.token_neg_mean) / 2, (cal.token_pos_mean - cal.token_neg_mean) / 2
-    np.testing.assert_allclose(view.z[:, 0, 0], (scored.scores[:, li, ci] - tmid) / half, rtol=1e-6)
+    np.testing.assert_allclose(view.z[1:, 0, 0], (scored.scores[1:, li, ci] - tmid) / half, rtol=1e-6)
     pooled_mid = (cal.pos_mean + cal.neg_mean) / 2
     want = (scored.pooled["mean"][li, ci] - pooled_mid) / cal.pooled_std
     np.testing.assert_allclose(view.pooled_z["mean"][0, 0], want, rtol=1e-6)
@@ -90,12 +91,43 @@ def test_missing_or_degenerate_calibration_keeps_raw_scores_and_says_so() -> Non
     scored = make_scores(TOKENS, man)
     view = build_view(scored, man, layers=[8], concepts=["joy", "calm", "anger"])
     assert view.calibrated.tolist() == [[False, False, True]]
-    np.testing.assert_array_equal(view.z[:, 0, 0], scored.scores[:, 1, 1])
-    np.testing.assert_array_equal(view.z[:, 0, 1], scored.scores[:, 1, 3])
+    np.testing.assert_array_equal(view.z[1:, 0, 0], scored.scores[1:, 1, 1])
+    np.testing.assert_array_equal(view.z[1:, 0, 1], scored.scores[1:, 1, 3])
     # raw columns are coloured relative to their own peak, calibrated ones by z
     scale = view.shade_scale()
     assert scale[0, 2] == 1.0
-    assert np.abs(view.shade()[:, 0, 0]).max() == pytest.approx(render.CLIP_Z)
+    assert np.nanmax(np.abs(view.shade()[:, 0, 0])) == pytest.approx(render.CLIP_Z)
+
+
+def test_the_first_position_is_not_scored_in_every_output() -> None:
+    """Position 0 (< skip_first_tokens: left out of training and calibration) has no z, only its raw value, greyed.
+
+    Its raw projection is made huge, as on real models (the attention sink read -1151 "z" before).
+    """
+    from amygdala_vllm.render._colour import UNSCORED
+
+    man = make_manifest()
+    scored = make_scores(TOKENS, man)
+    scored.scores[0] = -5000.0
+    view = build_view(scored, man, layers=[8], concepts=["fear"])
+    assert np.isnan(view.z[0]).all() and np.isfinite(view.z[1:]).all() and view.raw[0, 0, 0] == -5000.0
+    # terminal: the cell says raw, on grey; no z cell is that large
+    console = Console(record=True, width=120, color_system="truecolor")
+    console.print(score_table(view))
+    text = console.export_text(clear=False)
+    row0 = next(line for line in text.splitlines() if "<s>" in line)
+    assert "raw -5000" in row0 and "not scored" in text
+    styled = console.export_html(inline_styles=True)
+    assert "#bebebe" in styled.lower()  # UNSCORED (190, 190, 190)
+    # JSON: z null, raw kept
+    doc = json.loads(encode_scores(to_document(view, "text")))
+    assert doc["z"][0] == [[None]] and doc["raw"][0] == [[-5000.0]] and doc["z"][1][0][0] is not None
+    # HTML: the unscored span is grey, its data says null and carries the raw value for the hover text
+    page = render_html(view)
+    first = re.search(r'<span class="t skip"[^>]*>', page)
+    assert first and "#%02x%02x%02x" % UNSCORED in first.group(0)
+    data = json.loads(re.search(r'<script type="application/json" id="amygdala-data">(.*?)</script>', page, re.S).group(1))
+    assert data["z"][0] == [[None]] and data["skipped_raw"] == [[[-5000.0]]] and "not scored" in page
 
 
 def test_layer_choice_defaults_to_the_middle_hooked_layer() -> None:

@@ -79,18 +79,20 @@ def _check_choice(am, prompt_ids, completion_ids, hf, mats, concepts=CONCEPTS):
     expected = _expected_raw(hf, mats, list(prompt_ids) + list(completion_ids[:-1]))[..., cols]
     raw = np.asarray(prompt["raw"] + (completion["raw"] if completion else []))
     np.testing.assert_allclose(raw, expected, atol=1e-4, rtol=0)
-    z = np.asarray(prompt["z"] + (completion["z"] if completion else []))
-    want_z = expected.copy()
+    z_rows = prompt["z"] + (completion["z"] if completion else [])
+    skip = am.get("skip_first_tokens", 1)  # omitted when 1, the default
+    assert z_rows[:skip] == [None] * skip  # positions before skip_first_tokens are not scored: z null, raw kept
+    z = np.asarray(z_rows[skip:])
+    want_z = expected.copy()[skip:]
     if "joy" in concepts:
         j = concepts.index("joy")
-        want_z[:, 0, j] = (expected[:, 0, j] - (CAL["pos_mean"] + CAL["neg_mean"]) / 2) / CAL["pooled_std"]
+        want_z[:, 0, j] = (expected[skip:, 0, j] - (CAL["pos_mean"] + CAL["neg_mean"]) / 2) / CAL["pooled_std"]
         assert am["calibrated"][0][j] is True
     np.testing.assert_allclose(z, want_z, atol=1e-3, rtol=1e-5)
     pooled = am["pooled"]
     assert pooled["num_tokens"] == len(prompt_ids) + n_done
     np.testing.assert_allclose(pooled["raw"]["last"], expected[-1], atol=1e-4, rtol=0)
     np.testing.assert_allclose(pooled["raw"]["mean"], expected[1:].mean(0), atol=1e-4, rtol=0)
-    skip = am.get("skip_first_tokens", 1)  # omitted when 1, the default
     np.testing.assert_array_equal(pooled["raw"]["max"], raw[skip:].max(0))  # the sent scores at positions >= skip
     np.testing.assert_allclose(pooled["raw"]["max"], expected[1:].max(0), atol=1e-4, rtol=0)
 

@@ -58,6 +58,7 @@ def test_recomputed_position_replaces_its_score_and_splits_prompt_from_completio
     assert out.prompt.positions == [0, 1, 2] and out.completion.positions == [3] and out.completion.token_ids == [8]
     assert [r[0][0] for r in out.prompt.raw] == [4.0, 10.0, 100.0]
     assert out.prompt.z[2][0][0] == pytest.approx((100.0 - 0.5) / 2.0)
+    assert out.prompt.z[0] is None and out.prompt.raw[0] == [[4.0]]  # position 0 < skip_first_tokens: not scored
     assert out.calibrated == [[True]]
     assert list(out.pooled.z) == list(out.pooled.raw) == ["mean", "last", "max"]  # every registered mode, in order
     assert out.pooled.raw["mean"][0][0] == pytest.approx(np.mean([10.0, 100.0, 22.0]))  # positions >= 1
@@ -138,7 +139,8 @@ def test_per_token_z_uses_the_per_token_calibration_and_pooled_z_the_pooled_one(
     seq.add(np.array([0, 1, 2]), np.array([5, 6, 7]), np.full((3, 2, 3), 5.0, np.float32), prompt_len=3)
     opts = parse_options({"amygdala": ["joy"], "amygdala_layers": [3]}, CONCEPTS, LAYERS)
     out = ChoiceBuilder(man, opts).build(seq, seq.positions(), pooled=True)
-    assert out.prompt.z[0][0][0] == pytest.approx((5.0 - 1.0) / 2.0)  # token midpoint 1, half-gap 2
+    assert out.prompt.z[0] is None  # position 0 < skip_first_tokens: not scored
+    assert out.prompt.z[1][0][0] == pytest.approx((5.0 - 1.0) / 2.0)  # token midpoint 1, half-gap 2
     assert out.pooled.z["mean"][0][0] == pytest.approx((5.0 - 0.5) / 2.0)  # pooled midpoint 0.5, std 2
     assert out.pooled.raw is None  # no amygdala_raw
 
@@ -151,3 +153,16 @@ def test_serve_refuses_a_user_asking_for_model_runner_v2():
     assert runner_env({"VLLM_USE_V2_MODEL_RUNNER": "0"}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
     with pytest.raises(IncompatibleVLLMError, match="VLLM_USE_V2_MODEL_RUNNER=1"):
         runner_env({"VLLM_USE_V2_MODEL_RUNNER": "1"})
+
+
+def test_unscored_positions_have_null_z_on_the_wire_and_completions_keep_theirs():
+    """The JSON a client gets (vllm_ext/serve_endpoint.py encodes ChoiceScores with msgspec): z null before skip."""
+    import msgspec
+
+    seq = SequenceScores()
+    seq.add(np.array([0, 1, 2, 3]), np.array([5, 6, 7, 8]), np.full((4, 2, 3), 2.0, np.float32), prompt_len=2)
+    opts = parse_options({"amygdala": ["joy"], "amygdala_layers": [3], "amygdala_raw": 1}, CONCEPTS, LAYERS)
+    out = msgspec.json.decode(msgspec.json.encode(ChoiceBuilder(_manifest(), opts).build(seq, seq.positions(),
+                                                                                       pooled=False)))
+    assert out["prompt"]["z"] == [None, [[0.75]]] and out["prompt"]["raw"] == [[[2.0]], [[2.0]]]
+    assert out["completion"]["z"] == [[[0.75]], [[0.75]]]

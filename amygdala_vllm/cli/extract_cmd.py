@@ -28,9 +28,9 @@ def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) 
     if target_layers and manifest:
         raise UsageError("give --target-layers or --manifest, not both")
     if manifest:
-        from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
+        from ..vectors_file import read_manifest
 
-        return list(read_json(manifest, ReadoutManifest, expect_format=READOUT_FORMAT).layers)
+        return list(read_manifest(manifest).layers)
     if target_layers:
         return parse_layers(target_layers)
     from ..model_config import read_decoder_shape

@@ -29,7 +29,7 @@ def reduce_command(
     training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = DATASET_DIR,
     output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = VECTORS_FILE,
     pooling: Annotated[str, typer.Option(help=REDUCE_POOLING_HELP)] = "mean",
-    method: Annotated[str, typer.Option(help="caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = "caa",
+    method: Annotated[str, typer.Option(help="auto (per layer, the method that cross-validates best on the train split), caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = "auto",
     shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,
     min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = 5,
     emotions: Annotated[str | None, typer.Option(help="Comma-separated subset, in manifest order (default: all, sorted).")] = None,
@@ -40,6 +40,8 @@ def reduce_command(
     top_pairs: Annotated[int, typer.Option(help="Most similar concept pairs to list per layer.")] = 5,
     neutral_variance: Annotated[float, typer.Option(help="Project out the top principal components of the neutral train texts (positive for no concept) holding this share of their variance; 0 = off, 0.5 = Anthropic's recipe.")] = 0.0,
     remove_shared: Annotated[int, typer.Option(help="Project out the top K shared axes of the concept vectors (valence, arousal); the full vectors go to NAME.full.safetensors.")] = 0,
+    folds: Annotated[int, typer.Option(help="--method auto: cross-validation folds over the train texts.")] = 5,
+    seed: Annotated[int, typer.Option(help="--method auto: seed of the fold order.")] = 0,
 ) -> None:
     """Compute CAA/LDA readout vectors per concept and hooked layer, with calibration."""
     from ..reduce import ReduceOptions, reduce
@@ -48,7 +50,7 @@ def reduce_command(
     opts = ReduceOptions(
         pooling=pooling, method=method, shrinkage=shrinkage, min_examples=min_examples, emotions=names,
         dtype=dtype, allow_missing=allow_missing, force=force, top_pairs=top_pairs,
-        neutral_variance=neutral_variance, remove_shared=remove_shared,
+        neutral_variance=neutral_variance, remove_shared=remove_shared, folds=folds, seed=seed,
     )
     result = reduce(activations, training_data_dir, output, opts)
     s = result.summary
@@ -59,6 +61,8 @@ def reduce_command(
     if s.method_options:
         console.print("method options: " + ", ".join(f"{k} {v:g}" for k, v in sorted(s.method_options.items())),
                       highlight=False)
+    if s.auto is not None:
+        _print_auto(s.auto)
     if s.full_output:
         console.print(f"full vectors (shared axes kept): [bold]{s.full_output}[/]")
     console.print(f"concepts: {len(s.concepts)} kept, {len(s.dropped)} dropped")
@@ -85,3 +89,23 @@ def reduce_command(
         for layer in s.cross_talk:
             talk.add_row(str(layer.layer), ", ".join(f"{p.a}~{p.b} {p.cosine:+.2f}" for p in layer.top_pairs))
         console.print(talk)
+
+
+def _print_auto(choice) -> None:
+    """Which method won at each layer, with its cross-validated figures, and any concept left at CAA."""
+    def f(v: float | None, spec: str = ".2f") -> str:
+        return "n/a" if v is None else format(v, spec)
+
+    t = Table(title=f"--method auto: method per layer, {choice.folds}-fold cross-validation on the train split",
+              caption="merit = (median sibling AUROC + top-1) / 2, among methods keeping 1-vs-rest >= 0.9")
+    for name in ("layer", "method", "CV 1vr/sib/top1", "merit", "next best"):
+        t.add_column(name, justify="left" if name in ("method", "next best") else "right", no_wrap=True)
+    for layer, c in choice.layers.items():
+        won = next((x for x in c.cv if x.method == c.method), None)
+        rest = sorted((x for x in c.cv if x.method != c.method), key=lambda x: -x.merit)
+        figs = "n/a" if won is None else f"{f(won.one_vs_rest_auroc)}/{f(won.sibling_auroc)}/{f(won.top1)}"
+        t.add_row(layer, c.method, figs, "n/a" if won is None else f"{won.merit:.3f}",
+                  f"{rest[0].method} {rest[0].merit:.3f}" if rest else "")
+    console.print(t)
+    for name, why in sorted(choice.fallback.items()):
+        console.print(f"  {name}: {why}", highlight=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from ..validate.schema import CompareReport, SpecificityReport
+from ..validate.auto_check import GAP_WARN, auto_warnings
+from ..validate.schema import AutoLayerCheck, CompareReport, SpecificityReport
 
-__all__ = ["print_specificity", "print_method_ranking"]
+__all__ = ["print_specificity", "print_method_ranking", "print_auto_choice"]
 
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
@@ -44,3 +45,22 @@ def print_method_ranking(console: Console, c: CompareReport) -> None:
         t.add_row(str(s.layer), s.method, _fmt(s.one_vs_rest_auroc), _fmt(s.sibling_auroc), _fmt(s.top1, ".2f"),
                   _fmt(s.top5, ".2f"), win)
     console.print(t)
+
+
+def print_auto_choice(console: Console, rows: list[AutoLayerCheck]) -> None:
+    """``reduce --method auto``'s choice per layer, cross-validated (train) vs held-out; warnings for large gaps."""
+    if not rows:
+        return
+    t = Table(title="method chosen per layer by reduce --method auto: cross-validated on train vs held-out",
+              caption=f"merit = (sibling + top-1) / 2 (1-vs-rest with one concept); gap = CV - held-out, "
+                      f"> {GAP_WARN} warns")
+    for name in ("layer", "method", "kind", "CV 1vr/sib/top1", "held-out 1vr/sib/top1", "gap"):
+        t.add_column(name, justify="left" if name in ("method", "kind") else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(str(r.layer), r.method, r.kind,
+                  f"{_fmt(r.cv_one_vs_rest_auroc, '.2f')}/{_fmt(r.cv_sibling_auroc, '.2f')}/{_fmt(r.cv_top1, '.2f')}",
+                  f"{_fmt(r.heldout_one_vs_rest_auroc, '.2f')}/{_fmt(r.heldout_sibling_auroc, '.2f')}/"
+                  f"{_fmt(r.heldout_top1, '.2f')}", _fmt(r.gap, "+.3f") + (" !" if r.warning else ""))
+    console.print(t)
+    for w in auto_warnings(rows):
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -23,7 +23,7 @@ from ._app import app, command, console
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
-from .specificity_view import print_method_ranking, print_specificity
+from .specificity_view import print_auto_choice, print_method_ranking, print_specificity
 
 __all__ = ["validate_command"]
 
@@ -111,6 +111,7 @@ def validate_command(
     console.print(table)
     if r.specificity is not None:
         print_specificity(console, r.specificity)
+    print_auto_choice(console, r.auto)
     if r.compare is not None:
         if r.compare.scores:
             print_method_ranking(console, r.compare)

@@ -2,9 +2,10 @@
 
 The steps, each in its own module: open and cross-check the activations dirs
 (:mod:`.activations`), choose concepts and their train texts (here), pass 1
-over the texts for class sums (:mod:`.stats`), directions (:mod:`.directions`),
-pass 2 for the calibration of the projections, then write both files together
-(:mod:`amygdala_vllm.vectors_file`). Held-out examples are never read: only ``split == "train"``
+over the texts for class sums (:mod:`.stats`), directions (:mod:`.directions`,
+:mod:`.methods`; for ``--method auto`` the per-layer choice by cross-validation
+on the train texts, :mod:`.auto`), pass 2 for the calibration of the projections,
+then write both files together (:mod:`amygdala_vllm.vectors_file`). Held-out examples are never read: only ``split == "train"``
 texts enter a class.
 """
 
@@ -20,21 +21,22 @@ import numpy as np
 
 from ..dataset import Dataset, load_dataset
 from ..errors import CaptureError, FormatError, StoreError, UsageError
-from ..formats import LAYER_SEMANTICS, READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
+from ..formats import (LAYER_SEMANTICS, READOUT_FORMAT, READOUT_FORMAT_V1, AutoChoice, Calibration, ConceptCounts,
+                       ReadoutManifest)
 from ..shards import POOLINGS
 from ..vectors_file import DTYPES, cast, encode_vectors, manifest_path, write_pair
-from . import directions
+from . import auto, directions
 from .activations import Activations, open_activations
 from .directions import LayerCrossTalk
 from .methods import SPECIFIC_METHODS, build, given_neutral
-from .stats import Classes, ClassSums, projection_spread
+from .stats import Classes, ClassSums, class_sums, projection_spread
 from .token_calibration import token_class_means
 
 __all__ = ["METHODS", "full_path", "ReduceOptions", "ClassSize", "ReduceSummary", "ReduceResult", "reduce", "select_concepts"]
 
 log = logging.getLogger(__name__)
 
-METHODS = ("caa", "lda", *SPECIFIC_METHODS)
+METHODS = ("auto", "caa", "lda", *SPECIFIC_METHODS)
 
 
 def full_path(output: Path) -> Path:
@@ -52,7 +54,7 @@ class ReduceOptions:
     """Every choice ``reduce`` makes; the CLI flags map one to one."""
 
     pooling: str = "mean"
-    method: str = "caa"
+    method: str = "auto"
     shrinkage: float = 0.1
     min_examples: int = 5
     emotions: Sequence[str] | None = None
@@ -62,6 +64,8 @@ class ReduceOptions:
     top_pairs: int = 10
     neutral_variance: float = 0.0
     remove_shared: int = 0
+    folds: int = auto.FOLDS  # --method auto: cross-validation folds over the train texts
+    seed: int = auto.SEED  # --method auto: seed of the fold order
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is opened."""
@@ -79,6 +83,11 @@ class ReduceOptions:
             raise UsageError(f"--neutral-variance must be within [0, 1) (0 = off), got {self.neutral_variance}")
         if self.remove_shared < 0:
             raise UsageError(f"--remove-shared must be >= 0 (0 = off), got {self.remove_shared}")
+        if self.folds < 2:
+            raise UsageError(f"--folds must be at least 2, got {self.folds}")
+        if self.method == "auto" and (self.neutral_variance > 0 or self.remove_shared > 0):
+            raise UsageError("--method auto chooses the neutral projection and shared-axis removal itself; "
+                             "--neutral-variance and --remove-shared need a fixed --method (caa, lda, ...)")
         if self.emotions is not None and len(set(self.emotions)) != len(self.emotions):
             raise UsageError("--emotions lists an emotion twice")
 
@@ -107,6 +116,7 @@ class ReduceSummary(msgspec.Struct):
     missing_texts: int = 0
     method_options: dict[str, float] = {}
     full_output: str | None = None  # --remove-shared: the method's vectors before the shared axes were removed
+    auto: AutoChoice | None = None  # --method auto: the method chosen per layer and every candidate's CV figures
 
 
 @dataclass
@@ -207,13 +217,14 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
     classes = Classes.build(members)
     layers = acts.layers
     log.info("pass 1 over %d train texts for %d concepts (%s)", len(classes.ids), len(concepts), opts.method)
+    if opts.method == "auto":
+        return _run_auto(acts, dataset, output, man_path, opts, concepts, members, dropped, missing)
     uses_neutral = opts.method == "mlda" or opts.neutral_variance > 0
     built = build(acts, members, concepts, opts.pooling, opts.method, shrinkage=opts.shrinkage,
                   neutral_variance=opts.neutral_variance, remove_shared_k=opts.remove_shared,
                   neutral=given_neutral(dataset, acts, allow_missing=opts.allow_missing) if uses_neutral else None)
     stats = built.stats
-    means = stats.means()
-    raw_norm = np.linalg.norm(means[0] - means[1], axis=-1)  # [E, L]
+    raw_norm = _raw_norm(stats)
     write = dict(acts=acts, dataset=dataset, classes=classes, stats=stats, concepts=concepts, dropped=dropped,
                  raw_norm=raw_norm, opts=opts)
     full_out = None
@@ -225,9 +236,42 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
     else:
         unit = built.full
     manifest, written = _write_pair(output, unit, built.options, **write)  # type: ignore[arg-type]
+    summary = _summary(output, man_path, opts, concepts, dropped, layers, raw_norm, stats, written, missing,
+                       built.options, full_out, None)
+    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
+
+
+def _raw_norm(stats: ClassSums) -> np.ndarray:
+    means = stats.means()
+    return np.linalg.norm(means[0] - means[1], axis=-1)  # [E, L]
+
+
+def _run_auto(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts: ReduceOptions,
+              concepts: list[str], members: list[tuple[np.ndarray, np.ndarray]], dropped: dict[str, str],
+              missing: int) -> ReduceResult:
+    """``--method auto``: cross-validate the candidates on the train split, fit each layer's winner on all of it."""
+    given = given_neutral(dataset, acts, allow_missing=opts.allow_missing)
+    choice = auto.cross_validate(acts, members, concepts, opts.pooling, opts.shrinkage, given,
+                                 folds=opts.folds, seed=opts.seed)
+    unit, kinds = auto.fit_chosen(acts, members, concepts, opts.pooling, opts.shrinkage, given, choice)
+    classes = Classes.build(members)
+    stats = class_sums(acts, classes, opts.pooling, scatter=False)
+    raw_norm = _raw_norm(stats)
+    options = {"shrinkage": float(opts.shrinkage)}
+    manifest, written = _write_pair(output, unit, options, acts=acts, dataset=dataset, classes=classes, stats=stats,
+                                    concepts=concepts, dropped=dropped, raw_norm=raw_norm, opts=opts,
+                                    auto_choice=choice, kinds=kinds)
+    summary = _summary(output, man_path, opts, concepts, dropped, acts.layers, raw_norm, stats, written, missing,
+                       options, None, choice)
+    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
+
+
+def _summary(output: Path, man_path: Path, opts: ReduceOptions, concepts: list[str], dropped: dict[str, str],
+             layers: list[int], raw_norm: np.ndarray, stats: ClassSums, written: np.ndarray, missing: int,
+             options: dict[str, float], full_out: Path | None, choice: AutoChoice | None) -> ReduceSummary:
     counts = stats.counts
     order = np.argsort(counts.min(axis=0), kind="stable")
-    summary = ReduceSummary(
+    return ReduceSummary(
         output=str(output),
         manifest=str(man_path),
         method=opts.method,
@@ -239,16 +283,21 @@ def _run(acts: Activations, dataset: Dataset, output: Path, man_path: Path, opts
         smallest=[ClassSize(concepts[e], int(counts[0, e]), int(counts[1, e])) for e in order],
         cross_talk=directions.cross_talk(written, concepts, layers, top=opts.top_pairs),
         missing_texts=missing,
-        method_options=built.options,
+        method_options=options,
         full_output=None if full_out is None else str(full_out),
+        auto=choice,
     )
-    return ReduceResult(manifest=manifest, summary=summary, vectors=unit)
 
 
 def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float], *, acts: Activations,
                 dataset: Dataset, classes: Classes, stats: ClassSums, concepts: list[str], dropped: dict[str, str],
-                raw_norm: np.ndarray, opts: ReduceOptions) -> tuple[ReadoutManifest, np.ndarray]:
-    """Calibrate unit vectors [E, L, H] (pass 2) and write them with their manifest; return both."""
+                raw_norm: np.ndarray, opts: ReduceOptions, auto_choice: AutoChoice | None = None,
+                kinds: dict[str, dict[str, str]] | None = None) -> tuple[ReadoutManifest, np.ndarray]:
+    """Calibrate unit vectors [E, L, H] (pass 2) and write them with their manifest; return both.
+
+    One fixed method writes format version 1, byte for byte as before ``auto`` existed; ``auto`` writes
+    version 2 with its choice and each vector's kind.
+    """
     info, layers = acts.info, acts.layers
     stored, written = cast(unit, opts.dtype)
     log.info("pass 2: calibration of the projections")
@@ -256,7 +305,7 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
     tok = token_class_means(acts, classes, written)
     counts = stats.counts
     manifest = ReadoutManifest(
-        format=READOUT_FORMAT,
+        format=READOUT_FORMAT_V1 if auto_choice is None else READOUT_FORMAT,
         concepts=concepts,
         layers=layers,
         layer_semantics=LAYER_SEMANTICS,
@@ -286,6 +335,8 @@ def _write_pair(output: Path, unit: np.ndarray, method_options: dict[str, float]
         vllm_version=info.vllm_version,
         method_options=method_options,
         capture_dtype=info.dtype,
+        vector_kind=kinds or {},
+        auto=auto_choice,
     )
     write_pair(output, encode_vectors(manifest, stored, opts.dtype), manifest, force=opts.force)
     log.info("wrote %s and %s", output, manifest_path(output))

@@ -1,8 +1,9 @@
 """Directions from class statistics: CAA, shrinkage LDA, and the cross-talk between them.
 
-CAA (the default) is the plain mean difference ``mu_pos - mu_neg``. It is
-exactly what the seed computed and what a reader expects, but any axis along
-which texts vary a lot within a class leaks into it.
+CAA is the plain mean difference ``mu_pos - mu_neg`` (``--method auto``, the
+default, picks it or another method per layer: :mod:`.auto`). It is exactly
+what the seed computed and what a reader expects, but any axis along which
+texts vary a lot within a class leaks into it.
 
 Shrinkage LDA sends the same mean difference through the inverse of a shared,
 regularised within-class covariance: ``w = (S_w + lambda I)^-1 (mu_pos - mu_neg)``

@@ -12,9 +12,11 @@ import math
 
 from ._view import CLIP_Z
 
-__all__ = ["NEUTRAL", "NEGATIVE", "POSITIVE", "z_rgb", "z_hex", "ink_for"]
+__all__ = ["NEUTRAL", "NEGATIVE", "POSITIVE", "UNSCORED", "z_rgb", "z_hex", "ink_for"]
 
 NEUTRAL = (246, 246, 246)
+#: Positions before ``skip_first_tokens`` have no z (not scored): grey, outside the scale.
+UNSCORED = (190, 190, 190)
 NEGATIVE = (49, 104, 196)
 POSITIVE = (196, 38, 46)
 

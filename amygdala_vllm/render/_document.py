@@ -55,7 +55,9 @@ class ReadoutScores(msgspec.Struct, forbid_unknown_fields=True):
     """Scores of one text. Axes: ``t`` token, ``l`` index into ``layers``, ``e`` into ``concepts``.
 
     ``z[t][l][e]`` is calibrated where ``calibrated[l][e]`` is true and equals
-    ``raw[t][l][e]`` (the plain dot product with the unit vector) otherwise.
+    ``raw[t][l][e]`` (the plain dot product with the unit vector) otherwise; it
+    is ``null`` at positions ``t < skip_first_tokens``, which are not scored
+    (left out of training and calibration; ``raw`` still holds their value).
     ``pooled`` maps each pooling mode to the per-token ``raw`` series reduced by
     it (``pooling_modes.MODES``): ``mean`` over positions ``>= skip_first_tokens``,
     ``last`` the last token, ``max`` the largest score over positions

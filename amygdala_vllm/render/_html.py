@@ -19,7 +19,7 @@ import html
 import msgspec
 import numpy as np
 
-from ._colour import NEGATIVE, NEUTRAL, POSITIVE, ink_for, z_hex, z_rgb
+from ._colour import NEGATIVE, NEUTRAL, POSITIVE, UNSCORED, ink_for, z_hex, z_rgb
 from ._document import _numbers
 from ._view import CLIP_Z, ReadoutView, z_note
 
@@ -61,14 +61,15 @@ function rgb(v){
 function css(c){return "rgb("+c.join(",")+")";}
 function ink(c){return (0.2126*c[0]+0.7152*c[1]+0.0722*c[2])/255>0.45?"#000":"#fff";}
 function fmt(v){return v===null?"n/a":(v>=0?"+":"")+v.toFixed(2);}
+function unscored(i,l,e){const r=D.skipped_raw[i][l][e];return "not scored (raw "+(r===null?"n/a":r)+")";}
 let L=0,E=0;
 function paint(){
   const p=sel.value.split(","); L=+p[0]; E=+p[1];
   const f=D.scale[L][E], kind=D.calibrated[L][E]?"z":"raw";
   spans.forEach(function(s,i){
-    const v=D.z[i][L][E], c=rgb(v===null?null:v*f);
+    const v=D.z[i][L][E], c=i<D.skip?D.colour.unscored:rgb(v===null?null:v*f);
     s.style.background=css(c); s.style.color=ink(c);
-    s.title="#"+i+"  id "+D.token_ids[i]+"  "+kind+" "+fmt(v);
+    s.title="#"+i+"  id "+D.token_ids[i]+"  "+(i<D.skip?unscored(i,L,E):kind+" "+fmt(v));
   });
   pooled.textContent=D.concepts[E]+" at layer "+D.layers[L]+": "+D.modes.map(function(m){return m+" "+kind+" "+fmt(D.pooled_z[m][L][E]);}).join(", ")+(D.calibrated[L][E]?"":"  (no calibration: raw dot product, colours relative to this text)");
 }
@@ -76,9 +77,9 @@ function show(i){
   info.textContent="";
   const head=document.createElement("div"), code=document.createElement("code");
   code.textContent=JSON.stringify(D.tokens[i]);
-  head.append("token #"+i+" ", code, "  id "+D.token_ids[i]+(i<D.skip?"  (left out of the mean)":""));
+  head.append("token #"+i+" ", code, "  id "+D.token_ids[i]+(i<D.skip?"  (not scored: left out of training, calibration and the mean)":""));
   const row=document.createElement("div");
-  row.textContent="layer "+D.layers[L]+": "+D.concepts.map(function(c,e){return c+" "+fmt(D.z[i][L][e]);}).join("  ");
+  row.textContent="layer "+D.layers[L]+": "+D.concepts.map(function(c,e){return c+" "+(i<D.skip?unscored(i,L,e):fmt(D.z[i][L][e]));}).join("  ");
   info.append(head,row);
 }
 spans.forEach(function(s,i){s.addEventListener("mouseenter",function(){show(i);});});
@@ -110,10 +111,12 @@ def _data(view: ReadoutView) -> dict:
         "calibrated": view.calibrated.tolist(),
         "scale": view.shade_scale().tolist(),
         "skip": view.skip_first_tokens,
-        "z": rounded(view.z) if view.tokens else [],
+        "z": rounded(view.z) if view.tokens else [],  # null where not scored (before skip)
+        "skipped_raw": rounded(view.raw[: view.skip_first_tokens]) if view.tokens else [],
         "modes": list(view.pooled_z),  # the order to show them in (a JSON object's order is not a contract)
         "pooled_z": {name: rounded(values) for name, values in view.pooled_z.items()},
-        "colour": {"clip": CLIP_Z, "neutral": NEUTRAL, "negative": NEGATIVE, "positive": POSITIVE},
+        "colour": {"clip": CLIP_Z, "neutral": NEUTRAL, "negative": NEGATIVE, "positive": POSITIVE,
+                   "unscored": UNSCORED},
     }
 
 
@@ -127,8 +130,8 @@ def _spans(view: ReadoutView) -> str:
         if "\n" in token:
             classes.append("nl")
         value = float(shade[t, 0, 0]) if view.concepts and view.layers else float("nan")
-        rgb = z_rgb(value)
-        style = f"background:{z_hex(value)};color:{ink_for(rgb)}"
+        rgb = z_rgb(value) if view.scored(t) else UNSCORED
+        style = f"background:#{rgb[0]:02x}{rgb[1]:02x}{rgb[2]:02x};color:{ink_for(rgb)}"
         out.append(f'<span class="{" ".join(classes)}" style="{style}">{html.escape(token)}</span>')
     return "".join(out)
 
@@ -164,7 +167,8 @@ def _summary(view: ReadoutView) -> str:
 def _note(view: ReadoutView) -> str:
     note = z_note(view) + "; midpoints between train positives and negatives."
     if view.skip_first_tokens:
-        note += f" Dotted: the first {view.skip_first_tokens} position(s), left out of the mean."
+        note += (f" Grey, dotted: the first {view.skip_first_tokens} position(s), not scored (left out of training, "
+                 "calibration and the mean; hover for the raw value).")
     return html.escape(note + " Hover a token for its scores.")
 
 

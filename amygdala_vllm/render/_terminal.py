@@ -13,7 +13,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-from ._colour import ink_for, z_rgb
+from ._colour import UNSCORED, ink_for, z_rgb
 from ._view import CLIP_Z, ReadoutView, z_note
 
 __all__ = ["visible_token", "score_table", "colour_strip", "legend"]
@@ -38,6 +38,10 @@ def _style(value: float) -> Style:
     return Style(bgcolor=f"rgb({rgb[0]},{rgb[1]},{rgb[2]})", color=ink_for(rgb))
 
 
+#: Cells of positions that are not scored (before ``skip_first_tokens``): grey, raw value only.
+_UNSCORED = Style(bgcolor=f"rgb({UNSCORED[0]},{UNSCORED[1]},{UNSCORED[2]})", color=ink_for(UNSCORED))
+
+
 def _column_label(view: ReadoutView, i: int, j: int) -> str:
     name = view.concepts[j]
     if len(view.layers) > 1:
@@ -54,13 +58,15 @@ def _columns(view: ReadoutView) -> list[tuple[int, int]]:
 def score_table(view: ReadoutView, *, title: str | None = None) -> Table:
     """One row per token (position, token, a z cell per concept and layer), then one per pooling mode.
 
-    Positions before ``skip_first_tokens`` are dimmed: the pooled mean (and
-    max) leave them out (position 0 is an attention sink with huge norms).
+    Positions before ``skip_first_tokens`` are not scored: training,
+    calibration and the pooled mean (and max) leave them out (position 0 is an
+    attention sink with huge norms), so they show their raw value on grey.
     """
     layers = ", ".join(str(layer) for layer in view.layers)
     table = Table(
         title=title or f"z-scores per token, layer {layers}",
-        caption=z_note(view) + ("; (raw): uncalibrated" if not view.calibrated.all() else ""),
+        caption=z_note(view) + ("; (raw): uncalibrated" if not view.calibrated.all() else "")
+        + (f"; grey: position(s) < {view.skip_first_tokens} not scored (raw shown)" if view.skip_first_tokens else ""),
         show_lines=False,
     )
     table.add_column("#", justify="right", style="dim")
@@ -76,7 +82,10 @@ def score_table(view: ReadoutView, *, title: str | None = None) -> Table:
             Text(visible_token(token), style="dim" if skipped else ""),
         ]
         for i, j in cols:
-            cells.append(Text(f"{view.z[t, i, j]:+.2f}", style=_style(float(shade[t, i, j]))))
+            if skipped:
+                cells.append(Text(f"raw {view.raw[t, i, j]:+.4g}", style=_UNSCORED))
+            else:
+                cells.append(Text(f"{view.z[t, i, j]:+.2f}", style=_style(float(shade[t, i, j]))))
         table.add_row(*cells, end_section=t == len(view.tokens) - 1)
     scale = view.shade_scale()
     for label, values in view.pooled_z.items():
@@ -112,6 +121,7 @@ def colour_strip(view: ReadoutView) -> Group:
                     style="dim")
         strip = Text()
         for t, token in enumerate(view.tokens):
-            strip.append(visible_token(token, spaces=False), style=_style(float(shade[t, i, j])))
+            style = _style(float(shade[t, i, j])) if view.scored(t) else _UNSCORED
+            strip.append(visible_token(token, spaces=False), style=style)
         parts += [Text(""), head, strip]
     return Group(*parts)

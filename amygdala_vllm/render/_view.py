@@ -97,13 +97,18 @@ class ReadoutView:
         no meaningful unit, so its largest |raw| over the text maps to a full
         colour (``CLIP_Z``): relative within the column, and labelled "raw".
         """
-        peak = np.nanmax(np.abs(self.raw), axis=0) if self.raw.shape[0] else np.zeros(self.calibrated.shape)
+        scored = self.raw[self.skip_first_tokens:]  # an unscored position would set every column's scale
+        peak = np.nanmax(np.abs(scored), axis=0) if scored.shape[0] else np.zeros(self.calibrated.shape)
         peak = np.where(np.isfinite(peak) & (peak > 0), peak, 1.0)
         return np.where(self.calibrated, 1.0, CLIP_Z / peak).astype(np.float64)
 
     def shade(self) -> np.ndarray:
-        """Values on the z colour scale for every token and column, ``[T, l, e]``."""
+        """Values on the z colour scale for every token and column, ``[T, l, e]``; NaN where not scored."""
         return self.z * self.shade_scale()[None]
+
+    def scored(self, t: int) -> bool:
+        """Whether position ``t`` has a z (False before ``skip_first_tokens``: raw only, shown grey)."""
+        return t >= self.skip_first_tokens
 
 
 def _calibration_grid(
@@ -292,6 +297,8 @@ def build_view(
         return np.asarray(a, dtype=np.float32)[..., rows, :][..., cols]
 
     raw = pick(scores)
+    z = to_z(raw, tmid, tscale)
+    z[: manifest.skip_first_tokens] = np.nan  # not scored: left out of training and calibration
     pooled_raw = {name: pick(values) for name, values in scored.pooled.items()}
     return ReadoutView(
         model=model if model is not None else manifest.model,
@@ -300,7 +307,7 @@ def build_view(
         layers=list(layers),
         concepts=chosen,
         raw=raw,
-        z=to_z(raw, tmid, tscale),
+        z=z,
         pooled_raw=pooled_raw,
         pooled_z={name: to_z(values, mid, std) for name, values in pooled_raw.items()},
         calibrated=ok,

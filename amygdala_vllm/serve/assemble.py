@@ -74,8 +74,10 @@ class ChoiceBuilder:
             return None
         if not self.options.tokens:
             return TokenScores(positions=positions, token_ids=ids)
-        return TokenScores(positions=positions, token_ids=ids, z=_round(to_z(raw, self._tmid, self._tscale)),
-                           raw=_round(raw) if self.options.raw else None)
+        z = _round(to_z(raw, self._tmid, self._tscale))
+        # Positions before skip_first_tokens are not scored (left out of training and calibration): z null.
+        z = [None if p < self.skip else row for p, row in zip(positions, z)]
+        return TokenScores(positions=positions, token_ids=ids, z=z, raw=_round(raw) if self.options.raw else None)
 
     def build(self, seq: SequenceScores, positions: list[int], pooled: bool) -> ChoiceScores:
         """The object for ``positions`` of ``seq`` (split into prompt and completion), with the summary if ``pooled``."""

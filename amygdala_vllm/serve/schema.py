@@ -28,8 +28,9 @@ class TokenScores(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True
     positions: list[int]
     """Position of each scored token in the sequence (prompt starts at 0)."""
     token_ids: list[int]
-    z: list[list[list[float]]] | None = None
-    """``[token][layer][concept]`` calibrated scores; absent when ``amygdala_tokens`` is 0."""
+    z: list[list[list[float]] | None] | None = None
+    """``[token][layer][concept]`` calibrated scores; absent when ``amygdala_tokens`` is 0; ``null`` for a
+    position before ``skip_first_tokens`` (not scored: left out of training and calibration; ``raw`` has it)."""
     raw: list[list[list[float]]] | None = None
     """``[token][layer][concept]`` dot products ``activation . vector``; only with ``amygdala_raw: 1``."""
 

@@ -11,11 +11,11 @@ partly at the nuisance and LDA does not.
 Beside the per-concept CAA/LDA table, every method of :data:`VARIANTS` is
 scored per layer by the medians over concepts of one-vs-rest and sibling
 AUROC and by identification top-1/top-5 (``specificity.py``). The winner of a
-layer is the method with the best mean of median sibling AUROC and top-1
-among those keeping median one-vs-rest AUROC >= :data:`OVR_BAR` (all methods
-if none does): telling emotions apart is the point, but not at the price of
-no longer telling an emotion from its absence. With a single concept there is
-nothing to tell apart: one-vs-rest decides, and grand-mean/mlda are left out.
+layer follows the rule ``reduce --method auto`` ranks by on its cross-validation
+folds (:func:`amygdala_vllm.reduce.variants.pick_winners`): the best mean of
+median sibling AUROC and top-1 among those keeping median one-vs-rest AUROC >=
+:data:`OVR_BAR`, ties to the simplest. With a single concept there is nothing
+to tell apart: one-vs-rest decides, and grand-mean/mlda are left out.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from ..dataset import Dataset
 from ..errors import CaptureError
 from ..formats import ReadoutManifest
 from ..reduce import ReduceOptions, open_activations, select_concepts
-from ..errors import UsageError
-from ..reduce.methods import build, given_neutral
-from ..reduce.stats import BLOCK, Classes
+from ..reduce.methods import given_neutral
+from ..reduce.stats import Classes
+from ..reduce.variants import OVR_BAR, VARIANTS, pick_winners, project, variant_vectors
 from . import metrics
 from .evaluate import heldout_classes
 from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore, opt
@@ -40,68 +40,7 @@ from .specificity import specificity
 
 __all__ = ["compare_methods", "variant_vectors", "pick_winners", "VARIANTS", "OVR_BAR"]
 
-#: name -> (reduce --method, --neutral-variance, --remove-shared): the variants ranked side by side.
-VARIANTS: dict[str, tuple[str, float, int]] = {
-    "caa": ("caa", 0.0, 0),
-    "lda": ("lda", 0.0, 0),
-    "grand-mean": ("grand-mean", 0.0, 0),
-    "grand-mean+neutral0.5": ("grand-mean", 0.5, 0),
-    "caa+remove-shared1": ("caa", 0.0, 1),
-    "grand-mean+remove-shared1": ("grand-mean", 0.0, 1),
-    "mlda": ("mlda", 0.0, 0),
-}
-
-#: Median one-vs-rest AUROC a winner must keep.
-OVR_BAR = 0.9
-
 log = logging.getLogger(__name__)
-
-
-def variant_vectors(acts, members, concepts: Sequence[str], pooling: str, shrinkage: float,
-                    given: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Unit vectors [E, L, H] of every :data:`VARIANTS` entry; variants the data cannot support are left out.
-
-    ``given``: the dataset's own neutral text ids (``pairs --neutral-texts``), or None to derive them.
-    """
-    out = {}
-    for name, (method, neutral, shared) in VARIANTS.items():
-        try:
-            b = build(acts, members, concepts, pooling, method, shrinkage=shrinkage, neutral_variance=neutral,
-                      remove_shared_k=shared if shared < len(concepts) else 0, neutral=given)
-        except UsageError as exc:
-            log.warning("--compare-methods: %s left out: %s", name, exc)
-            continue
-        out[name] = b.full if b.specific is None else b.specific
-    return out
-
-
-def _merit(s: MethodScore) -> float:
-    """(sibling AUROC + top-1) / 2; one-vs-rest alone where neither exists (a single concept); -1 if nothing."""
-    both = [x for x in (s.sibling_auroc, s.top1) if x is not None]
-    if len(both) == 2:
-        return sum(both) / 2
-    return s.one_vs_rest_auroc if s.one_vs_rest_auroc is not None and not both else -1.0
-
-
-def pick_winners(scores: Sequence[MethodScore]) -> dict[str, str]:
-    """str(layer) -> the method favoured there (see the module docstring)."""
-    out = {}
-    for layer in sorted({s.layer for s in scores}):
-        here = [s for s in scores if s.layer == layer]
-        keep = [s for s in here if (s.one_vs_rest_auroc or 0.0) >= OVR_BAR] or here
-        best = max(keep, key=_merit, default=None)
-        if best is not None and _merit(best) > -1.0:
-            out[str(layer)] = best.method
-    return out
-
-
-def _project(acts, ids: np.ndarray, pooling: str, vecs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {k: np.empty((len(ids), v.shape[1], v.shape[0])) for k, v in vecs.items()}
-    for j0 in range(0, len(ids), BLOCK):
-        y = acts.read(ids[j0 : j0 + BLOCK], pooling)
-        for k, v in vecs.items():
-            out[k][j0 : j0 + BLOCK] = np.einsum("nlh,elh->nle", y, v)
-    return out
 
 
 def compare_methods(
@@ -138,7 +77,7 @@ def compare_methods(
         )
     if len(ids) < len(wanted):
         log.warning("--compare-methods: %d of %d held-out texts are in no shard", len(wanted) - len(ids), len(wanted))
-    proj = _project(acts, ids, pooling, vecs)
+    proj = project(acts, ids, pooling, vecs)
     rows = {int(t): i for i, t in enumerate(ids)}
     scores = []
     for name, v in vecs.items():

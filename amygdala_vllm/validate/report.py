@@ -27,7 +27,7 @@ from .schema import (
     report_modes,
     upgrade_v1,
 )
-from .specificity_report import methods_markdown, specificity_markdown, specificity_png
+from .specificity_report import auto_markdown, methods_markdown, specificity_markdown, specificity_png
 
 __all__ = ["write_report", "read_report", "render_markdown", "render_plots", "REPORT_FILES"]
 
@@ -113,6 +113,7 @@ def render_markdown(r: ValidateReport) -> str:
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     if r.specificity is not None:
         lines += specificity_markdown(r.specificity)
+    lines += auto_markdown(r.auto)
     if r.ood is not None:
         lines += ["", f"## Out-of-distribution: `{r.ood.file}` ({r.ood.texts} texts, {r.pooling} pooling)", "",
                   "z = (mean projection - calibrated threshold) / train pooled std, signed toward the concept.", "",

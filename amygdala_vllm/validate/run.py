@@ -33,6 +33,7 @@ from ..errors import UsageError
 from ..formats import ReadoutManifest, manifest_path_for
 from ..vectors_file import load as load_vectors_file
 from ..vectors_file import readout_env
+from .auto_check import auto_check
 from .compare import compare_methods
 from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_scores
 from .ood import ood_report, read_ood_texts
@@ -193,6 +194,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
         pooled = projections_from_scores(ood_scores, list(range(len(ood_scores)))).of(manifest.pooling)
         report.ood = ood_report(opts.ood, manifest, pooled)
     report.compare = compare
+    report.auto = auto_check(manifest, report.specificity)
     paths = write_report(Path(opts.output_dir), report)
     return ValidateResult(report=report, paths=paths, failures=failures)
 

@@ -33,6 +33,7 @@ __all__ = [
     "MethodLayer",
     "MethodConcept",
     "CompareReport",
+    "AutoLayerCheck",
     "SiblingLayer",
     "SpecificityConcept",
     "SpecificityLayer",
@@ -224,6 +225,24 @@ class MethodScore(_Strict):
     top5: float | None
 
 
+class AutoLayerCheck(_Strict):
+    """``reduce --method auto`` at one layer: the method it chose, its CV figures beside the held-out ones."""
+
+    layer: int
+    method: str
+    kind: str  # mean-difference | whitened
+    cv_one_vs_rest_auroc: float | None
+    cv_sibling_auroc: float | None
+    cv_top1: float | None
+    heldout_one_vs_rest_auroc: float | None
+    heldout_sibling_auroc: float | None
+    heldout_top1: float | None
+    cv_merit: float | None
+    heldout_merit: float | None
+    gap: float | None  # cv_merit - heldout_merit
+    warning: bool  # gap above validate/auto_check.py GAP_WARN
+
+
 class ValidateReport(_Strict):
     """``report.json``."""
 
@@ -250,6 +269,7 @@ class ValidateReport(_Strict):
     ood: OODReport | None = None
     compare: CompareReport | None = None
     specificity: SpecificityReport | None = None  # added within format 1: older reports lack it
+    auto: list[AutoLayerCheck] = []  # --method auto vectors: per layer, the choice and CV vs held-out (else empty)
 
 
 def calibration_transfers(pooling: str) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
-from .schema import CompareReport, SpecificityReport, ValidateReport
+from .auto_check import GAP_WARN, auto_warnings
+from .schema import AutoLayerCheck, CompareReport, SpecificityReport, ValidateReport
 
-__all__ = ["specificity_markdown", "methods_markdown", "specificity_png"]
+__all__ = ["specificity_markdown", "methods_markdown", "auto_markdown", "specificity_png"]
 
 
 def _f(x: float | None, spec: str = ".3f") -> str:
@@ -50,6 +51,24 @@ def methods_markdown(cm: CompareReport) -> list[str]:
         win = "**winner**" if cm.winners.get(str(s.layer)) == s.method else ""
         lines.append(f"| {s.layer} | {s.method} | {_f(s.one_vs_rest_auroc)} | {_f(s.sibling_auroc)} | "
                      f"{_f(s.top1, '.2f')} | {_f(s.top5, '.2f')} | {win} |")
+    return lines
+
+
+def auto_markdown(rows: list[AutoLayerCheck]) -> list[str]:
+    """``reduce --method auto``: the method chosen per layer, its cross-validated and held-out figures, the gap."""
+    if not rows:
+        return []
+    lines = ["", "## Method chosen by `reduce --method auto`", "",
+             "Chosen per layer by cross-validation on the train split (never the held-out texts). Merit = "
+             "(median sibling AUROC + top-1) / 2 (one-vs-rest AUROC with a single concept); gap = CV merit - "
+             f"held-out merit, above {GAP_WARN} marked (!).", "",
+             "| layer | method | kind | CV 1-vs-rest | CV sibling | CV top-1 | held-out 1-vs-rest | held-out sibling "
+             "| held-out top-1 | gap |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.layer} | {r.method} | {r.kind} | {_f(r.cv_one_vs_rest_auroc)} | {_f(r.cv_sibling_auroc)} | "
+                     f"{_f(r.cv_top1, '.2f')} | {_f(r.heldout_one_vs_rest_auroc)} | {_f(r.heldout_sibling_auroc)} | "
+                     f"{_f(r.heldout_top1, '.2f')} | {_f(r.gap, '+.3f')}{' (!)' if r.warning else ''} |")
+    lines += ["", *(f"- warning: {w}" for w in auto_warnings(rows))] if any(r.warning for r in rows) else []
     return lines
 
 

@@ -41,7 +41,7 @@ from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
 from ..errors import AmygdalaError
-from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
+from ..formats import READOUT_FORMATS, ReadoutManifest, read_json
 from ..serve.assemble import ChoiceBuilder
 from ..serve.broker import Drained, ScoreBroker
 from ..serve.launch import ENDPOINT_PLUGIN, SERVE_WORKER_EXTENSION
@@ -194,7 +194,7 @@ class AmygdalaEndpoint:
         try:
             if not manifest_path:
                 raise AmygdalaError(f"{ENV_VECTORS} is set but {ENV_MANIFEST} is not")
-            manifest = read_json(Path(manifest_path), ReadoutManifest, expect_format=READOUT_FORMAT)
+            manifest = read_json(Path(manifest_path), ReadoutManifest, expect_format=READOUT_FORMATS)
             await engine_client.collective_rpc("amygdala_serve_start", args=(vectors, manifest_path))
         except Exception as exc:  # worker failures come back as plain Exceptions carrying the message
             raise SystemExit(f"amygdala: cannot serve readout: {_one_line(exc)}") from None
