@@ -43,7 +43,7 @@ Inline: `amygdala-vllm readout [TEXT | --file F] [--layer N|all] [--colour]` and
 
 | flag | default | meaning |
 |---|---|---|
-| `--method caa`, `--bogus-row` | caa | x |
+| `--method caa`, `--bogus-row` | auto | x |
 | `--top-pairs N`, `--force` | 7, off | x |
 
 See [the guide](docs/nowhere.md), docs/missing.md and `scripts/no_such_script.sh`.
@@ -63,7 +63,7 @@ def test_the_check_names_the_doc_line_and_unknown_flag():
 
     Good parts that must not be reported: a ``\\`` continuation, a trailing ``#`` comment, a pipe into
     and out of a command, ``serve`` passing ``--port`` to vLLM, ``[...]`` and ``a|b`` placeholders, ``$VARS``, ``&&``, a
-    table row whose default (``caa``, ``off``) is the command's.
+    table row whose default (``auto``, ``off``) is the command's.
     """
     problems = [str(p) for p in check_text("planted.md", PLANTED, root=ROOT)]
     expected = [
