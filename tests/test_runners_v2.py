@@ -128,9 +128,11 @@ def _mixed_batch(runner: V2Runner) -> None:
                           cached={"A": 6, "B": 3}, scheduled={"B": 1, "A": 4, "C": 5}))
 
 
-@pytest.mark.parametrize("tapped", [False, True], ids=["eager-hooks", "taps"])
-def test_rows_of_a_mixed_chunked_batch_go_to_their_requests(tapped: bool) -> None:
-    runner, view, steps, pooled, projected, served = _engine(tapped)
+@pytest.mark.parametrize(("tapped", "graphs"), [(False, "NONE"), (True, "NONE"), (True, "FULL")],
+                         ids=["eager-hooks", "taps", "taps-full-graphs"])
+def test_rows_of_a_mixed_chunked_batch_go_to_their_requests(tapped: bool, graphs: str) -> None:
+    """FULL CUDA graphs pad the request count: query_start_loc_np has entries past num_reqs."""
+    runner, view, steps, pooled, projected, served = _engine(tapped, cudagraph_mode=graphs)
     _mixed_batch(runner)
     assert len(steps.layouts) == 2
     second = steps.layouts[1]
@@ -178,7 +180,12 @@ def test_n_greater_than_one_children_are_separate_requests() -> None:
 
 
 def test_preemption_then_re_add_replaces_the_earlier_rows() -> None:
-    """V2 removes a preempted request and re-sends it as new: its positions are recomputed from 0."""
+    """V2 removes a preempted request and re-sends it as new: its positions are recomputed from 0.
+
+    B had generated a token before it was preempted, so it comes back with
+    ``prefill_token_ids`` = prompt + that token: its prompt length stays 3
+    (``req_states.prompt_len``), while ``prefill_len`` is 4.
+    """
     runner, view, steps, pooled, projected, served = _engine(True)
     run_step(runner, step(new=[new_request("A", A, extra_args={TAG_KEY: "t"}), new_request("B", B)],
                           scheduled={"A": 6, "B": 3}))
@@ -188,16 +195,21 @@ def test_preemption_then_re_add_replaces_the_earlier_rows() -> None:
                           scheduled={"B": 1, "A": 10}))
     assert view.request_extra_args("A") == {TAG_KEY: "t"}
     assert steps.layouts[2].req_ids == ["B", "A"] and steps.layouts[2].positions.tolist()[1:] == list(range(10))
+    run_step(runner, step(cached={"A": 10}, scheduled={"A": 1}, preempted={"B"}))
+    run_step(runner, step(new=[new_request("B", B, prefill=[*B, sampled_token(3)])], cached={"A": 11},
+                          scheduled={"A": 1, "B": 4}))
+    assert steps.layouts[-1].req_ids == ["A", "B"] and steps.layouts[-1].prompt_lens.tolist() == [10, 3]
     _check_pooled(pooled, "A", A)  # recomputed rows replaced the first chunk's, not added to them
+    _check_pooled(pooled, "B", B)
     held = dict(served.drain({"t"}, set()))["A"]
     positions = torch.cat([p for p, _, _ in held.pieces]).tolist()
-    assert positions == [*range(6), *range(10)]  # in computed order; the API server keeps the latest per position
+    assert positions == [*range(6), *range(12)]  # in computed order; the API server keeps the latest per position
     from amygdala_vllm.serve.assemble import SequenceScores
 
     seq = SequenceScores()
     for p, t, s in held.pieces:
         seq.add(p.numpy(), t.numpy(), s.numpy(), prompt_len=held.prompt_len)
-    assert seq.positions() == list(range(10))
+    assert seq.positions() == list(range(12)) and seq.rows(list(range(10)))[0] == A
 
 
 def test_finished_and_aborted_requests_are_forgotten() -> None:

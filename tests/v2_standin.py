@@ -149,6 +149,7 @@ class V2Runner:
         self.decode_query_len = 1
         # Prompt logprobs: None = no request asks; else the chunk size of compute_prompt_logprobs_with_chunking.
         self.prompt_logprobs_chunk = prompt_logprobs_chunk
+        self.pad_requests = cudagraph_mode == "FULL"
 
     def get_model(self) -> nn.Module:
         return self.model
@@ -195,7 +196,9 @@ class V2Runner:
                 num_scheduled_tokens=np.array([so.num_scheduled_tokens[r] for r in req_ids], dtype=np.int32),
                 num_tokens=so.total_num_scheduled_tokens,
                 idx_mapping_np=np.array([self.req_states.req_id_to_index[r] for r in req_ids], dtype=np.intp))
-            batch_desc = SimpleNamespace(num_reqs=None, num_tokens=so.total_num_scheduled_tokens)
+            # dispatch_cg_and_sync_dp: FULL graphs pad the request count (PIECEWISE / eager: None).
+            padded = min(self.max_num_reqs, num_reqs + 2) if self.pad_requests else None
+            batch_desc = SimpleNamespace(num_reqs=padded, num_tokens=so.total_num_scheduled_tokens)
             input_batch = self.prepare_inputs(so, batch_req_state, batch_desc, 0)
         hidden = self.model(input_ids=input_batch.input_ids, positions=input_batch.positions)
         self.execute_model_state = (input_batch, hidden)
@@ -211,6 +214,7 @@ class V2Runner:
 
         req_ids = batch_req_state.req_ids
         num_reqs, num_tokens = len(req_ids), batch_req_state.num_tokens
+        num_reqs_padded = batch_desc.num_reqs or num_reqs
         counts = batch_req_state.num_scheduled_tokens
         idx_np = batch_req_state.idx_mapping_np
         query_start_loc_np = np.empty(self.max_num_reqs + 1, dtype=np.int32)
@@ -230,11 +234,11 @@ class V2Runner:
                 self.input_buffers.input_ids[row] = tokens[pos] if pos < prefill else sampled_token(pos)
         logits_indices = torch.from_numpy(query_start_loc_np[1: num_reqs + 1].astype(np.int64) - 1)
         return dataclasses.replace(
-            base, req_ids=list(req_ids), num_reqs=num_reqs, num_reqs_after_padding=num_reqs,
+            base, req_ids=list(req_ids), num_reqs=num_reqs, num_reqs_after_padding=num_reqs_padded,
             idx_mapping=torch.from_numpy(idx_np.astype(np.int64)), idx_mapping_np=idx_np,
             num_scheduled_tokens=counts, num_tokens=num_tokens, num_tokens_after_padding=num_tokens,
-            query_start_loc=self.input_buffers.query_start_loc[: num_reqs + 1],
-            query_start_loc_np=query_start_loc_np[: num_reqs + 1],
+            query_start_loc=self.input_buffers.query_start_loc[: num_reqs_padded + 1],
+            query_start_loc_np=query_start_loc_np[: num_reqs_padded + 1],
             input_ids=self.input_buffers.input_ids[:num_tokens], positions=self.input_buffers.positions[:num_tokens],
             logits_indices=logits_indices)
 
