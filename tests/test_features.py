@@ -79,3 +79,28 @@ def test_extract_cli_refuses_a_vllm_outside_the_range_and_writes_nothing(tmp_pat
     assert r.output.strip().startswith(f"IncompatibleVLLMError: vLLM {probes.vllm_version()} is installed; "
                                "amygdala-vllm supports 0.31.x")
     assert not out.exists()
+
+
+def test_a_forced_v2_runner_without_triton_is_one_line(tmp_path, tiny_llama_dir):
+    """``VLLM_USE_V2_MODEL_RUNNER=1`` is no longer refused by us; where vLLM cannot run V2 (no Triton for this
+    CPU) its start-up error reaches the user as one line (a subprocess: vLLM may cache its variables)."""
+    import os
+    import subprocess
+    import sys
+
+    from text_datasets import varied_texts, write_text_dataset
+
+    triton = pytest.importorskip("vllm.triton_utils")
+    if triton.HAS_TRITON:
+        pytest.skip("Triton works here: vLLM would start Model Runner V2")
+    ds = write_text_dataset(tmp_path / "ds", varied_texts(4))
+    out = tmp_path / "act"
+    env = {**os.environ, "VLLM_USE_V2_MODEL_RUNNER": "1"}
+    proc = subprocess.run([sys.executable, "-m", "amygdala_vllm", "extract", "--model", str(tiny_llama_dir),
+                           "--training-data-dir", str(ds), "--output-dir", str(out), "--target-layers", "1",
+                           "--kv-cache-gb", "0.0625"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ModelError")]
+    assert len(lines) == 1 and "Model Runner V2 requires Triton" in lines[0], proc.stderr[-2000:]
+    assert "unset VLLM_USE_V2_MODEL_RUNNER=1" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()

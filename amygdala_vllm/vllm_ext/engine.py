@@ -155,7 +155,7 @@ def open_engine(opts: EngineOptions) -> Any:
     try:
         llm = LLM(**kwargs)
     except (ValueError, OSError, RuntimeError) as exc:
-        raise ModelError(f"vLLM could not load {opts.model}: {exc}") from exc
+        raise ModelError(f"vLLM could not load {opts.model}: {_one_line(exc)}") from exc
     answers = rpc.call(llm, "amygdala_ping", error=IncompatibleVLLMError)
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
@@ -165,6 +165,25 @@ def open_engine(opts: EngineOptions) -> Any:
     log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
              runners["class"], dtype)
     return llm
+
+
+def _one_line(exc: BaseException) -> str:
+    """vLLM's start-up error in one line: a config ``ValidationError`` (pydantic) spans several; keep its messages.
+
+    A forced ``VLLM_USE_V2_MODEL_RUNNER=1`` on a CPU without Triton fails here
+    ("Model Runner V2 requires Triton"): say which variable to unset.
+    """
+    errors = getattr(exc, "errors", None)
+    messages: list[str] = []
+    if callable(errors):
+        try:
+            messages = [str(e.get("msg", "")) for e in errors()]
+        except (TypeError, AttributeError):
+            messages = []
+    text = "; ".join(m for m in messages if m) or " ".join(str(exc).split())
+    if "requires Triton" in text and os.environ.get(launch.RUNNER_ENV) is not None:
+        text += f" (unset {launch.RUNNER_ENV}={os.environ[launch.RUNNER_ENV]}: vLLM then picks the V1 runner here)"
+    return text
 
 
 def runner_info(llm: Any) -> dict[str, str]:
