@@ -102,6 +102,7 @@ import torch
 
 from .. import probes
 from ..internals import Internal, Minor
+from .common import RunnerBasics
 
 __all__ = ["V2RunnerView"]
 
@@ -170,7 +171,7 @@ def _runner_attr(name: str, why: str) -> Internal:
     return Internal(_MR, f"{_RUNNER}.{name}", "attribute", why=why)
 
 
-class V2RunnerView:
+class V2RunnerView(RunnerBasics):
     """Reads a Model Runner V2 (``GPUModelRunner`` of ``vllm.v1.worker.gpu``, or the x86 ``CPUModelRunner`` subclass)."""
 
     kind: ClassVar[str] = "v2"
@@ -219,30 +220,8 @@ class V2RunnerView:
     )
 
     def __init__(self, runner: Any):
-        self.runner = runner
+        super().__init__(runner)
         self._step = _tracker(runner)
-
-    def runner_class(self) -> str:
-        cls = type(self.runner)
-        return f"{cls.__module__}.{cls.__qualname__}"
-
-    def model(self) -> torch.nn.Module:
-        get_model = getattr(self.runner, "get_model", None)
-        model = get_model() if callable(get_model) else getattr(self.runner, "model", None)
-        if not isinstance(model, torch.nn.Module):
-            raise probes.missing("model_runner.get_model() / model_runner.model")
-        return model
-
-    def device(self) -> torch.device:
-        for param in self.model().parameters():
-            return param.device
-        return torch.device("cpu")
-
-    def model_config(self) -> Any:
-        try:
-            return self.runner.model_config
-        except AttributeError as exc:
-            raise probes.missing(f"model_runner.model_config ({exc})") from exc
 
     def _compilation(self, field: str) -> Any:
         try:
