@@ -73,7 +73,13 @@ Where V2 computes logits: ``sample_tokens`` calls ``self.sample`` ->
 outside any CUDA graph; prompt logprobs call ``model.compute_logits`` again,
 once per chunk, in the same step (``gpu/sample/prompt_logprob.py``), and
 ``TapHooks`` hands a step over once. ``_dummy_sampler_run`` calls
-``compute_logits`` after a dummy run: an empty step here.
+``compute_logits`` after a dummy run: an empty step here. In 0.32/0.33
+``sample`` calls ``self.model.compute_logits`` directly; 0.34 goes through
+``model_state.compute_sample_logits`` (``gpu/model_states/interface.py``), whose
+default is the same call. CUDA-graph capture (``capture_model`` ->
+``cudagraph_manager.capture``, ``gpu/cudagraph_utils.py``) calls the model
+directly, not through ``execute_model``, and computes no logits, so no tap is
+handed over; eager hooks never meet a graph (eager mode captures none).
 
 Not read, and refused before an engine starts where they would change what a
 row means (``launch.check_v2_features``): dual-batch overlap / micro-batching
