@@ -7,7 +7,8 @@ import os
 import pytest
 
 from amygdala_vllm.errors import IncompatibleVLLMError
-from amygdala_vllm.vllm_ext.launch import BIND_ENV, RUNNER_ENV, check_runner_env, cpu_thread_binding, prepare_engine_env
+from amygdala_vllm.vllm_ext.launch import (BIND_ENV, RUNNER_ENV, check_runner_available, check_runner_env,
+                                           cpu_thread_binding, prepare_engine_env)
 
 
 def test_cpu_thread_binding_splits_cores_evenly() -> None:
@@ -66,3 +67,21 @@ def test_runner_kind_tells_v2_by_its_real_classes() -> None:
     v1 = object.__new__(V1CPU)
     v1.input_batch, v1.query_start_loc = object(), object()  # set in __init__, which needs a whole engine
     assert runner_kind(v1) == "v1"
+
+
+def test_the_standalone_cpu_runner_of_0_34_is_refused_before_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """vLLM 0.34 on a non-x86 CPU without Triton builds StandaloneCPUModelRunner, which has no view."""
+    import importlib.util
+    import platform
+
+    from amygdala_vllm.vllm_ext import launch
+
+    check_runner_available("0.34.0")  # this x86 machine: the V2 CPUModelRunner (needs triton-cpu), not refused here
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    check_runner_available("0.33.0")  # V1 there
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "triton" else real(name, *a))
+    monkeypatch.setattr(launch, "_on_gpu", lambda: False)
+    with pytest.raises(IncompatibleVLLMError) as info:
+        check_runner_available("0.34.0")
+    assert str(info.value).startswith("vLLM 0.34.0 on this aarch64 CPU runs its standalone CPU model runner")

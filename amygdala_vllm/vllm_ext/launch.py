@@ -36,7 +36,8 @@ from importlib import metadata
 
 from ..errors import IncompatibleVLLMError, UsageError
 
-__all__ = ["RUNNER_ENV", "BIND_ENV", "MULTIPROCESSING_ENV", "check_runner_env", "installed_vllm_version",
+__all__ = ["RUNNER_ENV", "BIND_ENV", "MULTIPROCESSING_ENV", "check_runner_env", "check_runner_available",
+           "installed_vllm_version",
            "prepare_engine_env", "cpu_thread_binding", "usable_cores"]
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,32 @@ def check_runner_env(environ: Mapping[str, str], vllm_version: str | None = None
         )
 
 
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def check_runner_available(vllm_version: str | None = None) -> None:
+    """Refuse, before an engine starts, the one runner known to have no view: vLLM 0.34's standalone CPU runner.
+
+    vLLM 0.34 builds ``StandaloneCPUModelRunner`` on a CPU that is not x86 when
+    Triton is missing (``platforms/cpu.py: uses_standalone_cpu_model_runner``);
+    ``runners.runner_view`` would refuse it only after the model loaded. Triton
+    present but without a CPU backend also gives that runner: then the worker's
+    one-line refusal still comes, after the load.
+    """
+    import importlib.util
+    import platform
+
+    version = vllm_version or installed_vllm_version()
+    minor = _minor(version)
+    if minor is None or minor < (0, 34) or platform.machine().lower() in _X86 or _on_gpu():
+        return
+    if importlib.util.find_spec("triton") is None:
+        raise IncompatibleVLLMError(
+            f"vLLM {version} on this {platform.machine()} CPU runs its standalone CPU model runner, which "
+            "amygdala-vllm cannot read; use vLLM 0.32/0.33 here (V1 runner) or install Triton with a CPU backend"
+        )
+
+
 def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
     """Set the variables an engine of this project needs; returns those it set (logged in one line).
 
@@ -136,6 +163,7 @@ def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: in
         raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
     done: dict[str, str] = {}
     check_runner_env(os.environ)
+    check_runner_available()
     ranks = tensor_parallel_size * pipeline_parallel_size
     if ranks > 1 and BIND_ENV not in os.environ and not _on_gpu():
         os.environ[BIND_ENV] = done[BIND_ENV] = cpu_thread_binding(usable_cores(), ranks)
