@@ -33,15 +33,39 @@ import numpy as np
 import torch
 
 from .. import probes
-from .common import RunnerBasics
 
 __all__ = ["V1RunnerView"]
 
 
-class V1RunnerView(RunnerBasics):
+class V1RunnerView:
     """Reads a V1 model runner (``runner.input_batch``, ``runner.query_start_loc``, ``runner.requests``)."""
 
     kind: ClassVar[str] = "v1"
+
+    def __init__(self, runner: Any):
+        self.runner = runner
+
+    def runner_class(self) -> str:
+        cls = type(self.runner)
+        return f"{cls.__module__}.{cls.__qualname__}"
+
+    def model(self) -> torch.nn.Module:
+        get_model = getattr(self.runner, "get_model", None)
+        model = get_model() if callable(get_model) else getattr(self.runner, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise probes.missing("model_runner.get_model() / model_runner.model")
+        return model
+
+    def device(self) -> torch.device:
+        for param in self.model().parameters():
+            return param.device
+        return torch.device("cpu")
+
+    def model_config(self) -> Any:
+        try:
+            return self.runner.model_config
+        except AttributeError as exc:
+            raise probes.missing(f"model_runner.model_config ({exc})") from exc
 
     def graph_wrapped(self) -> bool:
         return not isinstance(getattr(self.runner, "model", None), torch.nn.Module)
