@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from ..internals import Internal
+from ..internals import Internal, Minor
 
 __all__ = ["RunnerView"]
 
@@ -25,14 +25,12 @@ __all__ = ["RunnerView"]
 class RunnerView(Protocol):
     """One worker's model runner, as this project reads it."""
 
-    #: The runner kind this view reads (``"v1"``, ``"v2"``); the key of ``runners.VIEWS``.
+    #: The runner kind this view reads (``"v1"``); the key of ``runners.VIEWS``.
     kind: ClassVar[str]
-
-    #: Every vLLM internal this view reads (``internals.Internal`` records): the version check's list.
+    #: Every runner internal the view reads, one record each: what ``scripts/check_vllm.py`` checks.
     READS: ClassVar[tuple[Internal, ...]]
-
-    #: The vLLM minors that have this runner, e.g. ``((0, 32), (0, 33))``.
-    VERSIONS: ClassVar[tuple[tuple[int, int], ...]]
+    #: The vLLM minors whose releases have this runner (the check skips the view elsewhere).
+    VERSIONS: ClassVar[tuple[Minor, ...]]
 
     def runner_class(self) -> str:
         """The runner's qualified class name (``module.Class``), for logs and ``amygdala_runner_info``."""
