@@ -242,7 +242,7 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
     from .vllm_ext import probes  # vLLM imported from here on
 
     fingerprint = model_fingerprint(opts.model)
-    header = _resume(opts, _header(opts, shape, dataset, fingerprint, probes.vllm_version(), len(planned)))
+    header = _resume(opts, _header(opts, shape, dataset, fingerprint, probes.check_version(), len(planned)))
     done = {s.file for s in header.shards}
     spec = CaptureSpec(
         model=opts.model, dtype=opts.dtype, layers=list(opts.layers), hidden_size=shape.hidden_size,

@@ -40,7 +40,8 @@ PACKAGES = {
         "run_validate", "write_report",
     ],
     "amygdala_vllm.vllm_ext": ["WORKER_EXTENSION"],
-    "amygdala_vllm.vllm_ext.runners": ["RunnerView", "V1RunnerView", "VIEWS", "runner_kind", "runner_view"],
+    "amygdala_vllm.vllm_ext.runners": ["RunnerView", "V1RunnerView", "V2RunnerView", "VIEWS", "runner_kind",
+                                       "runner_view"],
 }
 
 #: Modules without an ``__all__`` on purpose: namespace packages and the ``python -m`` entry.

@@ -17,7 +17,7 @@ import torch
 
 from amygdala_vllm.errors import IncompatibleVLLMError
 from amygdala_vllm.vllm_ext import probes, runners
-from amygdala_vllm.vllm_ext.runners import VIEWS, RunnerView, V1RunnerView, runner_kind, runner_view
+from amygdala_vllm.vllm_ext.runners import VIEWS, RunnerView, V1RunnerView, V2RunnerView, runner_kind, runner_view
 
 
 def _v1_runner(**fields: Any) -> SimpleNamespace:
@@ -31,7 +31,7 @@ def test_missing_internals_name_the_version_and_the_piece() -> None:
     with pytest.raises(IncompatibleVLLMError, match="model_runner.get_model"):
         V1RunnerView(SimpleNamespace(model=None)).model()
     with pytest.raises(IncompatibleVLLMError, match="step bookkeeping"):
-        V1RunnerView(SimpleNamespace()).step_bookkeeping()  # a V2-style runner: no input_batch
+        V1RunnerView(SimpleNamespace()).step_bookkeeping()  # a V2-style runner read as V1: no input_batch
     with pytest.raises(IncompatibleVLLMError, match="compilation_config.mode"):
         V1RunnerView(SimpleNamespace()).compiles()
     with pytest.raises(IncompatibleVLLMError, match=rf"vLLM {version}: model_runner.requests"):
@@ -89,11 +89,12 @@ def test_runner_view_picks_v1_for_a_v1_shaped_runner() -> None:
     assert view.runner_class() == "types.SimpleNamespace"
 
 
-def test_runner_view_refuses_a_v2_shaped_runner_with_the_exact_message() -> None:
-    runner = SimpleNamespace(model=None)  # V2 keeps no input_batch / query_start_loc on the runner
-    assert runner_kind(runner) == "v2"
-    message = (f"vLLM {probes.vllm_version()} runs Model Runner V2 (types.SimpleNamespace); amygdala-vllm reads "
-               "V1 runner internals: start the engine with VLLM_USE_V2_MODEL_RUNNER=0")
+def test_runner_view_refuses_a_runner_of_no_known_kind_with_the_exact_message() -> None:
+    runner = SimpleNamespace(model=None)  # neither V1's persistent batch nor V2's prepare_inputs / req_states
+    assert runner_kind(runner) == "unknown"
+    message = (f"vLLM {probes.vllm_version()} runs a model runner of kind 'unknown' (types.SimpleNamespace); "
+               "amygdala-vllm reads Model Runner V1, V2 internals: use a vLLM build whose worker runs one of those "
+               "(docs/runners.md)")
     with pytest.raises(IncompatibleVLLMError) as info:
         runner_view(SimpleNamespace(model_runner=runner))
     assert str(info.value) == message
@@ -101,22 +102,22 @@ def test_runner_view_refuses_a_v2_shaped_runner_with_the_exact_message() -> None
 
 def test_the_table_is_the_only_dispatch(monkeypatch: pytest.MonkeyPatch) -> None:
     """One entry in VIEWS makes a kind supported; removing it makes it refused: nothing else decides."""
-    assert VIEWS == {"v1": V1RunnerView}
+    assert VIEWS == {"v1": V1RunnerView, "v2": V2RunnerView}
 
     class FakeV2View(V1RunnerView):
         kind: ClassVar[str] = "v2"
 
-    v2 = SimpleNamespace(model=None)
+    v2 = SimpleNamespace(model=None, prepare_inputs=None, req_states=None)
     monkeypatch.setitem(runners.VIEWS, "v2", FakeV2View)
     view: RunnerView = runner_view(SimpleNamespace(model_runner=v2))
     assert type(view) is FakeV2View and view.kind == "v2"
     monkeypatch.delitem(runners.VIEWS, "v1")
-    with pytest.raises(IncompatibleVLLMError, match=r"runs Model Runner V1 .*amygdala-vllm reads V2 runner internals"):
+    with pytest.raises(IncompatibleVLLMError, match=r"of kind 'v1' .*amygdala-vllm reads Model Runner V2 internals"):
         runner_view(SimpleNamespace(model_runner=_v1_runner()))
 
 
 def test_every_view_implements_the_whole_interface() -> None:
-    wanted = {name for name in vars(RunnerView) if not name.startswith("_")} - {"kind"}
+    wanted = {name for name in vars(RunnerView) if not name.startswith("_")} - {"kind", "READS", "VERSIONS"}
     for kind, view in VIEWS.items():
         assert isinstance(view, type) and view.kind == kind
         missing = sorted(name for name in wanted if not callable(getattr(view, name, None)))

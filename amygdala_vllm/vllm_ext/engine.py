@@ -21,7 +21,7 @@ from safetensors.torch import load as load_tensors
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
 from ..pooling_modes import DEFAULT_MODES
 from ..vectors_file import safetensors_metadata
-from . import WORKER_EXTENSION, launch, probes, rpc
+from . import WORKER_EXTENSION, features, launch, probes, rpc
 
 __all__ = ["EngineOptions", "PooledText", "engine_options", "open_engine", "model_info", "runner_info", "CaptureSession",
            "ReadoutSession", "DTYPES"]
@@ -151,14 +151,15 @@ def open_engine(opts: EngineOptions) -> Any:
         plugin.register()
         kwargs.update(plugin.tap_engine_kwargs(list(opts.tap_layers)))
     kwargs.update(opts.extra)
+    features.check_engine_features(kwargs)
     try:
         llm = LLM(**kwargs)
     except (ValueError, OSError, RuntimeError) as exc:
-        raise ModelError(f"vLLM could not load {opts.model}: {exc}") from exc
+        raise ModelError(f"vLLM could not load {opts.model}: {_one_line(exc)}") from exc
     answers = rpc.call(llm, "amygdala_ping", error=IncompatibleVLLMError)
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
-    runners = runner_info(llm)  # refuses a Model Runner V2 before anything reads runner internals
+    runners = runner_info(llm)  # refuses a runner kind without a view before anything reads runner internals
     if opts.pipeline_parallel_size > 1:
         rpc.call(llm, "amygdala_prepare_pipeline", error=ModelError)
     log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
@@ -166,16 +167,37 @@ def open_engine(opts: EngineOptions) -> Any:
     return llm
 
 
-def runner_info(llm: Any) -> dict[str, str]:
-    """The model runner of the engine's workers: ``{"kind": "v1", "class": ...}``; anything else is refused.
+def _one_line(exc: BaseException) -> str:
+    """vLLM's start-up error in one line: a config ``ValidationError`` (pydantic) spans several; keep its messages.
 
-    A worker whose runner is V2 raises inside the RPC; :func:`rpc.call` turns
-    that into one :class:`IncompatibleVLLMError`.
+    A forced ``VLLM_USE_V2_MODEL_RUNNER=1`` on a CPU without Triton fails here
+    ("Model Runner V2 requires Triton"): say which variable to unset.
+    """
+    errors = getattr(exc, "errors", None)
+    messages: list[str] = []
+    if callable(errors):
+        try:
+            messages = [str(e.get("msg", "")) for e in errors()]
+        except (TypeError, AttributeError):
+            messages = []
+    text = "; ".join(m for m in messages if m) or " ".join(str(exc).split())
+    if "requires Triton" in text and os.environ.get(launch.RUNNER_ENV) is not None:
+        text += f" (unset {launch.RUNNER_ENV}={os.environ[launch.RUNNER_ENV]}: vLLM then picks the V1 runner here)"
+    return text
+
+
+def runner_info(llm: Any) -> dict[str, str]:
+    """The model runner of the engine's workers: ``{"kind": "v1" | "v2", "class": ...}``.
+
+    Each worker picks its view (``runners.runner_view``, which also attaches the
+    V2 view's step tracking before any request arrives); a worker whose runner
+    has no view raises inside the RPC and :func:`rpc.call` turns that into one
+    :class:`IncompatibleVLLMError`. Workers of one engine must agree.
     """
     infos = rpc.call(llm, "amygdala_runner_info", error=IncompatibleVLLMError)
-    kinds = {i["kind"] for i in infos}
-    if kinds != {"v1"}:
-        raise IncompatibleVLLMError(f"the engine runs model runner(s) {sorted(kinds)}; amygdala-vllm needs V1")
+    kinds = sorted({i["kind"] for i in infos})
+    if len(kinds) != 1:
+        raise IncompatibleVLLMError(f"the engine's workers run different model runners {kinds}")
     return infos[0]
 
 

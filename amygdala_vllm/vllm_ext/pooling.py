@@ -11,6 +11,13 @@ over a short text), folded into one running buffer per fold (a sum for
 prompt (decode steps) are ignored. Every prompt position must be seen exactly
 once; the accumulator counts rows so a missed or repeated token is detected,
 not silently averaged in.
+
+Preemption: vLLM frees a preempted request's KV cache and later recomputes it
+from position 0 (prefix caching, off for capture, could resume later). V2
+re-sends it as a new request with the same id; V1 resumes it. Either way a
+request whose step starts again at position 0 after rows were folded in has
+been recomputed, so its slot is cleared first: the recomputed rows replace the
+earlier ones instead of being counted twice.
 """
 
 from __future__ import annotations
@@ -118,6 +125,7 @@ class PooledAccumulator:
             self._step = None
             return
         slots = torch.tensor([self._slot(r) for r in layout.req_ids], dtype=torch.int64)
+        self._clear_restarted(layout, slots)
         plen = torch.from_numpy(layout.prompt_lens)
         self._plen[slots] = plen
         row_slot = slots[layout.row_req]
@@ -134,6 +142,22 @@ class PooledAccumulator:
         if self.device.type != "cpu":
             maps = tuple(t.to(self.device, non_blocking=True) for t in maps)
         self._step = (*maps, n)
+
+    def _clear_restarted(self, layout: StepLayout, slots: torch.Tensor) -> None:
+        """Clear the slot of every request that starts again at position 0 (recomputed after preemption)."""
+        starts = torch.from_numpy(layout.starts)
+        has_rows = starts[1:] > starts[:-1]
+        first = layout.positions[starts[:-1].clamp(max=max(layout.num_rows - 1, 0))]
+        restarted = has_rows & (first == 0) & (self._rows[slots] > 0)
+        for slot in slots[restarted].tolist():
+            self._clear(slot)
+
+    def _clear(self, slot: int) -> None:
+        for key, buf in self._acc.items():
+            buf[:, slot].fill_(_FOLDS[key][0] if key in _FOLDS else 0.0)
+        self._count[slot] = 0
+        self._rows[slot] = 0
+        self._plen[slot] = 0
 
     def add(self, layer_pos: int, stream: torch.Tensor) -> None:
         """Fold this step's residual rows of hooked layer number ``layer_pos`` in."""
@@ -181,10 +205,6 @@ class PooledAccumulator:
                 folded = self._acc[spec.fold][:, slot].to("cpu", copy=True)
                 pooled[name] = folded / count if spec.fold == "mean" else folded
         result = PooledRequest(num_tokens=int(self._plen[slot]), rows_seen=int(self._rows[slot]), pooled=pooled)
-        for key, buf in self._acc.items():
-            buf[:, slot].fill_(_FOLDS[key][0] if key in _FOLDS else 0.0)
-        self._count[slot] = 0
-        self._rows[slot] = 0
-        self._plen[slot] = 0
+        self._clear(slot)
         self._free.append(slot)
         return result

