@@ -17,8 +17,9 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory, tiny_llama_dir):
-    from amygdala_vllm.serve.launch import API_SERVER_MODULE, SERVE_WORKER_EXTENSION, plugins_value, runner_env
+    from amygdala_vllm.serve.launch import API_SERVER_MODULE, plugins_value, runner_env
     from amygdala_vllm.serve.process import free_port, running_server, server_env
+    from amygdala_vllm.vllm_ext import SERVE_WORKER_EXTENSION
 
     port = free_port()
     env = server_env({"VLLM_PLUGINS": plugins_value(None), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
