@@ -392,9 +392,9 @@ def consumer_timing(device: torch.device, dtype: torch.dtype, repeats: int, hidd
         for label in ("pool", "project"):
             times = []
             for _ in range(repeats):
+                fed = _FedIds(torch.zeros(n, dtype=torch.int64, device=device))
                 consumer = (PooledAccumulator(layers, hidden, 1, device=device) if label == "pool"
-                            else ScoreStore(_FedIds(torch.zeros(n, dtype=torch.int64, device=device)), vectors,  # type: ignore[arg-type]
-                                            max_tokens_per_request=1 << 20))
+                            else ScoreStore(fed, vectors, max_tokens_per_request=1 << 20))  # type: ignore[arg-type]
                 with torch.inference_mode():
                     for step in range(6):  # first step warms up; mean of the other five
                         if device.type == "cuda":

@@ -46,7 +46,7 @@ from ..errors import AmygdalaError
 from ..formats import READOUT_FORMAT, ReadoutManifest, read_json
 from ..vectors_file import ENV_MANIFEST, ENV_VECTORS
 from ..vllm_ext import SERVE_WORKER_EXTENSION, rpc
-from ..vllm_ext.serve_endpoint import AuthCheck, api_key_check, completion_routes
+from ..vllm_ext.serve_endpoint import AuthCheck, api_key_check, completion_routes, unauthorized
 from .assemble import ChoiceBuilder
 from .broker import ScoreBroker
 from .launch import ENDPOINT_PLUGIN
@@ -93,7 +93,7 @@ def _unauthorized(raw_request: Request) -> Response | None:
     """The 401 vLLM would send for a ``/v1`` path without the ``--api-key`` (None: the request may pass)."""
     check: AuthCheck | None = getattr(raw_request.app.state, "amygdala_auth", None)
     if check is None:  # init_state has not run: refuse rather than answer anyone
-        return JSONResponse(content={"error": "Unauthorized"}, status_code=401)
+        return unauthorized()
     return check(raw_request)
 
 

@@ -96,8 +96,9 @@ def unpack(blob: bytes, meta_type: type[M], where: str) -> tuple[dict[str, np.nd
         raise
     except (KeyError, msgspec.DecodeError, msgspec.ValidationError, SafetensorError) as exc:
         raise FormatError(f"{where} is malformed: {type(exc).__name__}: {exc}") from exc
-    if getattr(meta, "version", REPLY_VERSION) != REPLY_VERSION:
-        raise FormatError(f"{where} has reply version {meta.version}; this driver reads {REPLY_VERSION} "  # type: ignore[attr-defined]
+    version = getattr(meta, "version", REPLY_VERSION)
+    if version != REPLY_VERSION:
+        raise FormatError(f"{where} has reply version {version}; this driver reads {REPLY_VERSION} "
                           "(worker and driver must run the same amygdala-vllm)")
     return arrays, meta
 

@@ -31,7 +31,7 @@ from vllm.entrypoints.openai.completion.api_router import create_completion
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
-__all__ = ["ServeFn", "AuthCheck", "completion_routes", "api_key_check"]
+__all__ = ["ServeFn", "AuthCheck", "completion_routes", "api_key_check", "unauthorized"]
 
 ServeFn = Callable[[Any, Request, Any, bool], Awaitable[Response]]
 """``serve(request, raw_request, vllm_handler, completions)``: the plugin's handling of one completion request."""
@@ -57,6 +57,11 @@ def completion_routes(serve: ServeFn) -> APIRouter:
     return router
 
 
+def unauthorized() -> Response:
+    """vLLM's 401 for a guarded path without the key (``AuthenticationMiddleware.__call__``)."""
+    return JSONResponse(content={"error": "Unauthorized"}, status_code=401)
+
+
 def api_key_check(args: Namespace) -> AuthCheck:
     """The server's ``--api-key`` check, exactly as vLLM applies it to ``/v1/*`` (no key configured: all pass)."""
     from vllm import envs
@@ -70,6 +75,6 @@ def api_key_check(args: Namespace) -> AuthCheck:
     def check(raw_request: Request) -> Response | None:
         if raw_request.method == "OPTIONS" or middleware.verify_token(raw_request.headers):
             return None
-        return JSONResponse(content={"error": "Unauthorized"}, status_code=401)
+        return unauthorized()
 
     return check
