@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from ..errors import AmygdalaError
@@ -89,12 +89,24 @@ async def _drain(engine_client: Any, tags: list[str], discard: list[str]) -> lis
     return rpc.decode_scores(blobs[0]).requests if blobs else []
 
 
-def _unauthorized(raw_request: Request) -> Response | None:
-    """The 401 vLLM would send for a ``/v1`` path without the ``--api-key`` (None: the request may pass)."""
+class _KeyRefused(Exception):
+    """A ``/amygdala/*`` request without the server's ``--api-key``; answered with vLLM's 401."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
+async def _require_api_key(raw_request: Request) -> None:
+    """Dependency of every ``/amygdala/*`` route: vLLM's ``--api-key`` check, as for ``/v1/*``."""
     check: AuthCheck | None = getattr(raw_request.app.state, "amygdala_auth", None)
-    if check is None:  # init_state has not run: refuse rather than answer anyone
-        return unauthorized()
-    return check(raw_request)
+    denied = unauthorized() if check is None else check(raw_request)  # no check yet: refuse, never answer anyone
+    if denied is not None:
+        raise _KeyRefused(denied)
+
+
+async def _refused(raw_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, _KeyRefused)
+    return exc.response
 
 
 async def _serve(request: Any, raw_request: Request, core: Any, completions: bool) -> Response:
@@ -141,14 +153,13 @@ async def _serve(request: Any, raw_request: Request, core: Any, completions: boo
 
 
 router.include_router(completion_routes(_serve))
+guarded = APIRouter(prefix="/amygdala", dependencies=[Depends(_require_api_key)])
+"""Our own routes: every one follows the server's ``--api-key`` (vLLM's middleware guards only ``/v1``)."""
 
 
-@router.get("/amygdala/info")
+@guarded.get("/info")
 async def amygdala_info(raw_request: Request) -> Response:
     """What this server reads: concepts, layers, model (or that it reads nothing)."""
-    denied = _unauthorized(raw_request)
-    if denied is not None:
-        return denied
     state: ServeState | None = getattr(raw_request.app.state, "amygdala", None)
     if state is None:
         return JSONResponse({"readout": False, "message": NO_VECTORS})
@@ -157,12 +168,9 @@ async def amygdala_info(raw_request: Request) -> Response:
                          "model_fingerprint": m.model_fingerprint, "skip_first_tokens": m.skip_first_tokens})
 
 
-@router.get("/amygdala/stats")
+@guarded.get("/stats")
 async def amygdala_stats(raw_request: Request) -> Response:
     """What the worker holds now (``requests_held`` returns to 0 once every request is answered) and drains so far."""
-    denied = _unauthorized(raw_request)
-    if denied is not None:
-        return denied
     state: ServeState | None = getattr(raw_request.app.state, "amygdala", None)
     if state is None:
         return _error(400, NO_VECTORS, None)
@@ -178,7 +186,9 @@ class AmygdalaEndpoint:
 
     def attach_router(self, app: FastAPI) -> None:
         """Add (and so override) the two completion routes and the ``/amygdala/*`` ones."""
+        app.add_exception_handler(_KeyRefused, _refused)
         app.include_router(router)
+        app.include_router(guarded)
 
     async def init_state(self, engine_client: Any, state: Any, args: Namespace) -> None:
         """Start readout on the workers if vectors are configured; refuse to serve wrong ones."""
