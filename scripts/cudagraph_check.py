@@ -13,7 +13,7 @@ around the project's own pieces and checks that nothing is lost or stale:
 - a ``logits_processor`` module called eagerly after every replay, whose forward
   pre-hook builds the step layout from the runner-side buffers and feeds the real
   :class:`~amygdala_vllm.vllm_ext.pooling.PooledAccumulator` and
-  :class:`~amygdala_vllm.vllm_ext.projection.ProjectionAccumulator` on the GPU
+  :class:`~amygdala_vllm.vllm_ext.score_store.ScoreStore` on the GPU
   (what ``hooks.TapHooks`` does inside vLLM);
 - prompts of many lengths, chunked across steps under a token budget, padded to
   the capture sizes.
@@ -47,10 +47,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amygdala_vllm.vllm_ext import ops  # noqa: E402  (plain torch; no vLLM import)
 from amygdala_vllm.vllm_ext.pooling import PooledAccumulator  # noqa: E402
-from amygdala_vllm.vllm_ext.projection import ProjectionAccumulator  # noqa: E402
+from amygdala_vllm.vllm_ext.score_store import ScoreStore  # noqa: E402
 from amygdala_vllm.vllm_ext.step import build_step_layout  # noqa: E402
 
 _LIB: torch.library.Library | None = None
+
+
+class _FedIds:
+    """The one ``RunnerView`` method the score store reads when it scores every request: the step's input ids."""
+
+    def __init__(self, ids: torch.Tensor | None = None) -> None:
+        self.ids = ids
+
+    def step_input_ids(self, num_rows: int) -> torch.Tensor:
+        assert self.ids is not None
+        return self.ids[:num_rows]
 
 
 def register_tap_op_plain(dispatch_key: str) -> None:
@@ -242,7 +253,8 @@ def correctness(device: torch.device, dtype: torch.dtype, graphs: bool, seed: in
     calls_at_capture = top_calls["n"]
 
     pooled = PooledAccumulator(len(taps), hidden, skip, device=device)
-    scored = ProjectionAccumulator([v.clone() for v in vectors], max_tokens_per_request=10_000)
+    fed = _FedIds()
+    scored = ScoreStore(fed, [v.clone() for v in vectors], max_tokens_per_request=10_000)  # type: ignore[arg-type]
     tapped = ops.tapped_layers(model.layers)
     stale = {"prev": None, "worst_gap": 0.0}
 
@@ -276,7 +288,8 @@ def correctness(device: torch.device, dtype: torch.dtype, graphs: bool, seed: in
                 req_ids.append(f"req-{i}")
                 plens.append(len(prompts[i]))
                 lasts.append(qsl[-1] - 1)
-            runner.step(torch.tensor(ids, device=device), torch.tensor(pos, device=device), req_ids, qsl, plens,
+            fed.ids = torch.tensor(ids, device=device)
+            runner.step(fed.ids, torch.tensor(pos, device=device), req_ids, qsl, plens,
                         torch.tensor(lasts, device=device))
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -291,10 +304,10 @@ def correctness(device: torch.device, dtype: torch.dtype, graphs: bool, seed: in
         worst["mean"] = max(worst["mean"], float((got.mean - want_mean).abs().max()))
         worst["last"] = max(worst["last"], float((got.last - ref[-1]).abs().max()))
         worst["scale"] = max(worst["scale"], float(ref.abs().max()))
-        sc = scored.pop(f"req-{i}")
-        rows_ok &= sc.positions.tolist() == list(range(len(p)))
+        (sc,) = scored.take([f"req-{i}"])
+        rows_ok &= sc.positions.tolist() == list(range(len(p))) and sc.token_ids.tolist() == p
         want = torch.stack([ref[:, l] @ vectors[l].cpu().T for l in range(len(taps))], dim=1)
-        worst["scores"] = max(worst["scores"], float((sc.scores - want).abs().max()))
+        worst["scores"] = max(worst["scores"], float((torch.from_numpy(sc.scores) - want).abs().max()))
     tol = (1e-4 if dtype == torch.float32 else 3e-2) * max(1.0, worst["scale"])
     result = {
         "dtype": str(dtype).replace("torch.", ""),
@@ -379,8 +392,9 @@ def consumer_timing(device: torch.device, dtype: torch.dtype, repeats: int, hidd
         for label in ("pool", "project"):
             times = []
             for _ in range(repeats):
+                fed = _FedIds(torch.zeros(n, dtype=torch.int64, device=device))
                 consumer = (PooledAccumulator(layers, hidden, 1, device=device) if label == "pool"
-                            else ProjectionAccumulator(vectors, max_tokens_per_request=1 << 20))
+                            else ScoreStore(fed, vectors, max_tokens_per_request=1 << 20))  # type: ignore[arg-type]
                 with torch.inference_mode():
                     for step in range(6):  # first step warms up; mean of the other five
                         if device.type == "cuda":

@@ -39,7 +39,7 @@ PACKAGES = {
         "evaluate_projections", "load_manifest", "load_vectors", "projections_from_scores", "read_report",
         "run_validate", "write_report",
     ],
-    "amygdala_vllm.vllm_ext": ["WORKER_EXTENSION"],
+    "amygdala_vllm.vllm_ext": ["SERVE_WORKER_EXTENSION", "WORKER_EXTENSION"],
     "amygdala_vllm.vllm_ext.runners": ["RunnerView", "V1RunnerView", "V2RunnerView", "VIEWS", "runner_kind",
                                        "runner_view"],
 }

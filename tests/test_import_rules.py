@@ -3,8 +3,9 @@
 Why these rules: only ``vllm_ext/`` may import vLLM, so a vLLM upgrade is a
 change there and ``pairs``/``reduce``/``--help`` run on machines without it;
 nothing imports the CLI, so the library never depends on typer's flag
-parsing; and modules import one way (no cycles), so each can be read, tested
-and replaced on its own. Lazy imports inside functions count too: they are
+parsing; modules import one way (no cycles), so each can be read, tested
+and replaced on its own; and ``vllm_ext/`` (the engine layer) imports no stage
+above it (``serve/``), so the engine layer is read without the stages. Lazy imports inside functions count too: they are
 still dependencies.
 """
 
@@ -69,6 +70,21 @@ def test_nothing_imports_the_cli():
     assert offenders == []
 
 
+#: Packages under ``amygdala_vllm`` that sit above ``vllm_ext/``: they may import it, never the reverse.
+STAGES_ABOVE_VLLM_EXT = ("serve",)
+
+
+def _back_up(graph: dict[str, set[str]], layer: str, above: tuple[str, ...]) -> list[str]:
+    """Imports from ``amygdala_vllm.<layer>`` into any ``amygdala_vllm.<above>`` package: the arrows that run back up."""
+    low, high = f"amygdala_vllm.{layer}", tuple(f"amygdala_vllm.{p}" for p in above)
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() if m == low or m.startswith(low + ".")
+                  for d in deps if any(d == h or d.startswith(h + ".") for h in high))
+
+
+def test_vllm_ext_imports_no_stage_above_it():
+    assert _back_up(_graph(), "vllm_ext", STAGES_ABOVE_VLLM_EXT) == []
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Every back edge's cycle found by a depth-first walk (empty: the graph runs one way)."""
     cycles: list[list[str]] = []
@@ -109,3 +125,8 @@ def test_the_rules_see_what_they_check():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     graph = _graph()
     assert "amygdala_vllm.cli.extract_cmd" in graph and "amygdala_vllm.extract" in graph["amygdala_vllm.cli.extract_cmd"]
+    # The layer rule sees a back-arrow when one exists (serve/ -> vllm_ext/ is real, so the reverse check can fire).
+    assert "amygdala_vllm.serve.endpoint -> amygdala_vllm.vllm_ext.rpc" in _back_up(graph, "serve", ("vllm_ext",))
+    planted = {**graph, "amygdala_vllm.vllm_ext.rpc": {"amygdala_vllm.serve.options"}}
+    assert _back_up(planted, "vllm_ext", STAGES_ABOVE_VLLM_EXT) == [
+        "amygdala_vllm.vllm_ext.rpc -> amygdala_vllm.serve.options"]

@@ -74,13 +74,10 @@ def test_every_token_score_equals_activation_dot_vector(engine_pool, tiny_llama_
 
 def test_generated_tokens_are_scored_too(engine_pool, tiny_llama_dir, vectors):
     """Decode steps run through the same hooks: positions continue past the prompt."""
-    import json
-
-    from safetensors.torch import load as load_tensors
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from amygdala_vllm.vllm_ext.engine import _metadata
+    from amygdala_vllm.vllm_ext import rpc
 
     llm = engine_pool.get(tiny_llama_dir)
     vec, man, mats = vectors
@@ -93,14 +90,15 @@ def test_generated_tokens_are_scored_too(engine_pool, tiny_llama_dir, vectors):
     finally:
         session.close()
     generated = list(out.outputs[0].token_ids)
-    tensors, meta = load_tensors(blob), _metadata(blob)
-    assert len(json.loads(meta["req_ids"])) == 1
-    positions = tensors["r0.positions"].numpy()
+    reply = rpc.decode_scores(blob)
+    assert len(reply.requests) == 1 and reply.layers == LAYERS
+    (got,) = reply.requests
     # the last sampled token is never forwarded, so the prompt plus three decode steps are scored
-    assert positions.tolist() == list(range(len(prompt) + 3))
+    assert got.positions.tolist() == list(range(len(prompt) + 3))
+    assert got.token_ids.tolist() == prompt + generated[:3] and got.prompt_len == len(prompt)
     rows = HFReference(tiny_llama_dir).rows(prompt + generated[:3], LAYERS)
     expected = np.stack([rows[:, l] @ mats[i].T for l, i in enumerate(LAYERS)], axis=1)
-    assert np.abs(tensors["r0.scores"].numpy() - expected).max() < 1e-4
+    assert np.abs(got.scores - expected).max() < 1e-4
 
 
 def test_readout_class_agreement_with_pooled_capture(engine_pool, tiny_llama_dir, vectors):

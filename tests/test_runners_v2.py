@@ -8,7 +8,7 @@ mirror ``GPUModelRunner.execute_model``, ``prepare_inputs``, ``sample_tokens``
 and ``_dummy_run`` (named there, function by function). The facts are checked
 where they are used: the real hooks (``LayerHooks``, ``TapHooks`` on tapped
 layers) feed the real consumers (capture's ``PooledAccumulator``, readout's
-``ProjectionAccumulator``, serving's ``ServeScores``), and the tiny model's
+``ScoreStore`` of every request, serving's ``ScoreStore`` of tagged ones), and the tiny model's
 residual stream encodes each row's token id and position, so a row given to the
 wrong request or position changes a number the test compares.
 """
@@ -24,15 +24,14 @@ pytest.importorskip("vllm")
 from v2_standin import HIDDEN, TinyModel, V2Runner, new_request, run_step, sampled_token, step, stream_of  # noqa: E402
 
 from amygdala_vllm.errors import IncompatibleVLLMError  # noqa: E402
-from amygdala_vllm.serve.options import TAG_KEY  # noqa: E402
 from amygdala_vllm.vllm_ext import probes  # noqa: E402
 from amygdala_vllm.vllm_ext.hooks import LayerHooks, TapHooks  # noqa: E402
 from amygdala_vllm.vllm_ext.layers import resolve_decoder_layers  # noqa: E402
 from amygdala_vllm.vllm_ext.ops import TappedLayer, register_tap_op  # noqa: E402
 from amygdala_vllm.vllm_ext.pooling import PooledAccumulator  # noqa: E402
-from amygdala_vllm.vllm_ext.projection import ProjectionAccumulator  # noqa: E402
+from amygdala_vllm.vllm_ext.rpc import TAG_KEY  # noqa: E402
 from amygdala_vllm.vllm_ext.runners import VIEWS, V2RunnerView, runner_kind, runner_view  # noqa: E402
-from amygdala_vllm.vllm_ext.serve_scores import ServeScores  # noqa: E402
+from amygdala_vllm.vllm_ext.score_store import ScoreStore  # noqa: E402
 from amygdala_vllm.vllm_ext.step import StepLayout  # noqa: E402
 
 LAYERS = [0, 2]
@@ -80,7 +79,7 @@ class Fanout:
 
 
 def _engine(tapped: bool, **runner_kw: object) -> tuple[V2Runner, V2RunnerView, Steps, PooledAccumulator,
-                                                            ProjectionAccumulator, ServeScores]:
+                                                            ScoreStore, ScoreStore]:
     model = TinyModel()
     if tapped:  # what plugin.py does at load: TappedLayer around the tap layers (the compile-safe custom op)
         register_tap_op()
@@ -92,12 +91,17 @@ def _engine(tapped: bool, **runner_kw: object) -> tuple[V2Runner, V2RunnerView, 
     assert isinstance(view, V2RunnerView)
     steps = Steps()
     pooled = PooledAccumulator(len(LAYERS), HIDDEN, skip_first_tokens=1)
-    projected = ProjectionAccumulator(VECTORS, max_tokens_per_request=64)
-    served = ServeScores(view, VECTORS)
+    projected = ScoreStore(view, VECTORS, max_tokens_per_request=64)  # readout: every request
+    served = ScoreStore(view, VECTORS, tag_key=TAG_KEY)  # serving: opted-in requests only
     decoder = resolve_decoder_layers(view.model())
     hooks = TapHooks if tapped else LayerHooks
     hooks(view, decoder, LAYERS, Fanout(steps, pooled, projected, served))
     return runner, view, steps, pooled, projected, served
+
+
+def _drain(served: ScoreStore, tags: set[str]) -> dict:
+    """Serving's drain (``take_tagged``), by engine request id."""
+    return {r.req_id: r for r in served.take_tagged(tags, set())}
 
 
 def _expected_mean(prompt: list[int], layer: int, skip: int = 1) -> torch.Tensor:
@@ -112,8 +116,8 @@ def _check_pooled(pooled: PooledAccumulator, req_id: str, prompt: list[int]) -> 
         assert got.last[k].tolist() == stream_of(prompt[-1], len(prompt) - 1, layer)
 
 
-def _check_projected(projected: ProjectionAccumulator, req_id: str, tokens: list[int]) -> None:
-    got = projected.pop(req_id)
+def _check_projected(projected: ScoreStore, req_id: str, tokens: list[int]) -> None:
+    (got,) = projected.take([req_id])
     assert got.positions.tolist() == list(range(len(tokens)))
     for k in range(len(LAYERS)):
         assert got.scores[:, k, 0].tolist() == [float(t) for t in tokens]
@@ -145,13 +149,13 @@ def test_rows_of_a_mixed_chunked_batch_go_to_their_requests(tapped: bool, graphs
     _check_pooled(pooled, "B", B)  # its decode row (position 3) is past the prompt: ignored
     _check_projected(projected, "A", A)
     _check_projected(projected, "C", C)
-    assert projected.pop("B").positions.tolist() == [0, 1, 2, 3]
-    drained = dict(served.drain({"t1", "t2"}, set()))
+    assert projected.take(["B"])[0].positions.tolist() == [0, 1, 2, 3]
+    drained = _drain(served, {"t1", "t2"})
     assert sorted(drained) == ["A", "C"]  # B opted out: never scored
     a = drained["A"]
-    assert a.prompt_len == 10 and torch.cat([p for p, _, _ in a.pieces]).tolist() == list(range(10))
-    assert torch.cat([t for _, t, _ in a.pieces]).tolist() == A
-    assert torch.cat([s for _, _, s in a.pieces])[:, 1, 0].tolist() == [float(t) for t in A]
+    assert a.prompt_len == 10 and a.positions.tolist() == list(range(10))
+    assert a.token_ids.tolist() == A
+    assert a.scores[:, 1, 0].tolist() == [float(t) for t in A]
 
 
 def test_extra_args_of_opted_in_and_plain_requests() -> None:
@@ -171,12 +175,12 @@ def test_n_greater_than_one_children_are_separate_requests() -> None:
                           scheduled={k: 3 for k in kids}))
     run_step(runner, step(cached={k: 3 for k in kids}, scheduled={k: 1 for k in kids}))
     assert steps.layouts[1].req_ids == kids and steps.layouts[1].positions.tolist() == [3, 3, 3]
-    drained = dict(served.drain({"n3"}, set()))
+    drained = _drain(served, {"n3"})
     assert sorted(drained) == kids
     for kid in kids:
         _check_pooled(pooled, kid, B)
-        assert torch.cat([p for p, _, _ in drained[kid].pieces]).tolist() == [0, 1, 2, 3]
-        assert torch.cat([t for _, t, _ in drained[kid].pieces]).tolist() == [*B, sampled_token(3)]
+        assert drained[kid].positions.tolist() == [0, 1, 2, 3]
+        assert drained[kid].token_ids.tolist() == [*B, sampled_token(3)]
 
 
 def test_preemption_then_re_add_replaces_the_earlier_rows() -> None:
@@ -201,14 +205,13 @@ def test_preemption_then_re_add_replaces_the_earlier_rows() -> None:
     assert steps.layouts[-1].req_ids == ["A", "B"] and steps.layouts[-1].prompt_lens.tolist() == [10, 3]
     _check_pooled(pooled, "A", A)  # recomputed rows replaced the first chunk's, not added to them
     _check_pooled(pooled, "B", B)
-    held = dict(served.drain({"t"}, set()))["A"]
-    positions = torch.cat([p for p, _, _ in held.pieces]).tolist()
-    assert positions == [*range(6), *range(12)]  # in computed order; the API server keeps the latest per position
+    held = _drain(served, {"t"})["A"]
+    assert held.positions.tolist() == list(range(12))  # positions 0-5 computed twice: each handed out once
+    assert held.token_ids[:10].tolist() == A and held.scores[:, 1, 1].tolist() == [float(p) for p in range(12)]
     from amygdala_vllm.serve.assemble import SequenceScores
 
     seq = SequenceScores()
-    for p, t, s in held.pieces:
-        seq.add(p.numpy(), t.numpy(), s.numpy(), prompt_len=held.prompt_len)
+    seq.add(held.positions, held.token_ids, held.scores, prompt_len=held.prompt_len)
     assert seq.positions() == list(range(12)) and seq.rows(list(range(10)))[0] == A
 
 

@@ -1,7 +1,9 @@
 """The plain form (you run vLLM's server yourself, with our plugins named in VLLM_PLUGINS) without vectors.
 
 The server must run as a normal vLLM server and answer a readout request with
-HTTP 400 saying how to start it with vectors. One server (~60 s to start).
+HTTP 400 saying how to start it with vectors. It is started with ``--api-key``,
+so the same server shows that ``/amygdala/*`` refuse a request without the key
+exactly as vLLM's ``/v1/*`` do. One server (~60 s to start).
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ import pytest
 
 pytestmark = pytest.mark.engine
 
+API_KEY = "amygdala-test-key"
+
 
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory, tiny_llama_dir):
-    from amygdala_vllm.serve.launch import API_SERVER_MODULE, SERVE_WORKER_EXTENSION, plugins_value, runner_env
+    from amygdala_vllm.serve.launch import API_SERVER_MODULE, plugins_value, runner_env
     from amygdala_vllm.serve.process import free_port, running_server, server_env
+    from amygdala_vllm.vllm_ext import SERVE_WORKER_EXTENSION
 
     port = free_port()
     env = server_env({"VLLM_PLUGINS": plugins_value(None), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
@@ -27,7 +32,7 @@ def plain_server(tmp_path_factory, tiny_llama_dir):
         env.pop(key, None)
     argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", str(tiny_llama_dir), "--worker-extension-cls",
             SERVE_WORKER_EXTENSION, "--enforce-eager", "--host", "127.0.0.1", "--port", str(port), "--dtype",
-            "float32", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20)]
+            "float32", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20), "--api-key", API_KEY]
     with running_server(argv, env, tmp_path_factory.mktemp("plain") / "server.log", port) as base:
         yield base
 
@@ -35,7 +40,7 @@ def plain_server(tmp_path_factory, tiny_llama_dir):
 def test_readout_without_vectors_is_400_saying_how_to_start(plain_server):
     from openai import BadRequestError, OpenAI
 
-    client = OpenAI(base_url=plain_server + "/v1", api_key="none", max_retries=0)
+    client = OpenAI(base_url=plain_server + "/v1", api_key=API_KEY, max_retries=0)
     model = client.models.list().data[0].id
     with pytest.raises(BadRequestError) as info:
         client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2,
@@ -44,4 +49,24 @@ def test_readout_without_vectors_is_400_saying_how_to_start(plain_server):
     assert info.value.body["param"] == "vllm_xargs.amygdala"
     plain = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=2)
     assert plain.choices[0].finish_reason is not None and "amygdala" not in plain.choices[0].model_dump()
-    assert httpx.get(plain_server + "/amygdala/info").json()["readout"] is False
+    assert httpx.get(plain_server + "/amygdala/info", headers=_KEY).json()["readout"] is False
+
+
+_KEY = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def test_amygdala_routes_follow_the_api_key_like_v1(plain_server):
+    from openai import AuthenticationError, OpenAI
+
+    with pytest.raises(AuthenticationError):  # the official client, a wrong key: vLLM's own 401
+        OpenAI(base_url=plain_server + "/v1", api_key="wrong", max_retries=0).models.list()
+    refused = httpx.get(plain_server + "/v1/models")
+    assert refused.status_code == 401
+    for path in ("/amygdala/info", "/amygdala/stats"):
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            got = httpx.get(plain_server + path, headers=headers)
+            assert (got.status_code, got.json()) == (401, refused.json()), (path, headers)  # the same 401, same body
+    assert httpx.get(plain_server + "/amygdala/info", headers=_KEY).status_code == 200
+    stats = httpx.get(plain_server + "/amygdala/stats", headers=_KEY)  # no vectors here: a 400 saying so, not a 401
+    assert stats.status_code == 400 and "without readout vectors" in stats.json()["error"]["message"]
+    assert httpx.get(plain_server + "/health").status_code == 200  # unguarded, as in vLLM

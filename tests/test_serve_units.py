@@ -11,10 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from amygdala_vllm.serve.assemble import ChoiceBuilder, SequenceScores
-from amygdala_vllm.serve.broker import Drained, ScoreBroker
+from amygdala_vllm.serve.broker import ScoreBroker
 from amygdala_vllm.serve.launch import plugins_value, serve_argv, serve_env
 from amygdala_vllm.serve.options import OptionError, parse_options, wants_readout
 from amygdala_vllm.serve.respond import choice_index
+from amygdala_vllm.vllm_ext.rpc import RequestScores
 
 CONCEPTS, LAYERS = ["calm", "joy", "anger"], [1, 3]
 
@@ -74,8 +75,8 @@ def test_broker_batches_waiting_requests_into_one_drain_and_forwards_discards():
     async def drain(tags, discard):
         calls.append((list(tags), list(discard)))
         await asyncio.sleep(0.01)
-        return [Drained(tag=t, req_id=f"r-{t}", prompt_len=1, positions=np.array([0]), token_ids=np.array([1]),
-                        scores=np.zeros((1, 1, 1), np.float32)) for t in tags]
+        return [RequestScores(tag=t, req_id=f"r-{t}", prompt_len=1, positions=np.array([0]), token_ids=np.array([1]),
+                              scores=np.zeros((1, 1, 1), np.float32)) for t in tags]
 
     async def main():
         broker = ScoreBroker(drain, interval=0.01)

@@ -3,7 +3,8 @@
 These are plain classes; :mod:`._ray` wraps them with ``ray.remote`` at run
 time, so this module (like everything but ``_ray.py``) never imports Ray.
 Arguments and replies are bytes and plain ints only: specs and texts travel as
-msgspec JSON, activations and scores as safetensors bytes, so no object of ours
+msgspec JSON, activations and scores as safetensors bytes (``vllm_ext/rpc.py``'s
+frame, which imports neither vLLM nor torch), so no object of ours
 (and no tensor) is pickled on the way. Every method answers ``(status, payload)``
 where ``status`` is a :class:`Reply`; a deliberate error (an
 :class:`~amygdala_vllm.errors.AmygdalaError`) comes back as its type name and
@@ -21,8 +22,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..errors import AmygdalaError
+from ..errors import AmygdalaError, FormatError
 from ..formats import TextRecord
+from ..vllm_ext import rpc
 
 __all__ = ["Reply", "ReadoutSpec", "CaptureActor", "ReadoutActor", "encode_scores", "decode_scores"]
 
@@ -141,6 +143,7 @@ class ReadoutActor:
 
 
 class _ScoresMeta(msgspec.Struct, forbid_unknown_fields=True):
+    version: int
     tokens: list[list[str]]
     agreement: list[float | None]
     agreement_scale: list[float | None]
@@ -148,32 +151,29 @@ class _ScoresMeta(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def encode_scores(scores: list[Any]) -> bytes:
-    """``readout.TextScores`` as safetensors bytes (arrays, ``{i}.pooled.{mode}`` per pooling mode) + JSON metadata."""
-    from safetensors.numpy import save
-
+    """``readout.TextScores`` as one reply frame (:func:`~amygdala_vllm.vllm_ext.rpc.pack`): ``{i}.token_ids``,
+    ``{i}.scores`` and ``{i}.pooled.{mode}`` per text, the rest in the metadata."""
     tensors: dict[str, np.ndarray] = {}
     for i, s in enumerate(scores):
         tensors[f"{i}.token_ids"] = np.asarray(s.token_ids, np.int64)
-        tensors[f"{i}.scores"] = np.ascontiguousarray(s.scores, np.float32)
+        tensors[f"{i}.scores"] = np.asarray(s.scores, np.float32)
         for name, values in s.pooled.items():
-            tensors[f"{i}.pooled.{name}"] = np.ascontiguousarray(values, np.float32)
-    meta = _ScoresMeta(tokens=[list(s.tokens) for s in scores], agreement=[s.agreement for s in scores],
-                       agreement_scale=[s.agreement_scale for s in scores], modes=[list(s.pooled) for s in scores])
-    return save(tensors, metadata={"scores": msgspec.json.encode(meta).decode()})
+            tensors[f"{i}.pooled.{name}"] = np.asarray(values, np.float32)
+    meta = _ScoresMeta(version=rpc.REPLY_VERSION, tokens=[list(s.tokens) for s in scores],
+                       agreement=[s.agreement for s in scores], agreement_scale=[s.agreement_scale for s in scores],
+                       modes=[list(s.pooled) for s in scores])
+    return rpc.pack(tensors, meta)
 
 
 def decode_scores(blob: bytes) -> list[Any]:
     """Inverse of :func:`encode_scores`: ``readout.TextScores`` in the original order."""
-    import json
-
-    from safetensors.numpy import load
-
     from ..readout import TextScores
 
-    header_len = int.from_bytes(blob[:8], "little")
-    meta = msgspec.json.decode(json.loads(blob[8 : 8 + header_len])["__metadata__"]["scores"], type=_ScoresMeta)
-    t = load(blob)
-    return [TextScores(token_ids=t[f"{i}.token_ids"].tolist(), tokens=tokens, scores=t[f"{i}.scores"],
-                       pooled={name: t[f"{i}.pooled.{name}"] for name in meta.modes[i]}, agreement=meta.agreement[i],
-                       agreement_scale=meta.agreement_scale[i])
-            for i, tokens in enumerate(meta.tokens)]
+    t, meta = rpc.unpack(blob, _ScoresMeta, "a readout actor's reply")
+    try:
+        return [TextScores(token_ids=t[f"{i}.token_ids"].tolist(), tokens=tokens, scores=t[f"{i}.scores"],
+                           pooled={name: t[f"{i}.pooled.{name}"] for name in meta.modes[i]},
+                           agreement=meta.agreement[i], agreement_scale=meta.agreement_scale[i])
+                for i, tokens in enumerate(meta.tokens)]
+    except (KeyError, IndexError) as exc:
+        raise FormatError(f"a readout actor's reply is malformed: no {exc}") from exc

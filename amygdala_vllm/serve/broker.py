@@ -21,28 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
-import numpy as np
+from ..vllm_ext.rpc import RequestScores
 
-__all__ = ["Drained", "ScoreBroker", "DrainFn"]
+__all__ = ["ScoreBroker", "DrainFn"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Drained:
-    """Scores one drain returned for one engine request."""
-
-    tag: str
-    req_id: str
-    prompt_len: int
-    positions: np.ndarray  # int64 [T]
-    token_ids: np.ndarray  # int64 [T]
-    scores: np.ndarray  # float32 [T, L, E]
-
-
-DrainFn = Callable[[list[str], list[str]], Awaitable[list[Drained]]]
+DrainFn = Callable[[list[str], list[str]], Awaitable[list[RequestScores]]]
 """``drain(tags, discard)``: scores of the requests filed under ``tags``; drops ``discard``."""
 
 
@@ -52,7 +39,7 @@ class ScoreBroker:
     def __init__(self, drain: DrainFn, interval: float = 0.05):
         self._drain = drain
         self.interval = interval
-        self._buffers: dict[str, list[Drained]] = {}
+        self._buffers: dict[str, list[RequestScores]] = {}
         self._polled: set[str] = set()
         self._discard: set[str] = set()
         self._waiters: list[tuple[str, asyncio.Future[None]]] = []
@@ -67,14 +54,14 @@ class ScoreBroker:
             self._polled.add(tag)
             self._kick()
 
-    def take(self, tag: str) -> list[Drained]:
+    def take(self, tag: str) -> list[RequestScores]:
         """Scores that arrived for ``tag`` since the last take (never waits)."""
         got = self._buffers.get(tag, [])
         if got:
             self._buffers[tag] = []
         return got
 
-    async def final(self, tag: str) -> list[Drained]:
+    async def final(self, tag: str) -> list[RequestScores]:
         """Everything left for ``tag``, from a drain that started after this call (its request has finished)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((tag, fut))

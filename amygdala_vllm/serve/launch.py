@@ -27,15 +27,15 @@ from ..errors import FormatError, ModelError, UsageError
 from ..formats import ReadoutManifest, manifest_path_for
 from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, check_model
 from ..vectors_file import load as load_vectors_file
+from ..vllm_ext import SERVE_WORKER_EXTENSION
 
 __all__ = [
-    "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "SERVE_WORKER_EXTENSION", "API_SERVER_MODULE",
+    "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "API_SERVER_MODULE",
     "plugins_value", "runner_env", "check_vllm_install", "own_env", "serve_env", "serve_argv", "check_vectors",
 ]
 
 GENERAL_PLUGIN = "amygdala"
 ENDPOINT_PLUGIN = "amygdala_serve"
-SERVE_WORKER_EXTENSION = "amygdala_vllm.vllm_ext.serve_worker.AmygdalaServeExtension"
 API_SERVER_MODULE = "vllm.entrypoints.openai.api_server"
 _OWN_FLAGS = ("--worker-extension-cls", "--load-format", "--additional-config")
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UsageError
+from ..vllm_ext.rpc import TAG_KEY
 
-__all__ = ["OptionError", "ReadoutOptions", "KEY", "TAG_KEY", "parse_options", "wants_readout"]
+__all__ = ["OptionError", "ReadoutOptions", "KEY", "parse_options", "wants_readout"]
 
 KEY = "amygdala"
-TAG_KEY = "amygdala_tag"
-"""Set by the server (never by clients): the id the worker files this request's scores under."""
 _KNOWN = {KEY, "amygdala_layers", "amygdala_tokens", "amygdala_raw"}
 
 

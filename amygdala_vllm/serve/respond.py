@@ -24,8 +24,9 @@ from typing import Any
 
 import msgspec
 
+from ..vllm_ext.rpc import RequestScores
 from .assemble import ChoiceBuilder, SequenceScores
-from .broker import Drained, ScoreBroker
+from .broker import ScoreBroker
 from .schema import encode_scores
 
 __all__ = ["choice_index", "ResponseScorer", "annotate_stream"]
@@ -56,7 +57,7 @@ class ResponseScorer:
         self.n = n
         self.seqs: dict[int, SequenceScores] = {}
 
-    def absorb(self, drained: list[Drained]) -> None:
+    def absorb(self, drained: list[RequestScores]) -> None:
         """File drained scores under their choices."""
         for d in drained:
             idx = choice_index(d.req_id, self.completions, self.n)

@@ -9,18 +9,15 @@ only add the worker extension and the settings capture needs:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from safetensors.torch import load as load_tensors
 
 from ..errors import CaptureError, IncompatibleVLLMError, ModelError
 from ..pooling_modes import DEFAULT_MODES
-from ..vectors_file import safetensors_metadata
 from . import WORKER_EXTENSION, features, launch, probes, rpc
 
 __all__ = ["EngineOptions", "PooledText", "engine_options", "open_engine", "model_info", "runner_info", "CaptureSession",
@@ -207,17 +204,6 @@ def model_info(llm: Any) -> dict[str, Any]:
     return infos[0]
 
 
-def _blobs(blobs: list[bytes]) -> list[tuple[dict[str, Any], list[str], list[int]]]:
-    """Decode each worker's safetensors reply into (tensors, internal req ids, layers)."""
-    out = []
-    for blob in blobs:
-        if not blob:
-            continue
-        meta = _metadata(blob)
-        out.append((load_tensors(blob), json.loads(meta["req_ids"]), json.loads(meta["layers"])))
-    return out
-
-
 def _prefill(llm: Any, prompts: list[list[int]], params: Any) -> dict[str, int]:
     """Run prompts prefill-only; map each external request id to its prompt index."""
     from vllm.inputs import TokensPrompt
@@ -270,14 +256,15 @@ class CaptureSession:
         num_tokens = np.full(n, -1, dtype=np.int64)
         filled = np.zeros((n, L), dtype=bool)
         external = set(order)
-        for tensors, req_ids, layers in _blobs(rpc.call(self.llm, "amygdala_capture_drain")):
-            layer_pos = [self.layers.index(i) for i in layers]
+        for blob in rpc.replies(rpc.call(self.llm, "amygdala_capture_drain")):
+            reply = rpc.decode_capture(blob)
+            layer_pos = [self.layers.index(i) for i in reply.layers]
             if pooled is None:
-                H = tensors["mean"].shape[-1]
+                H = reply.pooled["mean"].shape[-1]
                 pooled = {name: np.zeros((n, L, H), np.float32) for name in self.modes}
-            for j, internal in enumerate(req_ids):
+            for j, internal in enumerate(reply.req_ids):
                 i = _index(internal, order, external)
-                seen, toks = int(tensors["rows_seen"][j]), int(tensors["num_tokens"][j])
+                seen, toks = int(reply.rows_seen[j]), int(reply.num_tokens[j])
                 if seen != len(prompts[i]) or toks != len(prompts[i]):
                     raise CaptureError(
                         f"prompt {i}: {len(prompts[i])} tokens but the worker saw {seen} rows "
@@ -285,7 +272,7 @@ class CaptureSession:
                     )
                 num_tokens[i] = toks
                 for name, arr in pooled.items():
-                    arr[i, layer_pos] = tensors[name][j].numpy()
+                    arr[i, layer_pos] = reply.pooled[name][j]
                 filled[i, layer_pos] = True
         if pooled is None or not filled.all():
             missing = sorted({int(i) for i in np.nonzero(~filled.all(axis=1))[0]})
@@ -322,14 +309,14 @@ class ReadoutSession:
         L, E = len(self.layers), len(self.concepts)
         scores = [np.zeros((len(p), L, E), np.float32) for p in prompts]
         seen = [np.zeros(L, dtype=bool) for _ in prompts]
-        for tensors, req_ids, layers in _blobs(rpc.call(self.llm, "amygdala_readout_drain")):
-            layer_pos = [self.layers.index(i) for i in layers]
-            for k, internal in enumerate(req_ids):
-                i = _index(internal, order, external)
-                pos = tensors[f"r{k}.positions"].numpy()
-                if not np.array_equal(pos, np.arange(len(prompts[i]))):
+        for blob in rpc.replies(rpc.call(self.llm, "amygdala_readout_drain")):
+            reply = rpc.decode_scores(blob)
+            layer_pos = [self.layers.index(i) for i in reply.layers]
+            for got in reply.requests:
+                i = _index(got.req_id, order, external)
+                if not np.array_equal(got.positions, np.arange(len(prompts[i]))):
                     raise CaptureError(f"prompt {i}: scored positions are not exactly 0..{len(prompts[i]) - 1}")
-                scores[i][:, layer_pos] = tensors[f"r{k}.scores"].numpy()
+                scores[i][:, layer_pos] = got.scores
                 seen[i][layer_pos] = True
         missing = [i for i, s in enumerate(seen) if not s.all()]
         if missing:
@@ -337,7 +324,3 @@ class ReadoutSession:
         pooled = self.capture.collect(prompts, order) if self.capture is not None else None
         return scores, pooled
 
-
-def _metadata(blob: bytes) -> dict[str, str]:
-    """Read the ``__metadata__`` of a worker's in-memory safetensors reply."""
-    return safetensors_metadata(blob, "a worker's reply")

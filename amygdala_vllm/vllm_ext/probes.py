@@ -155,6 +155,13 @@ READS: tuple[Internal, ...] = (
              why="serve_endpoint: the same request check as vLLM's routes"),
     Internal("vllm.engine.protocol", "EngineClient.collective_rpc", "method", params=("method", "timeout", "args"),
              why="serve_endpoint: worker RPCs from the API server (args= keyword)"),
+    Internal("vllm.envs", "VLLM_API_KEY", "attribute", why="serve_endpoint: the key /v1/* take when --api-key is unset"),
+    Internal("vllm.entrypoints.serve.middleware.authenticate", "AuthenticationMiddleware", "class",
+             why="serve_endpoint: vLLM's own --api-key check"),
+    Internal("vllm.entrypoints.serve.middleware.authenticate", "AuthenticationMiddleware.__init__", "method",
+             params=("app", "tokens"), why="serve_endpoint: /amygdala/* check the key as /v1/* do"),
+    Internal("vllm.entrypoints.serve.middleware.authenticate", "AuthenticationMiddleware.verify_token", "method",
+             params=("headers",), why="serve_endpoint: /amygdala/* check the key as /v1/* do"),
 )
 
 

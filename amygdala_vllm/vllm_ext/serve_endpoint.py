@@ -1,219 +1,80 @@
-"""The ``vllm.endpoint_plugins`` entry: per-request readout on vLLM's own OpenAI server.
+"""What the serving endpoint plugin needs from vLLM's OpenAI server, and nothing else.
 
-vLLM replaces a core route with a plugin route of the same path and method, so
-``/v1/chat/completions`` and ``/v1/completions`` come here first. A request
-without ``amygdala*`` keys in ``vllm_xargs`` goes straight to vLLM's own
-handler, unchanged (it pays one dictionary lookup and keeps the prefix cache).
-A request with them is checked (HTTP 400 naming the field), tagged (the
-worker files its scores under the tag), salted against the prefix cache (a
-fresh ``cache_salt``, so every prompt token is computed and scored; other
-requests keep the cache) and handed to the same vLLM handler; its scores are
-spliced into the response (``serve/respond.py``).
+The plugin itself (``serve/endpoint.py``) is serving-stage code and imports no
+vLLM; the two things that must name vLLM's server internals live here:
 
-``init_state`` starts readout on the workers with ``VLLM_READOUT_VECTORS`` /
-``VLLM_READOUT_MANIFEST``; the workers check the vectors against the served
-model (hidden size, layers, fingerprint) and a mismatch stops the server with
-one line. Without those variables the server runs plain and answers readout
-requests with a 400 that says how to start it.
+- :func:`completion_routes`: ``/v1/chat/completions`` and ``/v1/completions``
+  declared with vLLM's own request models and validation dependency, each
+  handing the request and vLLM's own handler to the plugin's ``serve`` function
+  (read in vLLM 0.32, ``entrypoints/openai/chat_completion/api_router.py`` and
+  ``completion/api_router.py``);
+- :func:`api_key_check`: vLLM's ``--api-key`` check for routes its middleware
+  does not guard. ``AuthenticationMiddleware``
+  (``entrypoints/serve/middleware/authenticate.py``) guards only paths under
+  ``/v1``, ``/v2``, ``/inference`` and ``/cohere``; ``/amygdala/*`` would
+  answer anyone. The check uses the same tokens (``--api-key``, else
+  ``VLLM_API_KEY``: ``middleware/register.py``), the same comparison (the
+  middleware's own ``verify_token``) and the same 401 body.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import re
-import uuid
 from argparse import Namespace
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from safetensors.numpy import load as load_arrays
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from vllm.entrypoints.openai.chat_completion.api_router import create_chat_completion
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 from vllm.entrypoints.openai.completion.api_router import create_completion
 from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 from vllm.entrypoints.serve.utils.api_utils import validate_json_request
 
-from ..errors import AmygdalaError
-from ..formats import READOUT_FORMATS, ReadoutManifest, read_json
-from ..serve.assemble import ChoiceBuilder
-from ..serve.broker import Drained, ScoreBroker
-from ..serve.launch import ENDPOINT_PLUGIN, SERVE_WORKER_EXTENSION
-from ..serve.options import KEY, TAG_KEY, OptionError, parse_options, wants_readout
-from ..serve.respond import ResponseScorer, annotate_stream
-from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, safetensors_metadata
+__all__ = ["ServeFn", "AuthCheck", "completion_routes", "api_key_check", "unauthorized"]
 
-__all__ = [
-    "AmygdalaEndpoint", "DRAIN_INTERVAL_ENV", "ServeState", "amygdala_chat_completion", "amygdala_completion",
-    "amygdala_info", "amygdala_stats",
-]
+ServeFn = Callable[[Any, Request, Any, bool], Awaitable[Response]]
+"""``serve(request, raw_request, vllm_handler, completions)``: the plugin's handling of one completion request."""
 
-log = logging.getLogger(__name__)
-
-DRAIN_INTERVAL_ENV = "AMYGDALA_SERVE_DRAIN_INTERVAL"
-NO_VECTORS = (
-    "this server was started without readout vectors; start it with "
-    "`amygdala-vllm serve MODEL --vectors runs/amygdala.safetensors`, or set "
-    f"{ENV_VECTORS} and {ENV_MANIFEST} and pass --worker-extension-cls {SERVE_WORKER_EXTENSION} "
-    "(see docs/serve.md)"
-)
-
-router = APIRouter()
+AuthCheck = Callable[[Request], "Response | None"]
+"""``check(raw_request)``: None if the request may pass, else the 401 response to send."""
 
 
-@dataclass
-class ServeState:
-    """What the routes need: the served manifest and the drain broker (``app.state.amygdala``)."""
+def completion_routes(serve: ServeFn) -> APIRouter:
+    """The two completion routes (replacing vLLM's core ones of the same path), handled by ``serve``."""
+    router = APIRouter()
 
-    manifest: ReadoutManifest
-    broker: ScoreBroker
-    engine_client: Any
+    @router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
+    async def amygdala_chat_completion(request: ChatCompletionRequest, raw_request: Request) -> Response:
+        """vLLM's chat completions, with ``choices[i].amygdala`` for requests that opt in."""
+        return await serve(request, raw_request, create_chat_completion, False)
 
+    @router.post("/v1/completions", dependencies=[Depends(validate_json_request)])
+    async def amygdala_completion(request: CompletionRequest, raw_request: Request) -> Response:
+        """vLLM's completions, with ``choices[i].amygdala`` for requests that opt in."""
+        return await serve(request, raw_request, create_completion, True)
 
-def _error(status: int, message: str, param: str | None) -> JSONResponse:
-    """vLLM's own error body shape, so OpenAI clients raise their usual exceptions."""
-    kind = "BadRequestError" if status == 400 else "InternalServerError"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": status}},
-                        status_code=status)
-
-
-async def _drain(engine_client: Any, tags: list[str], discard: list[str]) -> list[Drained]:
-    results = await engine_client.collective_rpc("amygdala_serve_drain", args=(tags, discard))
-    blob = next((r for r in results if r), b"")
-    if not blob:
-        return []
-    arrays = load_arrays(bytes(blob))
-    out = []
-    for k, (req_id, tag, prompt_len) in enumerate(json.loads(safetensors_metadata(blob)["entries"])):
-        out.append(Drained(tag=tag, req_id=req_id, prompt_len=int(prompt_len),
-                           positions=np.asarray(arrays[f"r{k}.positions"]),
-                           token_ids=np.asarray(arrays[f"r{k}.token_ids"]),
-                           scores=np.asarray(arrays[f"r{k}.scores"])))
-    return out
+    return router
 
 
-async def _serve(request: Any, raw_request: Request, core: Any, completions: bool) -> Response:
-    xargs = request.vllm_xargs
-    if not wants_readout(xargs):
-        return await core(request, raw_request)
-    state: ServeState | None = getattr(raw_request.app.state, "amygdala", None)
-    if state is None:
-        return _error(400, NO_VECTORS, f"vllm_xargs.{KEY}")
-    try:
-        options = parse_options(dict(xargs), list(state.manifest.concepts), list(state.manifest.layers))
-    except OptionError as exc:
-        return _error(400, str(exc), f"vllm_xargs.{exc.field}")
-    tag = uuid.uuid4().hex
-    request.vllm_xargs = {**xargs, TAG_KEY: tag}
-    # A fresh salt: this request can read no cached block, so every prompt token is computed and scored.
-    request.cache_salt = f"{request.cache_salt or ''}amygdala-{tag}"
-    n = int(request.n or 1)
-    scorer = ResponseScorer(ChoiceBuilder(state.manifest, options), completions, n)
-    broker = state.broker
-    broker.register(tag, bool(request.stream))
-    try:
-        response = await core(request, raw_request)
-    except BaseException:
-        broker.discard(tag)
-        raise
-    if isinstance(response, StreamingResponse):
-        return StreamingResponse(annotate_stream(response.body_iterator, scorer, broker, tag),
-                                 media_type=response.media_type)
-    if not isinstance(response, JSONResponse) or response.status_code != 200:
-        broker.discard(tag)
-        return response if response is not None else Response(status_code=499)
-    try:
-        scorer.absorb(await broker.final(tag))
-    except BaseException:  # client gone or drain failed: the worker must not keep this request's scores
-        broker.discard(tag)
-        raise
-    broker.release(tag)
-    body = scorer.annotate_full(json.loads(bytes(response.body)))
-    headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length", "content-type")}
-    # msgspec, not JSONResponse's json.dumps: 9x faster on score arrays (0.13 s -> 0.014 s for 160 tokens x
-    # 4 layers x 200 concepts), and the API server's event loop is shared by every request.
-    return Response(msgspec.json.encode(body), media_type="application/json", headers=headers)
+def unauthorized() -> Response:
+    """vLLM's 401 for a guarded path without the key (``AuthenticationMiddleware.__call__``)."""
+    return JSONResponse(content={"error": "Unauthorized"}, status_code=401)
 
 
-@router.post("/v1/chat/completions", dependencies=[Depends(validate_json_request)])
-async def amygdala_chat_completion(request: ChatCompletionRequest, raw_request: Request) -> Response:
-    """vLLM's chat completions, with ``choices[i].amygdala`` for requests that opt in."""
-    return await _serve(request, raw_request, create_chat_completion, completions=False)
+def api_key_check(args: Namespace) -> AuthCheck:
+    """The server's ``--api-key`` check, exactly as vLLM applies it to ``/v1/*`` (no key configured: all pass)."""
+    import vllm.envs as envs
+    from vllm.entrypoints.serve.middleware.authenticate import AuthenticationMiddleware
 
+    tokens = [key for key in (getattr(args, "api_key", None) or [envs.VLLM_API_KEY]) if key]
+    if not tokens:
+        return lambda raw_request: None
+    middleware = AuthenticationMiddleware(None, tokens=tokens)  # type: ignore[arg-type]  # only verify_token is used
 
-@router.post("/v1/completions", dependencies=[Depends(validate_json_request)])
-async def amygdala_completion(request: CompletionRequest, raw_request: Request) -> Response:
-    """vLLM's completions, with ``choices[i].amygdala`` for requests that opt in."""
-    return await _serve(request, raw_request, create_completion, completions=True)
+    def check(raw_request: Request) -> Response | None:
+        if raw_request.method == "OPTIONS" or middleware.verify_token(raw_request.headers):
+            return None
+        return unauthorized()
 
-
-@router.get("/amygdala/info")
-async def amygdala_info(raw_request: Request) -> Response:
-    """What this server reads: concepts, layers, model (or that it reads nothing)."""
-    state: ServeState | None = getattr(raw_request.app.state, "amygdala", None)
-    if state is None:
-        return JSONResponse({"readout": False, "message": NO_VECTORS})
-    m = state.manifest
-    return JSONResponse({"readout": True, "concepts": m.concepts, "layers": m.layers, "model": m.model,
-                         "model_fingerprint": m.model_fingerprint, "skip_first_tokens": m.skip_first_tokens})
-
-
-@router.get("/amygdala/stats")
-async def amygdala_stats(raw_request: Request) -> Response:
-    """What the worker holds now (``requests_held`` returns to 0 once every request is answered) and drains so far."""
-    state: ServeState | None = getattr(raw_request.app.state, "amygdala", None)
-    if state is None:
-        return _error(400, NO_VECTORS, None)
-    results = await state.engine_client.collective_rpc("amygdala_serve_stats")
-    return JSONResponse({**results[0], "drains": state.broker.drains})
-
-
-class AmygdalaEndpoint:
-    """The endpoint plugin object vLLM instantiates (entry point ``amygdala_serve``)."""
-
-    name = ENDPOINT_PLUGIN
-    required_tasks = ("generate",)
-
-    def attach_router(self, app: FastAPI) -> None:
-        """Add (and so override) the two completion routes and the ``/amygdala/*`` ones."""
-        app.include_router(router)
-
-    async def init_state(self, engine_client: Any, state: Any, args: Namespace) -> None:
-        """Start readout on the workers if vectors are configured; refuse to serve wrong ones."""
-        state.amygdala = None
-        vectors, manifest_path = os.environ.get(ENV_VECTORS), os.environ.get(ENV_MANIFEST)
-        if engine_client is None or not vectors:
-            log.warning("amygdala: %s is not set; readout requests will be refused", ENV_VECTORS)
-            return
-        try:
-            if not manifest_path:
-                raise AmygdalaError(f"{ENV_VECTORS} is set but {ENV_MANIFEST} is not")
-            manifest = read_json(Path(manifest_path), ReadoutManifest, expect_format=READOUT_FORMATS)
-            await engine_client.collective_rpc("amygdala_serve_start", args=(vectors, manifest_path))
-        except Exception as exc:  # worker failures come back as plain Exceptions carrying the message
-            raise SystemExit(f"amygdala: cannot serve readout: {_one_line(exc)}") from None
-        interval = float(os.environ.get(DRAIN_INTERVAL_ENV, "0.05"))
-        state.amygdala = ServeState(manifest=manifest, broker=ScoreBroker(lambda t, d: _drain(engine_client, t, d),
-                                                                          interval), engine_client=engine_client)
-        log.info("amygdala: reading %d concepts at layers %s", len(manifest.concepts), manifest.layers)
-
-
-_WORKER_ERROR = re.compile(r"Worker failed with error '(.*)', please check", re.S)
-
-
-def _one_line(exc: BaseException) -> str:
-    """The worker's own message, without vLLM's RPC wrapping (``Call to collective_rpc ... failed: ...``)."""
-    text = str(exc).strip()
-    inner = _WORKER_ERROR.search(text)
-    if inner:
-        text = inner.group(1)
-    if "amygdala_serve_start" in text and ("has no attribute" in text or "not found" in text):
-        text += f" (start the server with --worker-extension-cls {SERVE_WORKER_EXTENSION})"
-    lines = text.splitlines()
-    return lines[-1] if lines else type(exc).__name__
+    return check

@@ -3,8 +3,9 @@
 Called from the driver by name through ``LLM.collective_rpc("amygdala_...")``.
 Every method is prefixed ``amygdala_`` (vLLM refuses names that clash with the
 worker's own). Results cross the process boundary as plain types or as
-safetensors bytes, never pickle: in multiprocess mode vLLM would only decode
-tensors with ``VLLM_ALLOW_INSECURE_SERIALIZATION``, which we do not use.
+safetensors bytes spelled by :mod:`.rpc`'s codec, never pickle: in multiprocess
+mode vLLM would only decode tensors with ``VLLM_ALLOW_INSECURE_SERIALIZATION``,
+which we do not use.
 
 One set of hooks serves both modes: capture (pooled activations, for
 ``extract``) and readout (per-token projections, for ``readout``/``validate``).
@@ -20,21 +21,21 @@ extension in every worker process before it loads the model.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors.torch import save as save_tensors
 
 from ..pooling_modes import DEFAULT_MODES
-from . import plugin, probes
+from . import plugin, probes, rpc
 from .hooks import LayerHooks, TapHooks
 from .layers import DecoderLayers, resolve_decoder_layers
 from .ops import tapped_layers
 from .pooling import PooledAccumulator
-from .projection import ProjectionAccumulator
 from .runners import RunnerView, runner_view
+from .score_store import ScoreStore
 from .step import StepLayout
 
 __all__ = ["AmygdalaWorkerExtension"]
@@ -47,7 +48,7 @@ class _Fanout:
 
     def __init__(self) -> None:
         self.capture: PooledAccumulator | None = None
-        self.readout: ProjectionAccumulator | None = None
+        self.readout: ScoreStore | None = None
 
     def _active(self) -> list[Any]:
         return [c for c in (self.capture, self.readout) if c is not None]
@@ -159,12 +160,10 @@ class AmygdalaWorkerExtension:
             len(owned), hidden, skip_first_tokens, device=device, modes=tuple(modes or DEFAULT_MODES))
 
     def amygdala_capture_drain(self) -> bytes:
-        """Pooled activations of every request seen since the last drain, as safetensors bytes.
+        """Pooled activations of every request seen since the last drain (:func:`.rpc.encode_capture`).
 
-        Keys: ``num_tokens`` int32 [n], ``rows_seen`` int32 [n], one float32
-        [n, L_rank, H] per pooling mode, named by the mode; metadata ``req_ids`` and ``layers`` (JSON). Only
-        tensor-parallel rank 0 reports (the residual stream is replicated across
-        TP ranks after the all-reduce); other ranks return empty bytes.
+        Only tensor-parallel rank 0 reports (the residual stream is replicated
+        across TP ranks after the all-reduce); other ranks return empty bytes.
         """
         fan = self._amygdala_fanout
         acc = fan.capture if fan is not None else None
@@ -175,14 +174,11 @@ class AmygdalaWorkerExtension:
         if probes.tensor_parallel_rank() != 0:
             return b""
         L, H = acc.num_layers, acc.hidden_size
-        tensors = {
-            "num_tokens": torch.tensor([p.num_tokens for p in pooled], dtype=torch.int32),
-            "rows_seen": torch.tensor([p.rows_seen for p in pooled], dtype=torch.int32),
-        }
-        for name in acc.modes:
-            tensors[name] = torch.stack([p.pooled[name] for p in pooled]) if pooled else torch.zeros(0, L, H)
-        meta = {"req_ids": json.dumps(req_ids), "layers": json.dumps(self._amygdala_layers)}
-        return save_tensors(tensors, metadata=meta)
+        modes = {name: (torch.stack([p.pooled[name] for p in pooled]) if pooled else torch.zeros(0, L, H)).cpu().numpy()
+                 for name in acc.modes}
+        return rpc.encode_capture(rpc.CaptureReply(
+            layers=list(self._amygdala_layers), req_ids=req_ids, num_tokens=np.array([p.num_tokens for p in pooled]),
+            rows_seen=np.array([p.rows_seen for p in pooled]), pooled=modes))
 
     def amygdala_capture_stop(self) -> None:
         """Stop pooling and drop any undrained data."""
@@ -217,30 +213,27 @@ class AmygdalaWorkerExtension:
         mine = [vectors[manifest.layers.index(i)] for i in owned]
         assert self._amygdala_fanout is not None
         max_tokens = int(model_config.max_model_len)
-        self._amygdala_fanout.readout = ProjectionAccumulator(mine, max_tokens_per_request=max_tokens)
+        self._amygdala_fanout.readout = ScoreStore(runner_view(self), mine, max_tokens_per_request=max_tokens)
         return {"concepts": list(manifest.concepts), "layers": list(manifest.layers)}
 
     def amygdala_readout_drain(self, req_ids: list[str] | None = None) -> bytes:
         """Per-token scores of the given internal request ids (default: all), released once drained.
 
-        Keys ``r{k}.positions`` int64 [T] and ``r{k}.scores`` float32 [T, L_rank, E]
-        for the k-th request in metadata ``req_ids``; metadata ``layers`` lists this
-        rank's layers. TP ranks other than 0 return empty bytes.
+        :func:`.rpc.encode_scores` bytes with this rank's layers; TP ranks other
+        than 0 return empty bytes.
         """
+        return self._amygdala_drain(lambda store: store.take(req_ids))
+
+    def _amygdala_drain(self, take: Callable[[ScoreStore], list[rpc.RequestScores]]) -> bytes:
+        """``take`` from the score store, encoded for the driver (empty bytes on TP ranks other than 0)."""
         fan = self._amygdala_fanout
-        acc = fan.readout if fan is not None else None
-        if acc is None:
+        store = fan.readout if fan is not None else None
+        if store is None:
             raise RuntimeError("readout is not active on this worker; call amygdala_readout_start first")
-        wanted = acc.pending() if req_ids is None else [r for r in acc.pending() if r in set(req_ids)]
-        popped = [acc.pop(r) for r in wanted]
+        drained = take(store)
         if probes.tensor_parallel_rank() != 0:
             return b""
-        tensors: dict[str, torch.Tensor] = {}
-        for k, rs in enumerate(popped):
-            tensors[f"r{k}.positions"] = rs.positions.contiguous()
-            tensors[f"r{k}.scores"] = rs.scores.contiguous()
-        meta = {"req_ids": json.dumps(wanted), "layers": json.dumps(self._amygdala_layers)}
-        return save_tensors(tensors, metadata=meta)
+        return rpc.encode_scores(rpc.ScoresReply(layers=list(self._amygdala_layers), requests=drained))
 
     def amygdala_readout_stop(self) -> None:
         """Stop scoring and drop undrained scores."""

@@ -1,7 +1,7 @@
 """One view per supported vLLM model runner, picked from a table: the only code that reads a runner.
 
 The hooks (``hooks.py``), the worker extensions (``worker.py``,
-``serve_worker.py``) and serving's score holder (``serve_scores.py``) hold a
+``serve_worker.py``) and the score store (``score_store.py``) hold a
 :class:`RunnerView` from :func:`runner_view` and never touch the runner
 itself. vLLM-global lookups (version, ``LogitsProcessor``, parallel ranks,
 request-id format) stay in ``probes.py``.
