@@ -21,17 +21,19 @@ import bisect
 import hashlib
 import logging
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import UsageError
+from .mentions import MentionIndex
 from .nodes import Node
 from .tags import MalformedTags, canonical_name, mention_pattern, parse_tags
 
 __all__ = [
     "Unit",
+    "UnitIndex",
     "Rules",
     "Example",
     "normalise_whitespace",
@@ -102,6 +104,17 @@ def _rank(*parts: object) -> int:
     """A stable pseudo-random 64-bit number for ``parts`` (same on every machine and run)."""
     digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def _ranker(*salt: object) -> Callable[[str], int]:
+    """``key -> _rank(*salt, key)``, with the salt's bytes encoded once (ranking every negative of every
+    emotion hashes millions of keys on a large graph)."""
+    prefix = ("\0".join(str(p) for p in salt) + "\0").encode("utf-8")
+
+    def rank(key: str) -> int:
+        return int.from_bytes(hashlib.sha256(prefix + key.encode("utf-8")).digest()[:8], "big")
+
+    return rank
 
 
 def normalise_whitespace(text: str) -> str:
@@ -192,25 +205,49 @@ def parse_emotion_list(text: str) -> list[str]:
     return names
 
 
-def _classify_all(units: Sequence[Unit], emotion: str, rules: Rules) -> tuple[list[Unit], list[Unit]]:
-    pattern = mention_pattern(emotion)
-    pos: list[Unit] = []
-    neg: list[Unit] = []
-    for unit in units:
-        score = unit.tags.get(emotion)
-        mentions = None
-        if score is None or score < rules.min_positive_score:
-            mentions = len(pattern.findall(unit.text))
-        side = polarity(unit, emotion, rules, mentions)
-        if side == "positive":
-            pos.append(unit)
-        elif side == "negative":
-            neg.append(unit)
-    return pos, neg
+class UnitIndex:
+    """``units`` indexed once for every emotion's classification: tags by emotion, mentions by word.
+
+    Classifying one emotion is then proportional to the texts tagged with it
+    or naming it, not to the graph (see :mod:`.mentions`).
+    """
+
+    def __init__(self, units: Sequence[Unit], names: Iterable[str] | None = None):
+        self.units = list(units)
+        self.tagged: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for i, unit in enumerate(self.units):
+            for name, score in unit.tags.items():
+                self.tagged[name].append((i, score))
+        self.mentions = MentionIndex([u.text for u in self.units], self.tagged if names is None else names)
+
+    def split(self, emotion: str, rules: Rules) -> tuple[list[int], set[int]]:
+        """Positions of the positives (in unit order), and of every unit that is not a negative.
+
+        The rules of :func:`polarity`, applied to every unit at once.
+        """
+        pos: list[int] = []
+        not_negative: set[int] = set()
+        for i, score in self.tagged.get(emotion, ()):
+            if score >= rules.min_positive_score:
+                pos.append(i)
+                not_negative.add(i)
+            elif rules.max_negative_score is None or score > rules.max_negative_score:
+                not_negative.add(i)
+        for i, n in self.mentions.counts(emotion, not_negative).items():
+            if n > rules.max_negative_mentions:
+                not_negative.add(i)
+        return pos, not_negative
+
+
+def _classify_all(index: UnitIndex, emotion: str, rules: Rules) -> tuple[list[Unit], list[Unit]]:
+    pos, not_negative = index.split(emotion, rules)
+    units = index.units
+    return [units[i] for i in pos], [u for i, u in enumerate(units) if i not in not_negative]
 
 
 def choose_emotions(
-    units: Sequence[Unit], rules: Rules, *, curated: Sequence[str] | None = None, top: int | None = None
+    units: Sequence[Unit], rules: Rules, *, curated: Sequence[str] | None = None, top: int | None = None,
+    index: UnitIndex | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The emotions to build, sorted, and the ones left out with a reason.
 
@@ -219,7 +256,8 @@ def choose_emotions(
     The result is the union of the eligible curated names and the ``top``
     eligible emotions with the most positives (ties by name); with neither
     given, every eligible emotion. A curated list of which no name is tagged
-    anywhere is a :class:`UsageError` that lists what is present.
+    anywhere is a :class:`UsageError` that lists what is present. ``index``:
+    ``UnitIndex(units)`` when the caller already has it.
     """
     present = sorted({name for unit in units for name in unit.tags})
     dropped: dict[str, str] = {}
@@ -232,10 +270,11 @@ def choose_emotions(
                 f"none of the {len(curated)} emotions in the emotions file is tagged in the graph; "
                 f"present: {', '.join(present) or '(none)'}"
             )
+    index = index if index is not None else UnitIndex(units)
     counts: dict[str, tuple[int, int]] = {}
     for name in present:
-        pos, neg = _classify_all(units, name, rules)
-        counts[name] = (len(pos), len(neg))
+        pos, not_negative = index.split(name, rules)
+        counts[name] = (len(pos), len(index.units) - len(not_negative))
     eligible = []
     for name in present:
         n_pos, n_neg = counts[name]
@@ -267,30 +306,56 @@ def _match_lengths(positives: Sequence[Unit], negatives: Sequence[Unit], k: int,
 
     Positives are visited round-robin in their given order; ties in length
     distance go to the lower seeded rank, so no key order leaks in.
+
+    The pool is ordered by (length, rank). Of it only the two neighbours of
+    a target length are ever looked at: the lowest-ranked text of the nearest
+    length at or above it and the highest-ranked one of the nearest length
+    below. So texts are grouped by length, and a group's ranks are computed
+    the first time the group is reached: most groups of a large pool never are.
     """
-    pool = sorted(negatives, key=lambda u: (len(u.text), _rank(*salt, u.key)))
-    lengths = [len(u.text) for u in pool]
+    rank = _ranker(*salt)
+    groups: dict[int, list[Unit]] = defaultdict(list)
+    for u in negatives:
+        groups[len(u.text)].append(u)
+    lengths = sorted(groups)
+    ranked: dict[int, list[tuple[int, Unit]]] = {}
+
+    def group(length: int) -> list[tuple[int, Unit]]:
+        if length not in ranked:
+            ranked[length] = sorted(((rank(u.key), u) for u in groups[length]), key=lambda t: t[0])
+        return ranked[length]
+
     chosen: list[Unit] = []
-    for i in range(k):
+    for i in range(min(k, len(negatives))):
         target = len(positives[i % len(positives)].text)
         j = bisect.bisect_left(lengths, target)
-        options = [c for c in (j - 1, j) if 0 <= c < len(pool)]
-        best = min(options, key=lambda c: (abs(lengths[c] - target), _rank(*salt, pool[c].key)))
-        chosen.append(pool.pop(best))
-        lengths.pop(best)
+        # (distance, rank, position in lengths, position in its group)
+        options = []
+        if j > 0:
+            below = group(lengths[j - 1])
+            options.append((target - lengths[j - 1], below[-1][0], j - 1, len(below) - 1))
+        if j < len(lengths):
+            options.append((lengths[j] - target, group(lengths[j])[0][0], j, 0))
+        _, _, at, pos = min(options)
+        members = ranked[lengths[at]]
+        chosen.append(members.pop(pos)[1])
+        if not members:
+            lengths.pop(at)
     return chosen
 
 
-def select_examples(units: Sequence[Unit], emotion: str, rules: Rules) -> list[Example]:
+def select_examples(units: Sequence[Unit], emotion: str, rules: Rules, index: UnitIndex | None = None) -> list[Example]:
     """The capped, balanced, length-matched examples of one emotion.
 
     At most ``max_examples_per_emotion`` positives are kept (a seeded sample,
     so train and held-out keep their proportions). Then, separately in train
     and in held-out, ``round(negatives_per_positive x positives)`` negatives
     (or all there are, if fewer) are matched to the positives by length.
+    ``index``: ``UnitIndex(units)``, built once for all emotions by the caller.
     """
-    pos, neg = _classify_all(units, emotion, rules)
-    pos = sorted(pos, key=lambda u: _rank("pos", rules.seed, emotion, u.key))[: rules.max_examples_per_emotion]
+    pos, neg = _classify_all(index if index is not None else UnitIndex(units, [emotion]), emotion, rules)
+    rank = _ranker("pos", rules.seed, emotion)
+    pos = sorted(pos, key=lambda u: rank(u.key))[: rules.max_examples_per_emotion]
     examples = [Example(emotion, "positive", u, u.tags[emotion]) for u in pos]
     for heldout in (False, True):
         p_side = [u for u in pos if u.heldout == heldout]
