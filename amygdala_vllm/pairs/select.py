@@ -106,13 +106,14 @@ def _rank(*parts: object) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _ranker(*salt: object) -> Callable[[str], int]:
-    """``key -> _rank(*salt, key)``, with the salt's bytes encoded once (ranking every negative of every
-    emotion hashes millions of keys on a large graph)."""
+def _ranker(*salt: object) -> Callable[[str], bytes]:
+    """``key ->`` the 8 bytes :func:`_rank` reads as a big-endian number (so they sort the same), with the
+    salt encoded once: ranking the negatives of every emotion hashes about a million keys on a large graph."""
     prefix = ("\0".join(str(p) for p in salt) + "\0").encode("utf-8")
+    sha256 = hashlib.sha256
 
-    def rank(key: str) -> int:
-        return int.from_bytes(hashlib.sha256(prefix + key.encode("utf-8")).digest()[:8], "big")
+    def rank(key: str) -> bytes:
+        return sha256(prefix + key.encode("utf-8")).digest()[:8]
 
     return rank
 
@@ -215,9 +216,13 @@ class UnitIndex:
     def __init__(self, units: Sequence[Unit], names: Iterable[str] | None = None):
         self.units = list(units)
         self.tagged: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        #: per side (held out or not): text length -> (position, unit), in unit order
+        self.by_length: dict[bool, dict[int, list[tuple[int, Unit]]]] = {False: defaultdict(list), True: defaultdict(list)}
         for i, unit in enumerate(self.units):
             for name, score in unit.tags.items():
                 self.tagged[name].append((i, score))
+            self.by_length[unit.heldout][len(unit.text)].append((i, unit))
+        self.side_count = {side: sum(map(len, groups.values())) for side, groups in self.by_length.items()}
         self.mentions = MentionIndex([u.text for u in self.units], self.tagged if names is None else names)
 
     def split(self, emotion: str, rules: Rules) -> tuple[list[int], set[int]]:
@@ -237,12 +242,6 @@ class UnitIndex:
             if n > rules.max_negative_mentions:
                 not_negative.add(i)
         return pos, not_negative
-
-
-def _classify_all(index: UnitIndex, emotion: str, rules: Rules) -> tuple[list[Unit], list[Unit]]:
-    pos, not_negative = index.split(emotion, rules)
-    units = index.units
-    return [units[i] for i in pos], [u for i, u in enumerate(units) if i not in not_negative]
 
 
 def choose_emotions(
@@ -301,47 +300,62 @@ def choose_emotions(
     return sorted(chosen), dict(sorted(dropped.items()))
 
 
-def _match_lengths(positives: Sequence[Unit], negatives: Sequence[Unit], k: int, salt: tuple[object, ...]) -> list[Unit]:
-    """Pick ``k`` negatives without replacement, each nearest in length to the next positive.
+class _Pool:
+    """The negatives of one side (every unit there but ``excluded``), ordered by (text length, seeded rank).
+
+    Of that order only the two neighbours of a target length are ever looked
+    at: the lowest-ranked text of the nearest length at or above it and the
+    highest-ranked one of the nearest length below. So a length's group is
+    filtered and ranked the first time it is reached: on a large graph most
+    groups never are, and the pool is never built as one list per emotion.
+    """
+
+    def __init__(self, by_length: dict[int, list[tuple[int, Unit]]], excluded: set[int], salt: tuple[object, ...]):
+        self.by_length = by_length
+        self.excluded = excluded
+        self.rank = _ranker(*salt)
+        self.lengths = sorted(by_length)
+        self.ranked: dict[int, list[tuple[bytes, Unit]]] = {}
+
+    def _group(self, at: int) -> list[tuple[bytes, Unit]]:
+        length = self.lengths[at]
+        if length not in self.ranked:
+            members = [(self.rank(u.key), u) for i, u in self.by_length[length] if i not in self.excluded]
+            self.ranked[length] = sorted(members, key=lambda t: t[0])
+        return self.ranked[length]
+
+    def take(self, target: int) -> Unit:
+        """The negative nearest in length to ``target`` (ties: lower rank), removed from the pool."""
+        while True:
+            j = bisect.bisect_left(self.lengths, target)
+            options = []  # (distance, rank, position in lengths, position in its group)
+            if j > 0:
+                below = self._group(j - 1)
+                if not below:
+                    self.lengths.pop(j - 1)
+                    continue
+                options.append((target - self.lengths[j - 1], below[-1][0], j - 1, len(below) - 1))
+            if j < len(self.lengths):
+                above = self._group(j)
+                if not above:
+                    self.lengths.pop(j)
+                    continue
+                options.append((self.lengths[j] - target, above[0][0], j, 0))
+            _, _, at, pos = min(options)
+            members = self.ranked[self.lengths[at]]
+            unit = members.pop(pos)[1]
+            if not members:
+                self.lengths.pop(at)
+            return unit
+
+
+def _match_lengths(positives: Sequence[Unit], pool: _Pool, k: int) -> list[Unit]:
+    """Pick ``k`` negatives from ``pool`` without replacement, each nearest in length to the next positive.
 
     Positives are visited round-robin in their given order; ties in length
     distance go to the lower seeded rank, so no key order leaks in.
-
-    The pool is ordered by (length, rank). Of it only the two neighbours of
-    a target length are ever looked at: the lowest-ranked text of the nearest
-    length at or above it and the highest-ranked one of the nearest length
-    below. So texts are grouped by length, and a group's ranks are computed
-    the first time the group is reached: most groups of a large pool never are.
     """
-    rank = _ranker(*salt)
-    groups: dict[int, list[Unit]] = defaultdict(list)
-    for u in negatives:
-        groups[len(u.text)].append(u)
-    lengths = sorted(groups)
-    ranked: dict[int, list[tuple[int, Unit]]] = {}
-
-    def group(length: int) -> list[tuple[int, Unit]]:
-        if length not in ranked:
-            ranked[length] = sorted(((rank(u.key), u) for u in groups[length]), key=lambda t: t[0])
-        return ranked[length]
-
-    chosen: list[Unit] = []
-    for i in range(min(k, len(negatives))):
-        target = len(positives[i % len(positives)].text)
-        j = bisect.bisect_left(lengths, target)
-        # (distance, rank, position in lengths, position in its group)
-        options = []
-        if j > 0:
-            below = group(lengths[j - 1])
-            options.append((target - lengths[j - 1], below[-1][0], j - 1, len(below) - 1))
-        if j < len(lengths):
-            options.append((lengths[j] - target, group(lengths[j])[0][0], j, 0))
-        _, _, at, pos = min(options)
-        members = ranked[lengths[at]]
-        chosen.append(members.pop(pos)[1])
-        if not members:
-            lengths.pop(at)
-    return chosen
+    return [pool.take(len(positives[i % len(positives)].text)) for i in range(k)]
 
 
 def select_examples(units: Sequence[Unit], emotion: str, rules: Rules, index: UnitIndex | None = None) -> list[Example]:
@@ -353,17 +367,19 @@ def select_examples(units: Sequence[Unit], emotion: str, rules: Rules, index: Un
     (or all there are, if fewer) are matched to the positives by length.
     ``index``: ``UnitIndex(units)``, built once for all emotions by the caller.
     """
-    pos, neg = _classify_all(index if index is not None else UnitIndex(units, [emotion]), emotion, rules)
+    index = index if index is not None else UnitIndex(units, [emotion])
+    pos_at, not_negative = index.split(emotion, rules)
     rank = _ranker("pos", rules.seed, emotion)
-    pos = sorted(pos, key=lambda u: rank(u.key))[: rules.max_examples_per_emotion]
+    pos = sorted((index.units[i] for i in pos_at), key=lambda u: rank(u.key))[: rules.max_examples_per_emotion]
     examples = [Example(emotion, "positive", u, u.tags[emotion]) for u in pos]
     for heldout in (False, True):
         p_side = [u for u in pos if u.heldout == heldout]
-        n_side = [u for u in neg if u.heldout == heldout]
-        k = min(len(n_side), math.floor(rules.negatives_per_positive * len(p_side) + 0.5))
+        n_side = index.side_count[heldout] - sum(1 for i in not_negative if index.units[i].heldout == heldout)
+        k = min(n_side, math.floor(rules.negatives_per_positive * len(p_side) + 0.5))
         if k < rules.negatives_per_positive * len(p_side) - 0.5:
-            log.warning("%s: only %d %s negatives for %d positives", emotion, len(n_side),
+            log.warning("%s: only %d %s negatives for %d positives", emotion, n_side,
                         "held-out" if heldout else "train", len(p_side))
-        for u in _match_lengths(p_side, n_side, k, ("neg", rules.seed, emotion)):
+        pool = _Pool(index.by_length[heldout], not_negative, ("neg", rules.seed, emotion))
+        for u in _match_lengths(p_side, pool, k):
             examples.append(Example(emotion, "negative", u, u.tags.get(emotion)))
     return examples
