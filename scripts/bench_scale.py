@@ -71,14 +71,21 @@ def stage_args(stage: str, work: Path, graph: Path, model: Path, tag: str) -> li
     }[stage]
 
 
-def run_size(nodes: int, work: Path, model: Path, baseline: Path | None) -> dict[str, Any]:
+def run_size(nodes: int, work: Path, model: Path, baseline: Path | None, skip_extract: bool = False) -> dict[str, Any]:
     from bench.scale_graph import write_graph
 
     work.mkdir(parents=True, exist_ok=True)
     (work / "vectors").mkdir(exist_ok=True)
     graph = write_graph(work / "graph.jsonl", nodes)
     row: dict[str, Any] = {"nodes": nodes, "stages": {}, "baseline": {}}
+    row["skip_extract"] = skip_extract
     for stage in ("pairs", "extract", "reduce", "validate"):
+        if skip_extract and stage == "extract":
+            continue
+        if skip_extract and stage == "reduce":  # random calibrated vectors for every emotion instead
+            run_child(["-m", "bench.scale_width", "random-vectors", str(work / "dataset"), str(model),
+                       str(work / "vectors" / "amygdala.safetensors")], ROOT, work / "vectors.log")
+            continue
         print(f"[{nodes} nodes] {stage} ...", flush=True)
         row["stages"][stage] = run_child(stage_args(stage, work, graph, model, ""), ROOT, work / f"{stage}.log")
         usage = json.loads((work / {"pairs": "dataset/usage.json", "extract": "acts/usage.json",
@@ -166,6 +173,10 @@ def render(res: dict[str, Any]) -> str:
                     p = prev["stages"][stage]
                     g_wall = f"{m['wall_s'] / max(p['wall_s'], 1e-9):.2f}x"
                     g_rss = f"{m['peak_rss_mib'] / max(p['peak_rss_mib'], 1e-9):.2f}x"
+                if stage == "validate" and row.get("skip_extract"):
+                    work += " (random vectors: extract and reduce skipped)"
+                if stage == "validate" and row.get("skip_extract"):
+                    work += " (random vectors: extract and reduce skipped)"
                 lines.append(f"| {row['nodes']:,} | {stage} | {work} | {m['wall_s']:.1f} | {m['peak_rss_mib']:,.0f} "
                              f"| {g_wall} | {g_rss} |")
             prev = row
@@ -211,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="", help="comma-separated node counts, e.g. 2000,20000,50000")
     p.add_argument("--baseline", type=Path, default=None, help="a checkout whose pairs and validate to time too")
+    p.add_argument("--skip-extract", action="store_true",
+                   help="validate random calibrated vectors instead of extract + reduce (validate's cost is the same)")
     p.add_argument("--width", action="store_true", help="reduce + validate at hidden 5120 on synthetic activations")
     p.add_argument("--width-per-class", type=int, default=6, help="train texts per (concept, polarity); held out: half")
     p.add_argument("--width-tokens", type=int, default=256, help="token rows per text in the width validate")
@@ -234,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
                       ROOT, work / "model.log")
         rows = {r["nodes"]: r for r in res.get("sizes", [])}  # sizes run before and not now are kept
         for n in args.sizes.split(","):
-            rows[int(n)] = run_size(int(n), work / f"n{n}", model, args.baseline)
+            rows[int(n)] = run_size(int(n), work / f"n{n}", model, args.baseline, args.skip_extract)
         res["sizes"] = [rows[n] for n in sorted(rows)]
         if args.baseline:
             res["baseline"] = str(args.baseline)

@@ -2,6 +2,7 @@
 
     python -m bench.scale_width write DIR TEXTS_PER_CLASS HIDDEN CONCEPTS
     python -m bench.scale_width validate DIR TOKENS
+    python -m bench.scale_width random-vectors DATASET MODEL VECTORS   # for --skip-extract
 
 ``write`` puts a synthetic dataset and its activations, in the capture format,
 under DIR (tests/synthetic.py draws them: planted unit directions plus noise).
@@ -99,9 +100,34 @@ def validate(out: Path, tokens: int) -> None:
           f"{len(result.report.concepts)} concepts")
 
 
+def random_vectors(dataset: Path, model: Path, out: Path, hidden: int, layers: list[int]) -> None:
+    """Random unit vectors, calibrated, for every emotion of ``dataset``: validate's cost does not depend on them."""
+    from safetensors.numpy import save_file
+
+    from amygdala_vllm.dataset import load_dataset
+    from amygdala_vllm.formats import LAYER_SEMANTICS, READOUT_FORMAT, Calibration, ReadoutManifest, write_json
+    from amygdala_vllm.models import model_fingerprint
+
+    concepts = sorted(load_dataset(dataset).info.emotions)
+    rng = np.random.default_rng(0)
+    mats = {}
+    for i in layers:
+        m = rng.standard_normal((len(concepts), hidden)).astype(np.float32)
+        mats[f"layer_{i}.vectors"] = m / np.linalg.norm(m, axis=1, keepdims=True)
+    save_file(mats, str(out))
+    cal = {c: {str(l): Calibration(pos_mean=1.0, neg_mean=0.0, pooled_std=1.0, raw_norm=1.0) for l in layers}
+           for c in concepts}
+    write_json(out.with_name(out.name.removesuffix(".safetensors") + ".manifest.json"), ReadoutManifest(
+        format=READOUT_FORMAT, concepts=concepts, layers=layers, layer_semantics=LAYER_SEMANTICS, hidden_size=hidden,
+        model=str(model), model_fingerprint=model_fingerprint(str(model)), pooling="mean", method="caa", counts={},
+        calibration=cal))
+
+
 if __name__ == "__main__":
     what, where = sys.argv[1], Path(sys.argv[2])
-    if what == "write":
+    if what == "random-vectors":
+        random_vectors(where, Path(sys.argv[3]), Path(sys.argv[4]), 128, [0, 1, 2, 3])
+    elif what == "write":
         write(where, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     else:
         validate(where, int(sys.argv[3]))
