@@ -46,6 +46,7 @@ __all__ = [
     "heldout_classes",
     "concept_reports",
     "agreement_of",
+    "agreement_from",
     "agreement_tolerance",
     "evaluate",
     "evaluate_projections",
@@ -82,13 +83,18 @@ class Projections:
 
 def projections_from_scores(scores: Sequence[ScoresLike], text_ids: Sequence[int]) -> Projections:
     """Stack per-text scores in ``text_ids`` order, per pooling mode; shapes and modes must agree."""
-    from .stream import ScoreStream  # builds on this module
-
     if len(scores) != len(text_ids):
         raise ValueError(f"{len(scores)} scores for {len(text_ids)} text ids")
-    stream = ScoreStream(text_ids)
-    stream.add(scores)
-    return stream.projections()
+    ids = np.asarray(text_ids, dtype=np.int64)
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("text ids must be unique (each text is scored once)")
+    if not scores:
+        return Projections(ids, {name: np.zeros((0, 0, 0)) for name in MODES})
+    names = [name for name in MODES if name in scores[0].pooled]
+    if any(set(s.pooled) != set(names) for s in scores):
+        raise ValueError(f"every text must carry the same registered pooling modes ({', '.join(names)})")
+    return Projections(ids, {name: np.stack([np.asarray(s.pooled[name], dtype=np.float64) for s in scores])
+                             for name in names})
 
 
 def heldout_classes(dataset: Dataset, concepts: Sequence[str], scored: np.ndarray | None = None
@@ -189,13 +195,33 @@ def agreement_tolerance(dtype: str, activation_scale: float, hidden_size: int = 
 def agreement_of(scores: Sequence[ScoresLike], dtype: str, hidden_size: int = 1) -> Agreement:
     """Max agreement difference over texts, and whether it passes the bar of :func:`agreement_tolerance`.
 
-    The figures are those of :meth:`~.stream.ScoreStream.agreement` (texts reduced as they arrive).
+    ``S`` is the texts' largest ``agreement_scale`` (|pooled activation| x |vector|);
+    scores without one fall back to their largest |projection| over the linear modes
+    (the ones the check compares), a lower bound of it.
     """
-    from .stream import ScoreStream  # builds on this module
+    vals = [s.agreement for s in scores if s.agreement is not None]
+    linear = [s.pooled[n] for s in scores for n, m in MODES.items() if m.linear and np.size(s.pooled.get(n, ()))]
+    scale = max((float(np.max(np.abs(a))) for a in linear), default=0.0)
+    norms = [float(v) for s in scores if (v := getattr(s, "agreement_scale", None)) is not None]
+    tokens = max((len(getattr(s, "token_ids", ()) or ()) for s in scores), default=1)
+    return agreement_from(max(vals, default=None), scale, max(norms, default=None), tokens, dtype, hidden_size)
 
-    stream = ScoreStream(range(len(scores)))
-    stream.add(scores)
-    return stream.agreement(dtype, hidden_size)
+
+def agreement_from(worst: float | None, scale: float, norm: float | None, tokens: int, dtype: str,
+                   hidden_size: int = 1) -> Agreement:
+    """The agreement figure from its four maxima over texts (difference, |projection|, activation scale, tokens).
+
+    Shared by :func:`agreement_of` (a list of scores) and :class:`~.stream.ScoreStream` (maxima kept as
+    texts arrive).
+    """
+    activation = max(scale, norm) if norm is not None else scale
+    tol = agreement_tolerance(dtype, activation, hidden_size, max(tokens, 1))
+    if worst is None:
+        return Agreement(checked=False, max_abs_diff=None, max_abs_projection=opt(scale), tolerance=tol,
+                         dtype=dtype, passed=None, max_activation_scale=opt(activation))
+    worst = float(worst)
+    return Agreement(checked=True, max_abs_diff=opt(worst), max_abs_projection=opt(scale), tolerance=tol,
+                     dtype=dtype, passed=bool(worst <= tol), max_activation_scale=opt(activation))
 
 
 def evaluate_projections(
@@ -241,11 +267,11 @@ def evaluate(
     **kwargs: object,
 ) -> ValidateReport:
     """The report from ``Readout.score_texts`` output for ``text_ids`` (same order); see :func:`evaluate_projections`."""
-    from .stream import ScoreStream  # builds on this module
-
-    if len(scores) != len(text_ids):
-        raise ValueError(f"{len(scores)} scores for {len(text_ids)} text ids")
-    stream = ScoreStream(text_ids, (len(manifest.layers), len(manifest.concepts)))
-    stream.add(scores)
-    agreement = stream.agreement(str(kwargs.get("dtype", "bf16")), manifest.hidden_size)
-    return evaluate_projections(dataset, manifest, vectors, stream.projections(), agreement, **kwargs)  # type: ignore[arg-type]
+    dtype = str(kwargs.get("dtype", "bf16"))
+    proj = projections_from_scores(scores, text_ids)
+    shape = proj.of(manifest.pooling).shape[1:] if len(proj.text_ids) else None
+    if shape is not None and shape != (len(manifest.layers), len(manifest.concepts)):
+        raise FormatError(f"scores have shape [L, E] = {list(shape)}, the manifest "
+                          f"{[len(manifest.layers), len(manifest.concepts)]}")
+    agreement = agreement_of(scores, dtype, manifest.hidden_size)
+    return evaluate_projections(dataset, manifest, vectors, proj, agreement, **kwargs)  # type: ignore[arg-type]

@@ -20,8 +20,8 @@ import numpy as np
 
 from ..errors import FormatError
 from ..pooling_modes import MODES
-from .evaluate import Projections, ScoresLike, agreement_tolerance
-from .schema import Agreement, opt
+from .evaluate import Projections, ScoresLike, agreement_from
+from .schema import Agreement
 
 __all__ = ["ScoreStream"]
 
@@ -85,17 +85,5 @@ class ScoreStream:
         return Projections(self.text_ids, self._pooled)
 
     def agreement(self, dtype: str, hidden_size: int = 1) -> Agreement:
-        """Max agreement difference over texts against the bar of :func:`~.evaluate.agreement_tolerance`.
-
-        ``S`` is the texts' largest ``agreement_scale`` (|pooled activation| x
-        |vector|); scores without one fall back to their largest |projection|
-        over the linear modes (the ones the check compares), a lower bound of it.
-        """
-        scale = self._scale
-        activation = max(scale, self._norm) if self._norm is not None else scale
-        tol = agreement_tolerance(dtype, activation, hidden_size, self._tokens)
-        worst = self._worst
-        return Agreement(checked=worst is not None, max_abs_diff=None if worst is None else opt(worst),
-                         max_abs_projection=opt(scale),
-                         tolerance=tol, dtype=dtype, passed=None if worst is None else bool(worst <= tol),
-                         max_activation_scale=opt(activation))
+        """Max agreement difference over texts against its bar (:func:`~.evaluate.agreement_from`)."""
+        return agreement_from(self._worst, self._scale, self._norm, self._tokens, dtype, hidden_size)
