@@ -62,7 +62,7 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
 
     emotions = sorted(load_dataset(ds).info.emotions)
     # Many concepts (most with no held-out texts: reported n/a) make each text's per-token series large.
-    concepts = emotions + [f"extra{k}" for k in range(128 - len(emotions))]
+    concepts = emotions + [f"extra{k}" for k in range(256 - len(emotions))]
     cal = {c: {str(l): Calibration(pos_mean=1.0, neg_mean=0.0, pooled_std=1.0, raw_norm=1.0) for l in LAYERS}
            for c in concepts}
     vec, man, _ = write_vectors(tmp_path, tiny_llama_dir, layers=LAYERS, concepts=concepts, calibration=cal)
@@ -87,5 +87,6 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
         return peaks[n]
 
     small, large = measure(8), measure(32)
-    # Holding every text's [T, 2, 128] float32 series made this ~4x; streaming keeps one call's (8 texts).
-    assert large < 2.0 * small, (small, large)
+    # Holding every text's [T, 2, 256] float32 series made this ~2.6x here (texts of ~100 tokens over ~2.6 MB
+    # of other allocations); streaming keeps one call's (8 texts), and the ratio stays near 1.
+    assert large < 1.5 * small, (small, large, large / small)
