@@ -131,7 +131,7 @@ def test_foreign_dir_is_refused_unless_force(tmp_path: Path) -> None:
     assert "StoreError" in result.output and "--force" in result.output
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
     assert pairs("--output-dir", out, "--force").exit_code == 0
-    assert sorted(p.name for p in out.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*FILES, "usage.json"))
 
 
 def test_empty_dir_is_fine_and_a_file_is_refused_even_with_force(tmp_path: Path) -> None:

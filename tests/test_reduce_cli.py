@@ -31,7 +31,8 @@ def test_cli_writes_both_files_and_prints_the_summary(tmp_path: Path) -> None:
     out.parent.mkdir()
     res = _invoke(ds, dirs, out, "--json-summary", str(tmp_path / "summary.json"), "--method", "lda")
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.parent.iterdir()) == ["vectors.manifest.json", "vectors.safetensors"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["vectors.manifest.json", "vectors.safetensors",
+                                                            "vectors.usage.json"]
     man = read_json(out.with_suffix(".manifest.json"), ReadoutManifest)
     assert man.method == "lda" and man.concepts == ["anger", "joy", "warmth"]
     assert "3 kept, 0 dropped" in res.output and "cross-talk" in res.output

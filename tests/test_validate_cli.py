@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from amygdala_vllm.cli import app
 from amygdala_vllm.formats import ReadoutManifest, encode_json, read_json
 from amygdala_vllm.validate import read_report
+from amygdala_vllm.usage import read_usage
 from amygdala_vllm.validate import run as run_mod
 from synthetic import SyntheticSpec, write_dataset
 from validate_fakes import fake_for, reduced_run
@@ -48,7 +49,11 @@ def test_validate_writes_report_and_prints_summary(setup) -> None:
     res = _invoke(ds, vec, out, "--dtype", "fp32", "--ood", str(ood), "--compare-methods",
                   "--activations", str(dirs[0]), "--batch-size", "4", "--max-model-len", "256")
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md", "specificity.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["auroc.png", "crosstalk.png", "report.json", "report.md", "specificity.png",
+                                                     "usage.json"]
+    usage = read_usage(out / "usage.json")
+    assert usage.stage == "validate" and usage.counts["texts"] > 0 and usage.peak_rss_bytes > 0
+    assert "used: " in res.output
     report = read_report(out / "report.json")
     assert report.ood is not None and report.ood.texts == 4
     assert report.compare is not None and len(report.compare.concepts) == 3

@@ -13,7 +13,9 @@ from ..defaults import DATASET_DIR as DEFAULT_DATASET
 from ..defaults import auto_layers
 from ..errors import UsageError
 from ..pooling_modes import DEFAULT_MODES, MODES
+from ..usage import Meter
 from ._app import app, command, console
+from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
@@ -91,6 +93,7 @@ def extract(
     ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
+    meter = Meter("extract")
     from ..extract import ExtractOptions, run_extract
     from ..pooling_modes import parse_modes
 
@@ -140,3 +143,4 @@ def extract(
         f"{summary.texts_resumed} resumed from earlier shards, {summary.tokens:,} tokens in {summary.seconds:.1f} s; "
         f"layers {layers}; {summary.shards} shard(s); overlong: {summary.truncated} truncated, {summary.skipped} skipped"
     )
+    finish_usage(meter, summary.output_dir, {"texts": summary.texts_run, "tokens": summary.tokens})

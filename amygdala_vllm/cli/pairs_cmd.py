@@ -20,7 +20,9 @@ from ..pairs.build import PairsOptions, PairsSummary, build_dataset
 from ..pairs.mcp_mapping import parse_json_args
 from ..pairs.select import Rules
 from ..pairs.sources import SourceSpec
+from ..usage import Meter
 from ._app import app, command, console
+from ._usage import finish_usage
 
 __all__ = ["pairs", "summary_table"]
 
@@ -188,6 +190,7 @@ def pairs(
         help="Replace --output-dir even if it exists and is not a dataset dir.", rich_help_panel=_OUT)] = False,
 ) -> None:
     """Turn a memory graph into a deduplicated (emotion, polarity, text) training set."""
+    meter = Meter("pairs")
     overrides = {
         "list_tool": mcp_list_tool,
         "list_args": parse_json_args(mcp_list_args, "--mcp-list-args"),
@@ -233,3 +236,6 @@ def pairs(
     with _fetch_bar() as progress:
         summary = build_dataset(source, output_dir, options, force=force, progress=progress)
     _print_summary(summary)
+    info = summary.info
+    finish_usage(meter, summary.output_dir, {"nodes": info.stats.nodes_read, "texts": info.stats.texts,
+                                             "examples": summary.examples})

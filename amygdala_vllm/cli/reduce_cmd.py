@@ -15,7 +15,9 @@ from rich.table import Table
 from ..defaults import ACTIVATIONS_DIR, DATASET_DIR, VECTORS_FILE
 from ..formats import write_json
 from ..pooling_modes import MODES
+from ..usage import Meter
 from ._app import app, command, console
+from ._usage import finish_usage
 
 REDUCE_POOLING_HELP = f"Pooled activation to use: {'|'.join(MODES)} (extract must have recorded it: --pooling)."
 
@@ -45,6 +47,8 @@ def reduce_command(
 ) -> None:
     """Compute CAA/LDA readout vectors per concept and hooked layer, with calibration."""
     from ..reduce import ReduceOptions, reduce
+
+    meter = Meter("reduce")
 
     names = [e.strip() for e in emotions.split(",") if e.strip()] if emotions is not None else None
     opts = ReduceOptions(
@@ -89,6 +93,8 @@ def reduce_command(
         for layer in s.cross_talk:
             talk.add_row(str(layer.layer), ", ".join(f"{p.a}~{p.b} {p.cosine:+.2f}" for p in layer.top_pairs))
         console.print(talk)
+    examples = sum(c.positive + c.negative for c in result.manifest.counts.values())
+    finish_usage(meter, Path(s.output), {"concepts": len(s.concepts), "examples": examples})
 
 
 def _print_auto(choice) -> None:

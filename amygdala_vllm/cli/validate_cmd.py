@@ -19,7 +19,9 @@ from rich.table import Table
 
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
 from ..errors import UsageError, ValidationFailed
+from ..usage import Meter
 from ._app import app, command, console
+from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
@@ -62,6 +64,8 @@ def validate_command(
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
     from ..validate import ValidateOptions, run_validate
     from ..validate.schema import report_modes
+
+    meter = Meter("validate")
 
     choice = choose_dtype(dtype)
     opts = ValidateOptions(
@@ -129,5 +133,6 @@ def validate_command(
         console.print("agreement runtime vs offline: [yellow]not checked[/]")
     console.print(f"report: [bold]{result.paths['report.md']}[/], plots: {result.paths['auroc.png']}, "
                   f"{result.paths['crosstalk.png']}, {result.paths['specificity.png']}", highlight=False)
+    finish_usage(meter, Path(output_dir), {"texts": r.heldout_texts + (r.ood.texts if r.ood is not None else 0)})
     if result.failures:
         raise ValidationFailed("; ".join(result.failures))

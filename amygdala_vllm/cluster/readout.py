@@ -29,6 +29,9 @@ class _RayReadout:
     def __init__(self, pool: ActorPool, batch_size: int):
         self.pool = pool
         self.batch_size = batch_size
+        #: ``run_validate`` streams texts through ``score_texts`` this many at a time: four chunks per actor
+        #: keep every actor busy, while the per-token scores held at once stay bounded by the call
+        self.texts_per_call = 4 * batch_size * pool.size
 
     def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[Any]:
         chunks = [texts[i : i + self.batch_size] for i in range(0, len(texts), self.batch_size)]

@@ -30,8 +30,8 @@ from ..formats import (
     read_input,
 )
 from .neutral import NeutralTexts, read_neutral_texts
-from .select import (Example, Rules, choose_emotions, normalise_whitespace, parse_emotion_list, prepare_texts,
-                     select_examples)
+from .select import (Example, Rules, UnitIndex, choose_emotions, normalise_whitespace, parse_emotion_list,
+                     prepare_texts, select_examples)
 from .sources import SourceSpec, read_source
 
 __all__ = ["PairsOptions", "PairsSummary", "build_dataset", "check_output_dir", "read_emotions_file"]
@@ -180,10 +180,11 @@ def build_dataset(
     if not units:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(skipped.items()))
         raise SourceError(f"no usable nodes in the source ({reasons})")
-    emotions, dropped = choose_emotions(units, options.rules, curated=curated, top=options.top_emotions)
+    index = UnitIndex(units)
+    emotions, dropped = choose_emotions(units, options.rules, curated=curated, top=options.top_emotions, index=index)
     for name, why in dropped.items():
         log.info("emotion %s left out: %s", name, why)
-    examples = [ex for name in emotions for ex in select_examples(units, name, options.rules)]
+    examples = [ex for name in emotions for ex in select_examples(units, name, options.rules, index)]
     neutral: dict[str, str] = {}
     record = _options_record(options, curated)
     if neutral_file is not None:

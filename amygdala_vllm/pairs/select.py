@@ -21,17 +21,19 @@ import bisect
 import hashlib
 import logging
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import UsageError
+from .mentions import MentionIndex
 from .nodes import Node
 from .tags import MalformedTags, canonical_name, mention_pattern, parse_tags
 
 __all__ = [
     "Unit",
+    "UnitIndex",
     "Rules",
     "Example",
     "normalise_whitespace",
@@ -102,6 +104,18 @@ def _rank(*parts: object) -> int:
     """A stable pseudo-random 64-bit number for ``parts`` (same on every machine and run)."""
     digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def _ranker(*salt: object) -> Callable[[str], bytes]:
+    """``key ->`` the 8 bytes :func:`_rank` reads as a big-endian number (so they sort the same), with the
+    salt encoded once: ranking the negatives of every emotion hashes about a million keys on a large graph."""
+    prefix = ("\0".join(str(p) for p in salt) + "\0").encode("utf-8")
+    sha256 = hashlib.sha256
+
+    def rank(key: str) -> bytes:
+        return sha256(prefix + key.encode("utf-8")).digest()[:8]
+
+    return rank
 
 
 def normalise_whitespace(text: str) -> str:
@@ -192,25 +206,47 @@ def parse_emotion_list(text: str) -> list[str]:
     return names
 
 
-def _classify_all(units: Sequence[Unit], emotion: str, rules: Rules) -> tuple[list[Unit], list[Unit]]:
-    pattern = mention_pattern(emotion)
-    pos: list[Unit] = []
-    neg: list[Unit] = []
-    for unit in units:
-        score = unit.tags.get(emotion)
-        mentions = None
-        if score is None or score < rules.min_positive_score:
-            mentions = len(pattern.findall(unit.text))
-        side = polarity(unit, emotion, rules, mentions)
-        if side == "positive":
-            pos.append(unit)
-        elif side == "negative":
-            neg.append(unit)
-    return pos, neg
+class UnitIndex:
+    """``units`` indexed once for every emotion's classification: tags by emotion, mentions by word.
+
+    Classifying one emotion is then proportional to the texts tagged with it
+    or naming it, not to the graph (see :mod:`.mentions`).
+    """
+
+    def __init__(self, units: Sequence[Unit], names: Iterable[str] | None = None):
+        self.units = list(units)
+        self.tagged: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        #: per side (held out or not): text length -> (position, unit), in unit order
+        self.by_length: dict[bool, dict[int, list[tuple[int, Unit]]]] = {False: defaultdict(list), True: defaultdict(list)}
+        for i, unit in enumerate(self.units):
+            for name, score in unit.tags.items():
+                self.tagged[name].append((i, score))
+            self.by_length[unit.heldout][len(unit.text)].append((i, unit))
+        self.side_count = {side: sum(map(len, groups.values())) for side, groups in self.by_length.items()}
+        self.mentions = MentionIndex([u.text for u in self.units], self.tagged if names is None else names)
+
+    def split(self, emotion: str, rules: Rules) -> tuple[list[int], set[int]]:
+        """Positions of the positives (in unit order), and of every unit that is not a negative.
+
+        The rules of :func:`polarity`, applied to every unit at once.
+        """
+        pos: list[int] = []
+        not_negative: set[int] = set()
+        for i, score in self.tagged.get(emotion, ()):
+            if score >= rules.min_positive_score:
+                pos.append(i)
+                not_negative.add(i)
+            elif rules.max_negative_score is None or score > rules.max_negative_score:
+                not_negative.add(i)
+        for i, n in self.mentions.counts(emotion, not_negative).items():
+            if n > rules.max_negative_mentions:
+                not_negative.add(i)
+        return pos, not_negative
 
 
 def choose_emotions(
-    units: Sequence[Unit], rules: Rules, *, curated: Sequence[str] | None = None, top: int | None = None
+    units: Sequence[Unit], rules: Rules, *, curated: Sequence[str] | None = None, top: int | None = None,
+    index: UnitIndex | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The emotions to build, sorted, and the ones left out with a reason.
 
@@ -219,7 +255,8 @@ def choose_emotions(
     The result is the union of the eligible curated names and the ``top``
     eligible emotions with the most positives (ties by name); with neither
     given, every eligible emotion. A curated list of which no name is tagged
-    anywhere is a :class:`UsageError` that lists what is present.
+    anywhere is a :class:`UsageError` that lists what is present. ``index``:
+    ``UnitIndex(units)`` when the caller already has it.
     """
     present = sorted({name for unit in units for name in unit.tags})
     dropped: dict[str, str] = {}
@@ -232,10 +269,11 @@ def choose_emotions(
                 f"none of the {len(curated)} emotions in the emotions file is tagged in the graph; "
                 f"present: {', '.join(present) or '(none)'}"
             )
+    index = index if index is not None else UnitIndex(units)
     counts: dict[str, tuple[int, int]] = {}
     for name in present:
-        pos, neg = _classify_all(units, name, rules)
-        counts[name] = (len(pos), len(neg))
+        pos, not_negative = index.split(name, rules)
+        counts[name] = (len(pos), len(index.units) - len(not_negative))
     eligible = []
     for name in present:
         n_pos, n_neg = counts[name]
@@ -262,43 +300,86 @@ def choose_emotions(
     return sorted(chosen), dict(sorted(dropped.items()))
 
 
-def _match_lengths(positives: Sequence[Unit], negatives: Sequence[Unit], k: int, salt: tuple[object, ...]) -> list[Unit]:
-    """Pick ``k`` negatives without replacement, each nearest in length to the next positive.
+class _Pool:
+    """The negatives of one side (every unit there but ``excluded``), ordered by (text length, seeded rank).
+
+    Of that order only the two neighbours of a target length are ever looked
+    at: the lowest-ranked text of the nearest length at or above it and the
+    highest-ranked one of the nearest length below. So a length's group is
+    filtered and ranked the first time it is reached: on a large graph most
+    groups never are, and the pool is never built as one list per emotion.
+    """
+
+    def __init__(self, by_length: dict[int, list[tuple[int, Unit]]], excluded: set[int], salt: tuple[object, ...]):
+        self.by_length = by_length
+        self.excluded = excluded
+        self.rank = _ranker(*salt)
+        self.lengths = sorted(by_length)
+        self.ranked: dict[int, list[tuple[bytes, Unit]]] = {}
+
+    def _group(self, at: int) -> list[tuple[bytes, Unit]]:
+        length = self.lengths[at]
+        if length not in self.ranked:
+            members = [(self.rank(u.key), u) for i, u in self.by_length[length] if i not in self.excluded]
+            self.ranked[length] = sorted(members, key=lambda t: t[0])
+        return self.ranked[length]
+
+    def take(self, target: int) -> Unit:
+        """The negative nearest in length to ``target`` (ties: lower rank), removed from the pool."""
+        while True:
+            j = bisect.bisect_left(self.lengths, target)
+            options = []  # (distance, rank, position in lengths, position in its group)
+            if j > 0:
+                below = self._group(j - 1)
+                if not below:
+                    self.lengths.pop(j - 1)
+                    continue
+                options.append((target - self.lengths[j - 1], below[-1][0], j - 1, len(below) - 1))
+            if j < len(self.lengths):
+                above = self._group(j)
+                if not above:
+                    self.lengths.pop(j)
+                    continue
+                options.append((self.lengths[j] - target, above[0][0], j, 0))
+            _, _, at, pos = min(options)
+            members = self.ranked[self.lengths[at]]
+            unit = members.pop(pos)[1]
+            if not members:
+                self.lengths.pop(at)
+            return unit
+
+
+def _match_lengths(positives: Sequence[Unit], pool: _Pool, k: int) -> list[Unit]:
+    """Pick ``k`` negatives from ``pool`` without replacement, each nearest in length to the next positive.
 
     Positives are visited round-robin in their given order; ties in length
     distance go to the lower seeded rank, so no key order leaks in.
     """
-    pool = sorted(negatives, key=lambda u: (len(u.text), _rank(*salt, u.key)))
-    lengths = [len(u.text) for u in pool]
-    chosen: list[Unit] = []
-    for i in range(k):
-        target = len(positives[i % len(positives)].text)
-        j = bisect.bisect_left(lengths, target)
-        options = [c for c in (j - 1, j) if 0 <= c < len(pool)]
-        best = min(options, key=lambda c: (abs(lengths[c] - target), _rank(*salt, pool[c].key)))
-        chosen.append(pool.pop(best))
-        lengths.pop(best)
-    return chosen
+    return [pool.take(len(positives[i % len(positives)].text)) for i in range(k)]
 
 
-def select_examples(units: Sequence[Unit], emotion: str, rules: Rules) -> list[Example]:
+def select_examples(units: Sequence[Unit], emotion: str, rules: Rules, index: UnitIndex | None = None) -> list[Example]:
     """The capped, balanced, length-matched examples of one emotion.
 
     At most ``max_examples_per_emotion`` positives are kept (a seeded sample,
     so train and held-out keep their proportions). Then, separately in train
     and in held-out, ``round(negatives_per_positive x positives)`` negatives
     (or all there are, if fewer) are matched to the positives by length.
+    ``index``: ``UnitIndex(units)``, built once for all emotions by the caller.
     """
-    pos, neg = _classify_all(units, emotion, rules)
-    pos = sorted(pos, key=lambda u: _rank("pos", rules.seed, emotion, u.key))[: rules.max_examples_per_emotion]
+    index = index if index is not None else UnitIndex(units, [emotion])
+    pos_at, not_negative = index.split(emotion, rules)
+    rank = _ranker("pos", rules.seed, emotion)
+    pos = sorted((index.units[i] for i in pos_at), key=lambda u: rank(u.key))[: rules.max_examples_per_emotion]
     examples = [Example(emotion, "positive", u, u.tags[emotion]) for u in pos]
     for heldout in (False, True):
         p_side = [u for u in pos if u.heldout == heldout]
-        n_side = [u for u in neg if u.heldout == heldout]
-        k = min(len(n_side), math.floor(rules.negatives_per_positive * len(p_side) + 0.5))
+        n_side = index.side_count[heldout] - sum(1 for i in not_negative if index.units[i].heldout == heldout)
+        k = min(n_side, math.floor(rules.negatives_per_positive * len(p_side) + 0.5))
         if k < rules.negatives_per_positive * len(p_side) - 0.5:
-            log.warning("%s: only %d %s negatives for %d positives", emotion, len(n_side),
+            log.warning("%s: only %d %s negatives for %d positives", emotion, n_side,
                         "held-out" if heldout else "train", len(p_side))
-        for u in _match_lengths(p_side, n_side, k, ("neg", rules.seed, emotion)):
+        pool = _Pool(index.by_length[heldout], not_negative, ("neg", rules.seed, emotion))
+        for u in _match_lengths(p_side, pool, k):
             examples.append(Example(emotion, "negative", u, u.tags.get(emotion)))
     return examples

@@ -46,6 +46,7 @@ __all__ = [
     "heldout_classes",
     "concept_reports",
     "agreement_of",
+    "agreement_from",
     "agreement_tolerance",
     "evaluate",
     "evaluate_projections",
@@ -202,13 +203,23 @@ def agreement_of(scores: Sequence[ScoresLike], dtype: str, hidden_size: int = 1)
     linear = [s.pooled[n] for s in scores for n, m in MODES.items() if m.linear and np.size(s.pooled.get(n, ()))]
     scale = max((float(np.max(np.abs(a))) for a in linear), default=0.0)
     norms = [float(v) for s in scores if (v := getattr(s, "agreement_scale", None)) is not None]
-    activation = max([scale, *norms])
     tokens = max((len(getattr(s, "token_ids", ()) or ()) for s in scores), default=1)
-    tol = agreement_tolerance(dtype, activation, hidden_size, tokens)
-    if not vals:
+    return agreement_from(max(vals, default=None), scale, max(norms, default=None), tokens, dtype, hidden_size)
+
+
+def agreement_from(worst: float | None, scale: float, norm: float | None, tokens: int, dtype: str,
+                   hidden_size: int = 1) -> Agreement:
+    """The agreement figure from its four maxima over texts (difference, |projection|, activation scale, tokens).
+
+    Shared by :func:`agreement_of` (a list of scores) and :class:`~.stream.ScoreStream` (maxima kept as
+    texts arrive).
+    """
+    activation = max(scale, norm) if norm is not None else scale
+    tol = agreement_tolerance(dtype, activation, hidden_size, max(tokens, 1))
+    if worst is None:
         return Agreement(checked=False, max_abs_diff=None, max_abs_projection=opt(scale), tolerance=tol,
                          dtype=dtype, passed=None, max_activation_scale=opt(activation))
-    worst = float(max(vals))
+    worst = float(worst)
     return Agreement(checked=True, max_abs_diff=opt(worst), max_abs_projection=opt(scale), tolerance=tol,
                      dtype=dtype, passed=bool(worst <= tol), max_activation_scale=opt(activation))
 

@@ -139,6 +139,21 @@ def render_markdown(r: ValidateReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Largest side of a heat map, in inches. Rows of 0.35-0.45 in made a 154-concept cross-talk map about
+#: 16,000 x 7,800 pixels at 110 dpi, and validate's peak RSS 4.2 GB; past this size rows get thinner and
+#: their labels smaller (:func:`_fit_labels`). Maps of up to ~60 concepts are drawn as before.
+MAX_SIDE_INCHES = 30.0
+
+
+def _fit_labels(axes, rows: int, inches: float, both: bool = False) -> None:
+    """Shrink concept tick labels to the row height when the map was capped at :data:`MAX_SIDE_INCHES`."""
+    if inches < MAX_SIDE_INCHES:
+        return
+    size = max(2.0, min(10.0, 72 * (inches - 1.5) / max(rows, 1) * 0.8))  # points: 80 % of a row's height
+    for ax in axes:
+        ax.tick_params(axis="both" if both else "y", labelsize=size)
+
+
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -170,7 +185,7 @@ def render_plots(r: ValidateReport) -> dict[str, bytes]:
     names = [c.concept for c in r.concepts]
     layers = [f"L{l}" for l in r.layers]
     label = max((len(n) for n in names), default=4) * 0.08  # inches of y tick labels
-    h = max(2.8, 0.35 * len(names) + 1.5)
+    h = min(max(2.8, 0.35 * len(names) + 1.5), MAX_SIDE_INCHES)
     modes = report_modes(r) or [r.pooling]
     fig, axes = plt.subplots(1, len(modes), figsize=(len(modes) * (label + max(2.5, 0.7 * len(layers))) + 1.2, h),
                              squeeze=False, layout="constrained")
@@ -179,16 +194,18 @@ def render_plots(r: ValidateReport) -> dict[str, bytes]:
                         dtype=np.float64)
         im = _heat(ax, data, layers, names, f"held-out AUROC\n{pooling} pooling", 0.0, 1.0, "RdYlGn")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    _fit_labels(axes[0], len(names), h)
     auroc_png = _png(fig)
     plt.close(fig)
 
     ct = next(t for t in r.crosstalk if t.layer == r.crosstalk_layer)
-    side = max(3.0, 0.45 * len(names) + 1.5)
+    side = min(max(3.0, 0.45 * len(names) + 1.5), MAX_SIDE_INCHES)
     fig, axes = plt.subplots(1, 2, figsize=(2 * (side + label) + 1.2, side), squeeze=False, layout="constrained")
     _heat(axes[0][0], _matrix(ct.cosine), names, names, f"cosine between vectors\nlayer {ct.layer}", -1, 1, "coolwarm")
     im = _heat(axes[0][1], _matrix(ct.correlation), names, names,
                f"correlation of held-out projections\nlayer {ct.layer}", -1, 1, "coolwarm")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    _fit_labels(axes[0], len(names), side, both=True)
     talk_png = _png(fig)
     plt.close(fig)
     return {"auroc.png": auroc_png, "crosstalk.png": talk_png}

@@ -35,11 +35,12 @@ from ..vectors_file import load as load_vectors_file
 from ..vectors_file import readout_env
 from .auto_check import auto_check
 from .compare import compare_methods
-from .evaluate import ScoresLike, evaluate, heldout_classes, projections_from_scores
+from .evaluate import evaluate_projections, heldout_classes
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
 from .specificity import read_taxonomy
+from .stream import ScoreStream
 
 __all__ = ["ValidateOptions", "ValidateResult", "ReadoutLike", "OpenReadout", "open_vllm_readout", "run_validate", "pick_heldout",
            "min_auroc_failures"]
@@ -144,12 +145,29 @@ def open_vllm_readout(model: str, vectors: Path, manifest: Path, **engine: Any) 
         yield r
 
 
-def _score(r: ReadoutLike, texts: list[str], label: str, progress: Progress | None) -> list[ScoresLike]:
+#: Batches of texts per ``score_texts`` call: the per-token scores of one call are held until it returns,
+#: so this (not the held-out set) bounds them. A readout may say otherwise (``texts_per_call``: Ray, to keep
+#: every actor busy).
+BATCHES_PER_CALL = 4
+
+
+def _score(r: ReadoutLike, texts: list[str], stream: ScoreStream, label: str, progress: Progress | None,
+           batch_size: int) -> ScoreStream:
+    """Score ``texts`` a few batches at a time, reducing each call's scores into ``stream`` before the next.
+
+    Calls hold whole engine batches (a multiple of ``batch_size``), so the
+    engine sees the same batches as one call over every text would give it.
+    """
     advance = progress(label, len(texts)) if progress else None
-    scores = r.score_texts(texts, advance) if advance else r.score_texts(texts)
-    if len(scores) != len(texts):
-        raise RuntimeError(f"Readout returned {len(scores)} results for {len(texts)} texts")
-    return scores
+    step = int(getattr(r, "texts_per_call", 0) or batch_size * BATCHES_PER_CALL)
+    for start in range(0, len(texts), step):
+        chunk = texts[start : start + step]
+        scores = r.score_texts(chunk, advance) if advance else r.score_texts(chunk)
+        if len(scores) != len(chunk):
+            raise RuntimeError(f"Readout returned {len(scores)} results for {len(chunk)} texts")
+        stream.add(scores)
+        del scores
+    return stream
 
 
 def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
@@ -176,11 +194,15 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     log.info("scoring %d held-out texts with %s", len(text_ids), model)
     opener = open_readout or open_vllm_readout
     with readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
-        scores = _score(r, [dataset.texts[t].text for t in text_ids], "held-out", progress)
-        ood_scores = _score(r, ood_texts, "ood", progress) if ood_texts else None
+        shape = (len(manifest.layers), len(manifest.concepts))
+        held = _score(r, [dataset.texts[t].text for t in text_ids], ScoreStream(text_ids, shape), "held-out",
+                      progress, opts.batch_size)
+        ood = (_score(r, ood_texts, ScoreStream(range(len(ood_texts)), shape), "ood", progress, opts.batch_size)
+               if ood_texts else None)
 
-    report = evaluate(dataset, manifest, vectors, scores, text_ids, vectors_path=vectors_path,
-                      manifest_path=man_path, model=model, dtype=dtype, taxonomy=taxonomy)
+    report = evaluate_projections(dataset, manifest, vectors, held.projections(), held.agreement(dtype, manifest.hidden_size),
+                                  vectors_path=vectors_path, manifest_path=man_path, model=model, dtype=dtype,
+                                  taxonomy=taxonomy)
     failures = []
     a = report.agreement
     if a.checked and not a.passed:
@@ -190,8 +212,8 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
         failures += min_auroc_failures(report, opts.min_auroc)
     report.min_auroc = opts.min_auroc
     report.failures = failures
-    if ood_scores is not None:
-        pooled = projections_from_scores(ood_scores, list(range(len(ood_scores)))).of(manifest.pooling)
+    if ood is not None:
+        pooled = ood.projections().of(manifest.pooling)
         report.ood = ood_report(opts.ood, manifest, pooled)
     report.compare = compare
     report.auto = auto_check(manifest, report.specificity)
