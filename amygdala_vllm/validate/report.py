@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 
 from .. import atomic
+from ..calibration import calibration_transfers
 from ..errors import FormatError, StoreError
 from ..formats import encode_json
 from .schema import (
@@ -23,7 +24,6 @@ from .schema import (
     VALIDATE_FORMAT_V1,
     LayerMetrics,
     ValidateReport,
-    calibration_transfers,
     report_modes,
     upgrade_v1,
 )

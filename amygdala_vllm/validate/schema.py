@@ -42,7 +42,6 @@ __all__ = [
     "ValidateReport",
     "opt",
     "report_modes",
-    "calibration_transfers",
     "upgrade_v1",
 ]
 
@@ -270,17 +269,6 @@ class ValidateReport(_Strict):
     compare: CompareReport | None = None
     specificity: SpecificityReport | None = None  # added within format 1: older reports lack it
     auto: list[AutoLayerCheck] = []  # --method auto vectors: per layer, the choice and CV vs held-out (else empty)
-
-
-def calibration_transfers(pooling: str) -> bool:
-    """Whether the calibration (thresholds, accuracy, OOD z) of manifest pooling ``pooling`` applies to its scores.
-
-    ``reduce`` calibrates on ``pooled activation . vector``; readout pools the
-    per-token scores ``row_t . vector``. The two agree for a linear mode only:
-    ``max_t(row_t . v)`` is not ``max(rows) . v``, so a ``max`` manifest's
-    thresholds say nothing about its runtime scores.
-    """
-    return pooling in MODES and MODES[pooling].linear
 
 
 def report_modes(report: ValidateReport) -> list[str]:
