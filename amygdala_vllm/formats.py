@@ -6,6 +6,17 @@ forbids unknown fields so a typo or a file from another tool fails early, and
 every top-level file carries a ``format`` string with a version; change a
 format only together with its version.
 
+Every format string of the tool and every upgrade of an old version lives
+here, so "which versions exist and how does an old file read" is answered in
+one file: the stage-connecting formats with their Structs, and the version
+strings plus v1 -> v2 upgrades of the three formats a stage owns, whose
+Structs stay beside that stage (``readout --json``: ``render/_document.py``;
+``report.json``: ``validate/schema.py``; ``usage.json``: ``usage.py``). Those
+Structs stay there not for an import cycle (there would be none) but because
+they describe one stage's output and ``report.json``'s tree alone is ~250
+lines. The RPC reply frame's ``REPLY_VERSION`` stays with its codec in
+``vllm_ext/rpc.py``: a frame between processes of one install, never a file.
+
 Layer convention, everywhere: layer ``i`` (0-based) is the residual stream after
 decoder layer ``i`` (``hidden_states + residual`` of ``layers[i]``'s output),
 which equals HF transformers' ``hidden_states[i + 1]`` for ``i < L - 1``.
@@ -29,6 +40,13 @@ __all__ = [
     "READOUT_FORMAT",
     "READOUT_FORMAT_V1",
     "READOUT_FORMATS",
+    "SCORES_FORMAT",
+    "SCORES_FORMAT_V1",
+    "VALIDATE_FORMAT",
+    "VALIDATE_FORMAT_V1",
+    "USAGE_FORMAT",
+    "upgrade_scores_v1",
+    "upgrade_validate_v1",
     "LAYER_SEMANTICS",
     "EmotionCounts",
     "DatasetStats",
@@ -70,6 +88,16 @@ CAPTURE_FORMAT_V1 = "amygdala-capture/1"
 READOUT_FORMAT = "amygdala-readout/2"
 READOUT_FORMAT_V1 = "amygdala-readout/1"
 READOUT_FORMATS = (READOUT_FORMAT, READOUT_FORMAT_V1)
+#: ``readout --json`` (``render/_document.py``). Version 2 keys the pooled scores by pooling-mode name
+#: (``pooled``) where version 1 had the fields ``mean`` and ``last`` (:func:`upgrade_scores_v1`).
+SCORES_FORMAT = "amygdala-readout-scores/2"
+SCORES_FORMAT_V1 = "amygdala-readout-scores/1"
+#: ``validate``'s ``report.json`` (``validate/schema.py``). Version 2 keys per-layer metrics by pooling-mode
+#: name (``pooled``) where version 1 had ``mean`` and ``last`` (:func:`upgrade_validate_v1`).
+VALIDATE_FORMAT = "amygdala-validate/2"
+VALIDATE_FORMAT_V1 = "amygdala-validate/1"
+#: ``usage.json`` beside each stage's output (``usage.py``).
+USAGE_FORMAT = "amygdala-usage/1"
 LAYER_SEMANTICS = "residual_out"
 
 DATASET_FILE = "dataset.json"
@@ -329,6 +357,24 @@ def read_json(path: Path, type_: type[T], *, expect_format: str | tuple[str, ...
         return msgspec.json.decode(data, type=type_)
     except msgspec.DecodeError as exc:  # includes ValidationError
         raise FormatError(f"{path} does not match the {type_.__name__} schema: {exc}") from exc
+
+
+def _pooled_from_mean_last(entry: dict) -> dict:
+    """A version-1 entry with fields ``mean``/``last`` as version 2's ``pooled`` mapping (mode -> value)."""
+    rest = dict(entry)
+    pooled = {k: rest.pop(k) for k in ("mean", "last") if k in rest}
+    return {**rest, "pooled": pooled}
+
+
+def upgrade_scores_v1(doc: dict) -> dict:
+    """A decoded ``amygdala-readout-scores/1`` document as version 2: ``mean``/``last`` move into ``pooled``."""
+    return {**_pooled_from_mean_last(doc), "format": SCORES_FORMAT}
+
+
+def upgrade_validate_v1(doc: dict) -> dict:
+    """A decoded ``amygdala-validate/1`` document as version 2: ``mean``/``last`` per layer move into ``pooled``."""
+    concepts = [dict(c, layers=[_pooled_from_mean_last(l) for l in c.get("layers", [])]) for c in doc.get("concepts", [])]
+    return dict(doc, format=VALIDATE_FORMAT, concepts=concepts)
 
 
 def read_capture_info(path: Path) -> CaptureInfo:

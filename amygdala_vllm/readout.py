@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from .errors import FormatError
-from .formats import ReadoutManifest, manifest_path_for
+from .formats import ReadoutManifest
 from .pooling_modes import MODES, pool_scores
 from .vectors_file import load as load_vectors_file
-from .vectors_file import read_manifest, readout_env
+from .vectors_file import pair_paths, read_manifest, readout_env
 
 __all__ = ["TextScores", "Readout", "pooled_scores"]
 
@@ -69,8 +69,7 @@ class Readout:
         from .models import resolve_model
         from .vllm_ext.engine import ReadoutSession, engine_options, open_engine
 
-        vectors = Path(vectors)
-        manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
+        vectors, manifest = pair_paths(vectors, manifest)
         if not vectors.is_file():
             raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
         self.manifest: ReadoutManifest = read_manifest(manifest)

@@ -34,10 +34,10 @@ from pathlib import Path
 import msgspec
 
 from . import atomic
+from .formats import USAGE_FORMAT
 
 __all__ = ["USAGE_FORMAT", "USAGE_FILE", "Usage", "Meter", "usage_path_for", "write_usage", "read_usage", "usage_line"]
 
-USAGE_FORMAT = "amygdala-usage/1"
 USAGE_FILE = "usage.json"
 
 

@@ -23,7 +23,11 @@ rewritten file is a new identity). In a single-process engine, ``validate``'s
 offline pass, the agreement check and the worker all share that one read.
 
 Serving finds the pair through :data:`ENV_VECTORS` and :data:`ENV_MANIFEST`;
-:func:`readout_env` sets both and restores the previous values on exit.
+:func:`readout_env` sets both and restores the previous values on exit,
+:func:`env_values` is what a launcher adds to a child's environment, and
+:func:`paths_from_env` / :func:`readout_requested` are the only readers of
+the two variables. :func:`pair_paths` is the one rule for "the manifest
+given, else the one beside the vectors".
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ __all__ = [
     "ReadoutVectors",
     "tensor_key",
     "manifest_path",
+    "pair_paths",
     "cast",
     "safetensors_bytes",
     "encode_vectors",
@@ -72,6 +77,8 @@ __all__ = [
     "load",
     "load_torch",
     "paths_from_env",
+    "readout_requested",
+    "env_values",
     "readout_env",
 ]
 
@@ -92,6 +99,17 @@ def tensor_key(layer: int) -> str:
 def manifest_path(output: Path) -> Path:
     """``NAME.safetensors`` -> ``NAME.manifest.json`` beside it (``reduce --output``)."""
     return manifest_path_for(output, "--output")
+
+
+def pair_paths(vectors: Path | str, manifest: Path | str | None = None, flag: str = "--vectors") -> tuple[Path, Path]:
+    """``(vectors, manifest)`` as paths: ``manifest`` if given, else ``NAME.manifest.json`` beside the vectors.
+
+    Every command and API that takes a vectors file and an optional manifest
+    resolves the pair here, so the default is one rule; ``flag`` names the
+    option in the error for a vectors path that is not ``NAME.safetensors``.
+    """
+    vectors = Path(vectors)
+    return vectors, Path(manifest) if manifest is not None else manifest_path_for(vectors, flag)
 
 
 # ----------------------------------------------------------------------- write
@@ -355,8 +373,7 @@ def load(vectors: Path, manifest: Path | None = None, *, calibrated: bool = Fals
     Every mismatch is a :class:`FormatError` naming both paths: scoring vectors
     against the wrong manifest would report numbers about other concepts.
     """
-    vectors = Path(vectors)
-    manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
+    vectors, manifest = pair_paths(vectors, manifest)
     if not vectors.is_file():
         raise FormatError(f"vectors file {vectors} does not exist")
     loaded = _load_cached(_identity(vectors), _identity(manifest), vectors, manifest)
@@ -381,12 +398,23 @@ def load_torch(vectors: Path, manifest: Path, *, num_layers: int, hidden_size: i
 # ------------------------------------------------------------------ environment
 
 
+def readout_requested() -> bool:
+    """Whether :data:`ENV_VECTORS` names a file: serving without it runs vLLM with readout refused."""
+    return bool(os.environ.get(ENV_VECTORS))
+
+
 def paths_from_env() -> tuple[Path, Path]:
     """The vectors and manifest paths named by :data:`ENV_VECTORS` and :data:`ENV_MANIFEST`."""
     vec, man = os.environ.get(ENV_VECTORS), os.environ.get(ENV_MANIFEST)
     if not vec or not man:
-        raise FormatError(f"readout needs both {ENV_VECTORS} and {ENV_MANIFEST} set")
+        half = f" ({ENV_VECTORS} is set but {ENV_MANIFEST} is not)" if vec else ""
+        raise FormatError(f"readout needs both {ENV_VECTORS} and {ENV_MANIFEST} set{half}")
     return Path(vec), Path(man)
+
+
+def env_values(vectors: Path, manifest: Path) -> dict[str, str]:
+    """:data:`ENV_VECTORS` and :data:`ENV_MANIFEST` for a pair, as absolute paths (a child may run elsewhere)."""
+    return {ENV_VECTORS: str(Path(vectors).resolve()), ENV_MANIFEST: str(Path(manifest).resolve())}
 
 
 @contextlib.contextmanager
@@ -396,7 +424,7 @@ def readout_env(vectors: Path, manifest: Path) -> Iterator[None]:
     Workers spawned while it is active inherit the values (vLLM's worker
     processes read them at readout start, as serving does).
     """
-    keys = {ENV_VECTORS: str(Path(vectors).resolve()), ENV_MANIFEST: str(Path(manifest).resolve())}
+    keys = env_values(vectors, manifest)
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
     try:

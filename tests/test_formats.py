@@ -75,3 +75,29 @@ def test_read_input_raises_the_callers_error_type(tmp_path: Path) -> None:
 def test_structs_forbid_unknown_fields() -> None:
     with pytest.raises(msgspec.ValidationError, match="extra"):
         msgspec.json.decode(b'{"file": "a", "num_texts": 1, "sha256": "x", "extra": 1}', type=ShardInfo)
+
+
+def test_every_format_version_is_written_in_formats_only() -> None:
+    """A file format's version string (``amygdala-NAME/N``) is a literal in ``formats.py`` and nowhere else.
+
+    Issue 23: versions and their upgrades in one place. The check reads the
+    source with ``ast``; the planted module below proves it can fail.
+    """
+    import ast
+    import re
+
+    import amygdala_vllm
+
+    version = re.compile(r"amygdala-[a-z-]+/\d+")
+    package = Path(amygdala_vllm.__file__).parent
+
+    def literals(source: str) -> list[str]:
+        return [n.value for n in ast.walk(ast.parse(source))
+                if isinstance(n, ast.Constant) and isinstance(n.value, str) and version.fullmatch(n.value)]
+
+    outside = {str(p.relative_to(package)): found for p in sorted(package.rglob("*.py"))
+               if p.name != "formats.py" or p.parent != package
+               if (found := literals(p.read_text()))}
+    assert outside == {}
+    assert "amygdala-validate/2" in literals((package / "formats.py").read_text())
+    assert literals('X = "amygdala-thing/3"\n"""amygdala-thing/3 in prose is fine."""\n') == ["amygdala-thing/3"]

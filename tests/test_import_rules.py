@@ -7,6 +7,14 @@ parsing; modules import one way (no cycles), so each can be read, tested
 and replaced on its own; and ``vllm_ext/`` (the engine layer) imports no stage
 above it (``serve/``), so the engine layer is read without the stages. Lazy imports inside functions count too: they are
 still dependencies.
+
+The layer rule (issue 23: "formats at the bottom; no import runs back up"):
+every top-level module is a stage, an engine/scale-out layer or a shared bottom
+module (:data:`STAGES`, :data:`LAYERS`, :data:`BOTTOM`); a bottom module imports
+only bottom modules (no stage, no ``vllm_ext``, no ``cluster``), so the formats,
+the vectors file and the calibration rule are read and tested alone; the
+layers import no stage, except the few arrows listed in
+:data:`CLUSTER_RUNS_STAGES` with the reason they remain.
 """
 
 from __future__ import annotations
@@ -85,6 +93,63 @@ def test_vllm_ext_imports_no_stage_above_it():
     assert _back_up(_graph(), "vllm_ext", STAGES_ABOVE_VLLM_EXT) == []
 
 
+#: The pipeline's stages: packages, and the top-level modules that are still a stage's home until the
+#: layout change (issue 23 item 3 moves extract/shard_capture into ``extract/`` and readout into ``readout/``).
+STAGES = ("pairs", "extract", "shard_capture", "reduce", "validate", "readout", "render", "serve", "cli", "__main__")
+#: The engine layer and the scale-out layer under the stages.
+LAYERS = ("vllm_ext", "cluster")
+#: Shared modules at the bottom: formats, their readers and the rules every stage applies the same way.
+BOTTOM = ("atomic", "calibration", "dataset", "defaults", "dtype_choice", "errors", "formats", "model_config",
+          "models", "pooling_modes", "shards", "text_file", "usage", "vectors_file")
+#: Known arrows from ``cluster/`` up into stages, kept explicitly rather than by weakening the rule: the Ray
+#: actors run the extract and readout engines (``ShardCapturer``, ``Readout``) that still live in top-level
+#: stage modules. Issue 23 item 3 (the layout) is where they go: the engine-side classes move under
+#: ``vllm_ext``/``cluster`` or the stage packages, and this set shrinks to empty.
+CLUSTER_RUNS_STAGES = {
+    "amygdala_vllm.cluster.actors -> amygdala_vllm.readout",
+    "amygdala_vllm.cluster.actors -> amygdala_vllm.shard_capture",
+    "amygdala_vllm.cluster.executor -> amygdala_vllm.extract",
+    "amygdala_vllm.cluster.executor -> amygdala_vllm.shard_capture",
+    "amygdala_vllm.cluster.extract -> amygdala_vllm.extract",
+    "amygdala_vllm.cluster.extract -> amygdala_vllm.shard_capture",
+}
+
+
+def _top(module: str) -> str:
+    """``amygdala_vllm.a.b`` -> ``a`` (the package's own ``__init__`` is ``""``)."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def _leaving(graph: dict[str, set[str]], tops: tuple[str, ...], allowed: tuple[str, ...]) -> list[str]:
+    """Imports from modules under ``tops`` into any top-level module or package not in ``tops + allowed``.
+
+    The package itself (``from . import atomic`` also names ``amygdala_vllm``, whose ``__init__`` holds only
+    the version) is allowed everywhere.
+    """
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() if _top(m) in tops
+                  for d in deps if _top(d) not in tops + allowed + ("",))
+
+
+def test_every_top_level_module_has_a_layer():
+    """A new top-level module must be placed (stage, layer or bottom), so the rules below see it."""
+    tops = {_top(m) for m in _graph()} - {""}
+    placed = set(STAGES + LAYERS + BOTTOM)
+    assert sorted(tops - placed) == [] and sorted(placed - tops) == []
+    assert len(placed) == len(STAGES) + len(LAYERS) + len(BOTTOM)  # no module in two places
+
+
+def test_bottom_modules_import_only_the_bottom():
+    """Formats at the bottom: no import from a shared module into a stage, ``vllm_ext`` or ``cluster``."""
+    assert _leaving(_graph(), BOTTOM, ()) == []
+
+
+def test_layers_import_no_stage():
+    """``vllm_ext`` and ``cluster`` sit under every stage (``vllm_ext`` under ``cluster`` too)."""
+    graph = _graph()
+    assert _leaving(graph, ("vllm_ext",), BOTTOM) == []
+    assert set(_leaving(graph, ("cluster",), BOTTOM + ("vllm_ext",))) == CLUSTER_RUNS_STAGES
+
+
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Every back edge's cycle found by a depth-first walk (empty: the graph runs one way)."""
     cycles: list[list[str]] = []
@@ -130,3 +195,12 @@ def test_the_rules_see_what_they_check():
     planted = {**graph, "amygdala_vllm.vllm_ext.rpc": {"amygdala_vllm.serve.options"}}
     assert _back_up(planted, "vllm_ext", STAGES_ABOVE_VLLM_EXT) == [
         "amygdala_vllm.vllm_ext.rpc -> amygdala_vllm.serve.options"]
+    # The layer rule fires on a planted arrow out of the bottom, out of a layer, and on an unplaced module.
+    planted = {**graph, "amygdala_vllm.formats": graph["amygdala_vllm.formats"] | {"amygdala_vllm.render._view"},
+               "amygdala_vllm.calibration": graph["amygdala_vllm.calibration"] | {"amygdala_vllm.vllm_ext.rpc"},
+               "amygdala_vllm.cluster.pool": graph["amygdala_vllm.cluster.pool"] | {"amygdala_vllm.validate.run"}}
+    assert _leaving(planted, BOTTOM, ()) == ["amygdala_vllm.calibration -> amygdala_vllm.vllm_ext.rpc",
+                                             "amygdala_vllm.formats -> amygdala_vllm.render._view"]
+    assert "amygdala_vllm.cluster.pool -> amygdala_vllm.validate.run" in set(
+        _leaving(planted, ("cluster",), BOTTOM + ("vllm_ext",))) - CLUSTER_RUNS_STAGES
+    assert "amygdala_vllm.formats" in graph["amygdala_vllm.calibration"]  # bottom -> bottom is seen, and allowed

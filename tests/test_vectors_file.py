@@ -179,3 +179,23 @@ def test_readout_env_sets_absolute_paths_and_restores(tmp_path: Path, monkeypatc
     assert os.environ[vf.ENV_VECTORS] == "/before.safetensors" and vf.ENV_MANIFEST not in os.environ
     with pytest.raises(FormatError, match="needs both VLLM_READOUT_VECTORS and VLLM_READOUT_MANIFEST"):
         vf.paths_from_env()
+
+
+def test_env_readers_say_which_half_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``serve``'s endpoint reads the pair only through these: off without vectors, an error with half a pair."""
+    monkeypatch.delenv(vf.ENV_VECTORS, raising=False)
+    monkeypatch.delenv(vf.ENV_MANIFEST, raising=False)
+    assert not vf.readout_requested()
+    monkeypatch.setenv(vf.ENV_VECTORS, "/v.safetensors")
+    assert vf.readout_requested()
+    with pytest.raises(FormatError, match="VLLM_READOUT_VECTORS is set but VLLM_READOUT_MANIFEST is not"):
+        vf.paths_from_env()
+    assert vf.env_values(Path("rel/v.safetensors"), Path("m.json")) == {
+        vf.ENV_VECTORS: str(Path("rel/v.safetensors").resolve()), vf.ENV_MANIFEST: str(Path("m.json").resolve())}
+
+
+def test_pair_paths_defaults_the_manifest_beside_the_vectors() -> None:
+    assert vf.pair_paths("runs/a.safetensors") == (Path("runs/a.safetensors"), Path("runs/a.manifest.json"))
+    assert vf.pair_paths(Path("a.safetensors"), "other.json") == (Path("a.safetensors"), Path("other.json"))
+    with pytest.raises(UsageError, match="--vectors must name a .safetensors file"):
+        vf.pair_paths("a.bin")

@@ -21,8 +21,7 @@ import typer
 from .. import atomic
 from ..defaults import VECTORS_FILE
 from ..errors import StoreError, UsageError
-from ..formats import manifest_path_for
-from ..vectors_file import read_manifest
+from ..vectors_file import pair_paths, read_manifest
 from ._app import app, command, console, err_console
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
@@ -117,7 +116,7 @@ def readout_command(
 
     if view not in ("auto", "table", "strip"):
         raise UsageError(f"--view must be auto, table or strip, got {view!r}")
-    manifest_path = manifest if manifest is not None else manifest_path_for(vectors)
+    vectors, manifest_path = pair_paths(vectors, manifest)
     if not vectors.is_file():
         raise UsageError(f"--vectors {vectors} does not exist (run `amygdala-vllm reduce`, or pass --vectors)")
     if not manifest_path.is_file():

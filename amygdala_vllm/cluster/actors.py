@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import AmygdalaError, FormatError
 from ..formats import TextRecord
+from ..vectors_file import pair_paths
 from ..vllm_ext import rpc
 
 __all__ = ["Reply", "ReadoutSpec", "CaptureActor", "ReadoutActor", "encode_scores", "decode_scores"]
@@ -121,7 +122,7 @@ class ReadoutActor:
 
         spec = msgspec.json.decode(spec_json, type=ReadoutSpec)
         self._dir = tempfile.TemporaryDirectory(prefix="amygdala-readout-")
-        vec, man = Path(self._dir.name) / "vectors.safetensors", Path(self._dir.name) / "vectors.manifest.json"
+        vec, man = pair_paths(Path(self._dir.name) / "vectors.safetensors")
         vec.write_bytes(vectors)
         man.write_bytes(manifest)
         try:

@@ -21,17 +21,15 @@ from ._document import (
 )
 from ._html import render_html
 from ._terminal import colour_strip, legend, score_table, visible_token
+from ..calibration import calibration_arrays, to_z, token_z_arrays  # re-exported: the z rule renderers apply
 from ._view import (
     CLIP_Z,
     ReadoutView,
     ScoredText,
     build_view,
-    calibration_arrays,
     check_concepts,
     rank_concepts,
     resolve_layers,
-    to_z,
-    token_z_arrays,
 )
 
 __all__ = [

@@ -10,7 +10,8 @@ float64 noise such as ``0.30000001192092896``); a non-finite score becomes
 
 Version 2 keys the pooled scores by pooling-mode name (``pooled``) where
 version 1 had the fields ``mean`` and ``last``; :func:`decode_scores` still
-reads a version-1 document, as the version 2 it converts to.
+reads a version-1 document, as the version 2 it converts to. The version
+strings and that upgrade live in :mod:`amygdala_vllm.formats` with every other.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import msgspec
 import numpy as np
 
 from ..errors import FormatError
-from ..formats import encode_json
+from ..formats import SCORES_FORMAT, SCORES_FORMAT_V1, encode_json, upgrade_scores_v1
 from ._view import ReadoutView
 
 __all__ = [
@@ -32,10 +33,6 @@ __all__ = [
     "decode_scores",
     "parse_chat",
 ]
-
-SCORES_FORMAT = "amygdala-readout-scores/2"
-SCORES_FORMAT_V1 = "amygdala-readout-scores/1"
-
 
 class ChatMessage(msgspec.Struct, forbid_unknown_fields=True):
     """One turn of a conversation, as chat templates take it."""
@@ -128,9 +125,7 @@ def decode_scores(data: bytes) -> ReadoutScores:
         if fmt not in (SCORES_FORMAT, SCORES_FORMAT_V1):
             raise FormatError(f"format is {fmt!r}, expected {SCORES_FORMAT!r}")
         if fmt == SCORES_FORMAT_V1:
-            rest = dict(raw)
-            pooled = {k: rest.pop(k) for k in ("mean", "last") if k in rest}
-            raw = {**rest, "format": SCORES_FORMAT, "pooled": pooled}
+            raw = upgrade_scores_v1(raw)
         return msgspec.convert(raw, type=ReadoutScores)
     except msgspec.DecodeError as exc:
         raise FormatError(f"not an {SCORES_FORMAT} document: {exc}") from exc

@@ -1,12 +1,8 @@
 """Turn raw readout scores into the calibrated selection every renderer draws.
 
-A raw projection (residual stream . unit vector) has a different offset and
-scale at every layer, so raw numbers cannot be compared across layers or
-concepts, nor read as "how much". The manifest's calibration centres each
-(concept, layer) on the midpoint of its train positives and negatives and
-divides by their pooled standard deviation, so ``z > 0`` leans positive and
-``|z|`` around 1 is a typical train-text distance. Where calibration is missing
-the raw score is kept (and flagged), so nothing is silently rescaled.
+The z rule itself (midpoint, pooled std, per-token half gap) lives in
+:mod:`amygdala_vllm.calibration`, shared with ``serve`` and ``validate``; this
+module picks layers and concepts and applies it.
 
 The renderers (terminal, JSON, HTML) all take a :class:`ReadoutView`, built
 once here, so they cannot disagree about which layers, concepts or numbers
@@ -15,25 +11,21 @@ they show.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from ..calibration import calibration_arrays, to_z, token_z_arrays
 from ..errors import UsageError
-from ..formats import Calibration, ReadoutManifest
+from ..formats import ReadoutManifest
 
 __all__ = [
     "ScoredText",
     "ReadoutView",
     "CLIP_Z",
-    "calibration_arrays",
-    "token_calibration_arrays",
-    "token_z_arrays",
     "z_note",
-    "to_z",
     "resolve_layers",
     "check_concepts",
     "rank_concepts",
@@ -111,89 +103,6 @@ class ReadoutView:
         return t >= self.skip_first_tokens
 
 
-def _calibration_grid(
-    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str],
-    entry: Callable[[Calibration], tuple[float, float] | None],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(midpoint, scale, calibrated)`` over layers x concepts, each entry by ``entry(cal) -> (mid, scale) | None``.
-
-    A missing entry, or one ``entry`` rejects, is uncalibrated: midpoint 0 and
-    scale 1, i.e. the raw score.
-    """
-    mid = np.zeros((len(layers), len(concepts)), dtype=np.float64)
-    scale = np.ones_like(mid)
-    ok = np.zeros(mid.shape, dtype=bool)
-    for j, concept in enumerate(concepts):
-        per_layer = manifest.calibration.get(concept, {})
-        for i, layer in enumerate(layers):
-            cal = per_layer.get(str(layer))
-            got = entry(cal) if cal is not None else None
-            if got is not None:
-                mid[i, j], scale[i, j] = got
-                ok[i, j] = True
-    return mid, scale, ok
-
-
-def _pooled_entry(cal: Calibration) -> tuple[float, float] | None:
-    if not (math.isfinite(cal.pooled_std) and cal.pooled_std > 0):
-        return None
-    if not (math.isfinite(cal.pos_mean) and math.isfinite(cal.neg_mean)):
-        return None
-    return (cal.pos_mean + cal.neg_mean) / 2, cal.pooled_std
-
-
-def _token_entry(cal: Calibration) -> tuple[float, float] | None:
-    if cal.token_pos_mean is None or cal.token_neg_mean is None:
-        return None
-    gap = (cal.token_pos_mean - cal.token_neg_mean) / 2
-    if not (math.isfinite(gap) and gap != 0):
-        return None
-    return (cal.token_pos_mean + cal.token_neg_mean) / 2, gap
-
-
-def calibration_arrays(
-    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(midpoint, pooled_std, calibrated)``, each ``[len(layers), len(concepts)]``.
-
-    A missing entry, or one whose ``pooled_std`` is not a positive finite
-    number (a concept whose train texts all projected alike), counts as
-    uncalibrated: midpoint 0 and scale 1, i.e. the raw score.
-    """
-    return _calibration_grid(manifest, layers, concepts, _pooled_entry)
-
-
-def token_z_arrays(
-    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(midpoint, scale, token_calibrated)`` for per-token z, each ``[len(layers), len(concepts)]``.
-
-    The per-token class means where the manifest has them (a pooled mean's
-    statistics put every token of a text far from 0: issue 15 measured -1 to -9
-    on a plainly joyful sentence), the pooled calibration elsewhere. One rule
-    for ``readout``, its HTML and the serving responses.
-    """
-    mid, std, ok = calibration_arrays(manifest, layers, concepts)
-    tmid, thalf, tok = token_calibration_arrays(manifest, layers, concepts)
-    tok &= ok
-    return np.where(tok, tmid, mid), np.where(tok, thalf, std), tok
-
-
-def token_calibration_arrays(
-    manifest: ReadoutManifest, layers: Sequence[int], concepts: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(midpoint, half_gap, calibrated)`` of per-token scores, each ``[len(layers), len(concepts)]``.
-
-    From the manifest's per-token class means (``reduce/token_calibration.py``):
-    ``z = (score - midpoint) / half_gap`` puts a typical train positive token
-    at +1 and a typical negative one at -1 (the half-gap is signed, so z > 0
-    always leans toward the concept). Manifests written before per-token
-    calibration existed lack the means: those entries are not calibrated here
-    and per-token scores fall back to the pooled calibration.
-    """
-    return _calibration_grid(manifest, layers, concepts, _token_entry)
-
-
 #: Captions of the two calibrations, shared by the terminal and HTML views.
 TOKEN_NOTE = "tokens: z = (score - token midpoint) / half the token gap (train positive token ~ +1, negative ~ -1)"
 POOLED_NOTE = "z = (score - midpoint) / pooled std"
@@ -202,11 +111,6 @@ POOLED_NOTE = "z = (score - midpoint) / pooled std"
 def z_note(view: ReadoutView) -> str:
     """What the shown z values mean for ``view``."""
     return f"{TOKEN_NOTE}; {'/'.join(view.pooled_z)}: {POOLED_NOTE}" if view.token_calibrated else POOLED_NOTE
-
-
-def to_z(raw: np.ndarray, mid: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``(raw - mid) / std`` broadcast over leading axes, in float64."""
-    return (np.asarray(raw, dtype=np.float64) - mid) / std
 
 
 def resolve_layers(manifest: ReadoutManifest, spec: str | None) -> list[int]:

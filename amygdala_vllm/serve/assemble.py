@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..calibration import calibration_arrays, to_z, token_z_arrays
 from ..formats import ReadoutManifest
 from ..pooling_modes import MODES, pool_scores
-from ..render import calibration_arrays, to_z, token_z_arrays
 from .options import ReadoutOptions
 from .schema import ChoiceScores, Pooled, TokenScores
 

@@ -35,16 +35,14 @@ import os
 import uuid
 from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import msgspec
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from ..errors import AmygdalaError
-from ..formats import READOUT_FORMATS, ReadoutManifest, read_json
-from ..vectors_file import ENV_MANIFEST, ENV_VECTORS
+from ..formats import ReadoutManifest
+from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, paths_from_env, read_manifest, readout_requested
 from ..vllm_ext import SERVE_WORKER_EXTENSION, rpc
 from ..vllm_ext.serve_endpoint import AuthCheck, api_key_check, completion_routes, unauthorized
 from .assemble import ChoiceBuilder
@@ -194,15 +192,13 @@ class AmygdalaEndpoint:
         """Start readout on the workers if vectors are configured; refuse to serve wrong ones."""
         state.amygdala = None
         state.amygdala_auth = api_key_check(args)
-        vectors, manifest_path = os.environ.get(ENV_VECTORS), os.environ.get(ENV_MANIFEST)
-        if engine_client is None or not vectors:
+        if engine_client is None or not readout_requested():
             log.warning("amygdala: %s is not set; readout requests will be refused", ENV_VECTORS)
             return
         try:
-            if not manifest_path:
-                raise AmygdalaError(f"{ENV_VECTORS} is set but {ENV_MANIFEST} is not")
-            manifest = read_json(Path(manifest_path), ReadoutManifest, expect_format=READOUT_FORMATS)
-            await engine_client.collective_rpc("amygdala_serve_start", args=(vectors, manifest_path))
+            vectors, manifest_path = paths_from_env()
+            manifest = read_manifest(manifest_path)
+            await engine_client.collective_rpc("amygdala_serve_start", args=(str(vectors), str(manifest_path)))
         except Exception as exc:  # worker failures come back as plain Exceptions carrying the message
             raise SystemExit(f"amygdala: cannot serve readout: {_one_line(exc)}") from None
         interval = float(os.environ.get(DRAIN_INTERVAL_ENV, "0.05"))

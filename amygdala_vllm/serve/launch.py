@@ -24,8 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import FormatError, ModelError, UsageError
-from ..formats import ReadoutManifest, manifest_path_for
-from ..vectors_file import ENV_MANIFEST, ENV_VECTORS, check_model
+from ..formats import ReadoutManifest
+from ..vectors_file import check_model, env_values, pair_paths
 from ..vectors_file import load as load_vectors_file
 from ..vllm_ext import SERVE_WORKER_EXTENSION
 
@@ -86,8 +86,7 @@ def check_vllm_install(vllm_args: list[str]) -> str:
 def own_env(vectors: Path, manifest: Path, base: Mapping[str, str]) -> dict[str, str]:
     """The variables serving adds to ``base``: vectors and plugins (what ``--print-command`` shows)."""
     return {
-        ENV_VECTORS: str(Path(vectors).resolve()),
-        ENV_MANIFEST: str(Path(manifest).resolve()),
+        **env_values(vectors, manifest),
         "VLLM_PLUGINS": plugins_value(base.get("VLLM_PLUGINS")),
         **runner_env(base),
     }
@@ -123,8 +122,7 @@ def check_vectors(model: str, vectors: Path, manifest: Path | None = None) -> tu
     from ..model_config import read_decoder_shape
     from ..models import model_fingerprint
 
-    vectors = Path(vectors)
-    manifest = Path(manifest) if manifest is not None else manifest_path_for(vectors)
+    vectors, manifest = pair_paths(vectors, manifest)
     if not vectors.is_file():
         raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
     shape = read_decoder_shape(model)

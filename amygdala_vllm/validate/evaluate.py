@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from ..dataset import Dataset
+from ..calibration import calibration_transfers
 from ..errors import FormatError, UsageError
 from ..formats import ReadoutManifest
 from ..pooling_modes import MODES
@@ -35,7 +36,6 @@ from .schema import (
     LayerMetrics,
     PoolingMetrics,
     ValidateReport,
-    calibration_transfers,
     opt,
 )
 

@@ -19,6 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..calibration import midpoint
+
 __all__ = ["auroc", "cohens_d", "accuracy_at", "calibrated_threshold", "best_index"]
 
 
@@ -71,8 +73,11 @@ def cohens_d(pos: Sequence[float] | np.ndarray, neg: Sequence[float] | np.ndarra
 
 
 def calibrated_threshold(pos_mean: float, neg_mean: float) -> float:
-    """The midpoint of the train class means of the projection (the manifest's calibration)."""
-    return (float(pos_mean) + float(neg_mean)) / 2.0
+    """The midpoint of the train class means of the projection (the manifest's calibration).
+
+    The rule is :func:`amygdala_vllm.calibration.midpoint`, shared with readout's and serving's z.
+    """
+    return midpoint(pos_mean, neg_mean)
 
 
 def accuracy_at(

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..calibration import calibration_transfers, midpoint, signed_z
 from ..formats import ReadoutManifest
 from ..text_file import read_text_lines
-from .metrics import calibrated_threshold
-from .schema import OODConcept, OODLayer, OODReport, calibration_transfers, opt
+from .schema import OODConcept, OODLayer, OODReport, opt
 
 __all__ = ["read_ood_texts", "ood_report", "QUANTILES"]
 
@@ -47,15 +47,14 @@ def ood_report(path: Path | str, manifest: ReadoutManifest, pooled: np.ndarray) 
         for li, layer in enumerate(manifest.layers):
             x = pooled[:, li, e]
             cal = manifest.calibration[c][str(layer)]
-            thr = calibrated_threshold(cal.pos_mean, cal.neg_mean)
+            thr = midpoint(cal.pos_mean, cal.neg_mean)
             above = cal.pos_mean >= cal.neg_mean
             mean = float(x.mean())
-            z = (mean - thr) / cal.pooled_std if cal.pooled_std > 0 else float("nan")
             positive = (x > thr) if above else (x < thr)
             layers.append(OODLayer(
                 layer=layer, mean=mean, std=float(x.std(ddof=1)) if len(x) > 1 else 0.0,
                 quantiles={f"q{round(q * 100):02d}": float(v) for q, v in zip(QUANTILES, np.quantile(x, QUANTILES))},
-                z_mean=opt(z if above else -z) if transfers else None,
+                z_mean=opt(signed_z(mean, cal)) if transfers else None,
                 fraction_positive=float(positive.mean()) if transfers else None,
             ))
         concepts.append(OODConcept(concept=c, layers=layers))

@@ -16,16 +16,15 @@ import msgspec
 import numpy as np
 
 from .. import atomic
+from ..calibration import calibration_transfers
 from ..errors import FormatError, StoreError
-from ..formats import encode_json
+from ..formats import encode_json, upgrade_validate_v1
 from .schema import (
     VALIDATE_FORMAT,
     VALIDATE_FORMAT_V1,
     LayerMetrics,
     ValidateReport,
-    calibration_transfers,
     report_modes,
-    upgrade_v1,
 )
 from .specificity_report import auto_markdown, methods_markdown, specificity_markdown, specificity_png
 
@@ -43,7 +42,7 @@ def read_report(path: Path) -> ValidateReport:
         fmt = doc.get("format") if isinstance(doc, dict) else None
         if fmt not in (VALIDATE_FORMAT, VALIDATE_FORMAT_V1):
             raise FormatError(f"{path} has format {fmt!r}, expected {VALIDATE_FORMAT!r}")
-        return msgspec.convert(upgrade_v1(doc) if fmt == VALIDATE_FORMAT_V1 else doc, type=ValidateReport)
+        return msgspec.convert(upgrade_validate_v1(doc) if fmt == VALIDATE_FORMAT_V1 else doc, type=ValidateReport)
     except (OSError, msgspec.DecodeError) as exc:
         raise FormatError(f"{path} is not a readable {VALIDATE_FORMAT} report: {exc}") from exc
 

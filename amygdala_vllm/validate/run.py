@@ -30,9 +30,9 @@ from ..dataset import Dataset, load_dataset
 from ..defaults import REPORT_DIR
 from ..dtype_choice import DTYPE_CHOICES, resolve_dtype
 from ..errors import UsageError
-from ..formats import ReadoutManifest, manifest_path_for
+from ..formats import ReadoutManifest
 from ..vectors_file import load as load_vectors_file
-from ..vectors_file import readout_env
+from ..vectors_file import pair_paths, readout_env
 from .auto_check import auto_check
 from .compare import compare_methods
 from .evaluate import evaluate_projections, heldout_classes
@@ -174,8 +174,7 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
                  open_readout: OpenReadout | None = None) -> ValidateResult:
     """Validate; see the module docstring. Failures (min AUROC, agreement) are returned, not raised."""
     opts.check()
-    vectors_path = Path(opts.vectors)
-    man_path = Path(opts.manifest) if opts.manifest else manifest_path_for(vectors_path)
+    vectors_path, man_path = pair_paths(opts.vectors, opts.manifest or None)
     loaded = load_vectors_file(vectors_path, man_path, calibrated=True)
     manifest, vectors = loaded.manifest, loaded.stacked()
     dataset = load_dataset(Path(opts.training_data_dir))

@@ -9,7 +9,9 @@ fields like every other format of this tool; change a field only together with
 Version 2 keys per-layer metrics by pooling-mode name (``pooled``: one entry
 per mode of ``pooling_modes.MODES`` the scores carry) where version 1 had the
 fields ``mean`` and ``last``; ``OODLayer.fraction_positive`` may be ``null``.
-:func:`upgrade_v1` turns a version-1 document into version 2.
+``formats.upgrade_validate_v1`` turns a version-1 document into version 2
+(the version strings and the upgrade live in :mod:`amygdala_vllm.formats`
+with every other format's).
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ import math
 
 import msgspec
 
+from ..formats import VALIDATE_FORMAT, VALIDATE_FORMAT_V1
 from ..pooling_modes import MODES
 
 __all__ = [
     "VALIDATE_FORMAT",
+    "VALIDATE_FORMAT_V1",
     "PoolingMetrics",
     "LayerMetrics",
     "ConceptReport",
@@ -42,12 +46,7 @@ __all__ = [
     "ValidateReport",
     "opt",
     "report_modes",
-    "calibration_transfers",
-    "upgrade_v1",
 ]
-
-VALIDATE_FORMAT = "amygdala-validate/2"
-VALIDATE_FORMAT_V1 = "amygdala-validate/1"
 
 
 def opt(x: float) -> float | None:
@@ -272,17 +271,6 @@ class ValidateReport(_Strict):
     auto: list[AutoLayerCheck] = []  # --method auto vectors: per layer, the choice and CV vs held-out (else empty)
 
 
-def calibration_transfers(pooling: str) -> bool:
-    """Whether the calibration (thresholds, accuracy, OOD z) of manifest pooling ``pooling`` applies to its scores.
-
-    ``reduce`` calibrates on ``pooled activation . vector``; readout pools the
-    per-token scores ``row_t . vector``. The two agree for a linear mode only:
-    ``max_t(row_t . v)`` is not ``max(rows) . v``, so a ``max`` manifest's
-    thresholds say nothing about its runtime scores.
-    """
-    return pooling in MODES and MODES[pooling].linear
-
-
 def report_modes(report: ValidateReport) -> list[str]:
     """The pooling modes a report holds, the manifest's first, then in registry order (then any unknown, sorted).
 
@@ -296,15 +284,3 @@ def report_modes(report: ValidateReport) -> list[str]:
     rest = [m for m in MODES if m in held and m != report.pooling]
     rest += sorted(held - set(MODES) - {report.pooling})
     return ([report.pooling] if report.pooling in held else []) + rest
-
-
-def upgrade_v1(doc: dict) -> dict:
-    """A decoded ``amygdala-validate/1`` document as version 2: ``mean``/``last`` per layer move into ``pooled``."""
-
-    def layer(entry: dict) -> dict:
-        rest = dict(entry)
-        pooled = {k: rest.pop(k) for k in ("mean", "last") if k in rest}
-        return {**rest, "pooled": pooled}
-
-    concepts = [dict(c, layers=[layer(l) for l in c.get("layers", [])]) for c in doc.get("concepts", [])]
-    return dict(doc, format=VALIDATE_FORMAT, concepts=concepts)
