@@ -82,7 +82,7 @@ directly, not through ``execute_model``, and computes no logits, so no tap is
 handed over; eager hooks never meet a graph (eager mode captures none).
 
 Not read, and refused before an engine starts where they would change what a
-row means (``launch.check_v2_features``): dual-batch overlap / micro-batching
+row means (``features.py``: ``check_engine_features``, ``check_serve_flags``): dual-batch overlap / micro-batching
 (the model runs once per micro-batch), batch-sharded sampling
 (``compute_logits_local`` on a shard of the rows), sequence-parallel MoE
 (tokens split over TP ranks), prefill context parallel (``pcp_manager``
