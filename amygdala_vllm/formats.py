@@ -10,7 +10,7 @@ Every format string of the tool and every upgrade of an old version lives
 here, so "which versions exist and how does an old file read" is answered in
 one file: the stage-connecting formats with their Structs, and the version
 strings plus v1 -> v2 upgrades of the three formats a stage owns, whose
-Structs stay beside that stage (``readout --json``: ``render/_document.py``;
+Structs stay beside that stage (``readout --json``: ``readout/render/_document.py``;
 ``report.json``: ``validate/schema.py``; ``usage.json``: ``usage.py``). Those
 Structs stay there not for an import cycle (there would be none) but because
 they describe one stage's output and ``report.json``'s tree alone is ~250
@@ -88,7 +88,7 @@ CAPTURE_FORMAT_V1 = "amygdala-capture/1"
 READOUT_FORMAT = "amygdala-readout/2"
 READOUT_FORMAT_V1 = "amygdala-readout/1"
 READOUT_FORMATS = (READOUT_FORMAT, READOUT_FORMAT_V1)
-#: ``readout --json`` (``render/_document.py``). Version 2 keys the pooled scores by pooling-mode name
+#: ``readout --json`` (``readout/render/_document.py``). Version 2 keys the pooled scores by pooling-mode name
 #: (``pooled``) where version 1 had the fields ``mean`` and ``last`` (:func:`upgrade_scores_v1`).
 SCORES_FORMAT = "amygdala-readout-scores/2"
 SCORES_FORMAT_V1 = "amygdala-readout-scores/1"

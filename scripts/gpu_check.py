@@ -63,7 +63,7 @@ def _prompts(model_dir: Path, n: int) -> list[list[int]]:
 
 def run_engine(model_dir: Path, vectors: Path, out: Path, dtype: str, eager: bool, n: int) -> None:
     """Capture every prompt alone and all together, and score them with readout; save everything to ``out``."""
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.vllm_ext.engine import CaptureSession, engine_options, open_engine, runner_info
 
     prompts = _prompts(model_dir, n)

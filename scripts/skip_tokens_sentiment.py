@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the corpus reader and dataset writer 
 from sentiment_corpus import write_sentiment_dataset  # noqa: E402
 
 from amygdala_vllm.dataset import load_dataset  # noqa: E402
-from amygdala_vllm.extract import ExtractOptions, run_extract  # noqa: E402
+from amygdala_vllm.extract.run import ExtractOptions, run_extract  # noqa: E402
 from amygdala_vllm.formats import ReadoutManifest, read_json  # noqa: E402
 from amygdala_vllm.models import prepare_smollm2  # noqa: E402
 from amygdala_vllm.reduce import ReduceOptions, reduce  # noqa: E402

@@ -18,7 +18,7 @@ def main(job_file: str) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, open_engine
 
     job = json.loads(open(job_file, encoding="utf-8").read())

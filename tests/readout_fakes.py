@@ -1,7 +1,7 @@
 """Hand-made readout scores and manifests, so rendering and the CLI test without an engine.
 
-Scores are real :class:`amygdala_vllm.readout.TextScores`;
-``FakeReadout`` stands in for :class:`amygdala_vllm.readout.Readout` and
+Scores are real :class:`amygdala_vllm.readout.scorer.TextScores`;
+``FakeReadout`` stands in for :class:`amygdala_vllm.readout.scorer.Readout` and
 records how the CLI drove it.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from amygdala_vllm.formats import READOUT_FORMAT, Calibration, ConceptCounts, ReadoutManifest
-from amygdala_vllm.readout import TextScores, pooled_scores
+from amygdala_vllm.readout.scorer import TextScores, pooled_scores
 
 CONCEPTS = ["anger", "joy", "fear", "calm", "awe"]
 LAYERS = [3, 8, 14, 20]

@@ -181,8 +181,9 @@ def test_killed_actor_is_replaced_and_the_resumed_run_is_byte_identical(cluster,
 
     One actor (and its replacement) keeps the test to two engine starts; the pool is the same at any size.
     """
-    from amygdala_vllm.cluster import ClusterOptions, RunStats, ray_shards
-    from amygdala_vllm.extract import ExtractOptions, run_extract
+    from amygdala_vllm.cluster import ClusterOptions
+    from amygdala_vllm.extract.ray_shards import RunStats, ray_shards
+    from amygdala_vllm.extract.run import ExtractOptions, run_extract
 
     out = _partial(reference, tmp_path / "act", keep=2)
     killed: list[str] = []

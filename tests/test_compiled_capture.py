@@ -211,7 +211,7 @@ def test_readout_cli_with_compile_scores_equal_activation_dot_vector(compiled_ru
     from hf_reference import HFReference
     from test_readout_engine import write_vectors
 
-    from amygdala_vllm.render import decode_scores
+    from amygdala_vllm.readout.render import decode_scores
 
     vec, _, mats = write_vectors(tmp_path, tiny_llama_dir, layers=TAPS, concepts=CONCEPTS)
     text = "the storm passed and the harbour was quiet again, " * 6
@@ -236,8 +236,8 @@ def test_validate_cli_with_compile_reports_what_eager_reports(engine_pool, tiny_
 
     from text_datasets import write_text_dataset
 
-    from amygdala_vllm.extract import ExtractOptions, run_extract
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.extract.run import ExtractOptions, run_extract
+    from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.reduce import ReduceOptions, reduce
     from amygdala_vllm.validate import read_report
     from amygdala_vllm.validate.run import ValidateOptions, run_validate

@@ -19,15 +19,15 @@ import amygdala_vllm
 PACKAGES = {
     "amygdala_vllm": ["__version__"],
     "amygdala_vllm.cli": ["app", "main"],
-    "amygdala_vllm.cluster": [
-        "ClusterOptions", "RunStats", "check_ray_executor", "ray_executor_shards", "ray_readout", "ray_shards",
-    ],
+    "amygdala_vllm.cluster": ["ClusterOptions"],
+    "amygdala_vllm.extract": ["ExtractOptions", "ExtractSummary", "parse_layers", "run_extract"],
+    "amygdala_vllm.readout": ["Readout", "TextScores"],
     "amygdala_vllm.reduce": [
         "Activations", "ClassSize", "CrossPair", "DTYPES", "LayerCrossTalk", "METHODS", "ReduceOptions",
         "ReduceResult", "ReduceSummary", "cross_talk", "manifest_path", "open_activations", "reduce",
         "select_concepts",
     ],
-    "amygdala_vllm.render": [
+    "amygdala_vllm.readout.render": [
         "CLIP_Z", "ChatMessage", "Pooled", "ReadoutScores", "ReadoutView", "SCORES_FORMAT", "ScoredText",
         "build_view", "calibration_arrays", "check_concepts", "colour_strip", "decode_scores", "encode_scores",
         "legend", "parse_chat", "rank_concepts", "render_html", "resolve_layers", "score_table", "to_document",
@@ -45,7 +45,7 @@ PACKAGES = {
 }
 
 #: Modules without an ``__all__`` on purpose: namespace packages and the ``python -m`` entry.
-NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
+NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.pairs.mcp", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
 
 
 def _modules() -> list[str]:

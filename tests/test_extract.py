@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from amygdala_vllm.cli import app
-from amygdala_vllm.extract import ExtractOptions, parse_layers, run_extract
+from amygdala_vllm.extract.run import ExtractOptions, parse_layers, run_extract
 from amygdala_vllm.shards import read_shard
 from text_datasets import varied_texts, write_text_dataset
 

@@ -13,8 +13,10 @@ every top-level module is a stage, an engine/scale-out layer or a shared bottom
 module (:data:`STAGES`, :data:`LAYERS`, :data:`BOTTOM`); a bottom module imports
 only bottom modules (no stage, no ``vllm_ext``, no ``cluster``), so the formats,
 the vectors file and the calibration rule are read and tested alone; the
-layers import no stage, except the few arrows listed in
-:data:`CLUSTER_RUNS_STAGES` with the reason they remain.
+layers import no stage (``cluster/`` is generic Ray machinery: the actor
+classes live with the stage they run, ``extract/ray_shards.py`` and
+``readout/ray_readout.py``). Each pipeline stage is one package, so the
+layout shows the pipeline.
 """
 
 from __future__ import annotations
@@ -93,26 +95,13 @@ def test_vllm_ext_imports_no_stage_above_it():
     assert _back_up(_graph(), "vllm_ext", STAGES_ABOVE_VLLM_EXT) == []
 
 
-#: The pipeline's stages: packages, and the top-level modules that are still a stage's home until the
-#: layout change (issue 23 item 3 moves extract/shard_capture into ``extract/`` and readout into ``readout/``).
-STAGES = ("pairs", "extract", "shard_capture", "reduce", "validate", "readout", "render", "serve", "cli", "__main__")
+#: The pipeline's stages, one package each (and the CLI over them).
+STAGES = ("pairs", "extract", "reduce", "validate", "readout", "serve", "cli", "__main__")
 #: The engine layer and the scale-out layer under the stages.
 LAYERS = ("vllm_ext", "cluster")
 #: Shared modules at the bottom: formats, their readers and the rules every stage applies the same way.
 BOTTOM = ("atomic", "calibration", "dataset", "defaults", "dtype_choice", "errors", "formats", "model_config",
           "models", "pooling_modes", "shards", "text_file", "usage", "vectors_file")
-#: Known arrows from ``cluster/`` up into stages, kept explicitly rather than by weakening the rule: the Ray
-#: actors run the extract and readout engines (``ShardCapturer``, ``Readout``) that still live in top-level
-#: stage modules. Issue 23 item 3 (the layout) is where they go: the engine-side classes move under
-#: ``vllm_ext``/``cluster`` or the stage packages, and this set shrinks to empty.
-CLUSTER_RUNS_STAGES = {
-    "amygdala_vllm.cluster.actors -> amygdala_vllm.readout",
-    "amygdala_vllm.cluster.actors -> amygdala_vllm.shard_capture",
-    "amygdala_vllm.cluster.executor -> amygdala_vllm.extract",
-    "amygdala_vllm.cluster.executor -> amygdala_vllm.shard_capture",
-    "amygdala_vllm.cluster.extract -> amygdala_vllm.extract",
-    "amygdala_vllm.cluster.extract -> amygdala_vllm.shard_capture",
-}
 
 
 def _top(module: str) -> str:
@@ -138,6 +127,12 @@ def test_every_top_level_module_has_a_layer():
     assert len(placed) == len(STAGES) + len(LAYERS) + len(BOTTOM)  # no module in two places
 
 
+def test_each_stage_is_one_package():
+    """The layout shows the pipeline: every stage (and each layer) is a package, not a loose module."""
+    loose = [name for name in STAGES + LAYERS if name not in ("__main__",) and not (PACKAGE / name).is_dir()]
+    assert loose == []
+
+
 def test_bottom_modules_import_only_the_bottom():
     """Formats at the bottom: no import from a shared module into a stage, ``vllm_ext`` or ``cluster``."""
     assert _leaving(_graph(), BOTTOM, ()) == []
@@ -147,7 +142,7 @@ def test_layers_import_no_stage():
     """``vllm_ext`` and ``cluster`` sit under every stage (``vllm_ext`` under ``cluster`` too)."""
     graph = _graph()
     assert _leaving(graph, ("vllm_ext",), BOTTOM) == []
-    assert set(_leaving(graph, ("cluster",), BOTTOM + ("vllm_ext",))) == CLUSTER_RUNS_STAGES
+    assert _leaving(graph, ("cluster",), BOTTOM + ("vllm_ext",)) == []
 
 
 def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
@@ -189,18 +184,18 @@ def test_the_rules_see_what_they_check():
     assert "amygdala_vllm.vllm_ext.probes" in found  # "from . import probes"
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]
     graph = _graph()
-    assert "amygdala_vllm.cli.extract_cmd" in graph and "amygdala_vllm.extract" in graph["amygdala_vllm.cli.extract_cmd"]
+    assert "amygdala_vllm.cli.extract_cmd" in graph and "amygdala_vllm.extract.run" in graph["amygdala_vllm.cli.extract_cmd"]
     # The layer rule sees a back-arrow when one exists (serve/ -> vllm_ext/ is real, so the reverse check can fire).
     assert "amygdala_vllm.serve.endpoint -> amygdala_vllm.vllm_ext.rpc" in _back_up(graph, "serve", ("vllm_ext",))
     planted = {**graph, "amygdala_vllm.vllm_ext.rpc": {"amygdala_vllm.serve.options"}}
     assert _back_up(planted, "vllm_ext", STAGES_ABOVE_VLLM_EXT) == [
         "amygdala_vllm.vllm_ext.rpc -> amygdala_vllm.serve.options"]
     # The layer rule fires on a planted arrow out of the bottom, out of a layer, and on an unplaced module.
-    planted = {**graph, "amygdala_vllm.formats": graph["amygdala_vllm.formats"] | {"amygdala_vllm.render._view"},
+    planted = {**graph, "amygdala_vllm.formats": graph["amygdala_vllm.formats"] | {"amygdala_vllm.readout.render._view"},
                "amygdala_vllm.calibration": graph["amygdala_vllm.calibration"] | {"amygdala_vllm.vllm_ext.rpc"},
                "amygdala_vllm.cluster.pool": graph["amygdala_vllm.cluster.pool"] | {"amygdala_vllm.validate.run"}}
     assert _leaving(planted, BOTTOM, ()) == ["amygdala_vllm.calibration -> amygdala_vllm.vllm_ext.rpc",
-                                             "amygdala_vllm.formats -> amygdala_vllm.render._view"]
-    assert "amygdala_vllm.cluster.pool -> amygdala_vllm.validate.run" in set(
-        _leaving(planted, ("cluster",), BOTTOM + ("vllm_ext",))) - CLUSTER_RUNS_STAGES
+                                             "amygdala_vllm.formats -> amygdala_vllm.readout.render._view"]
+    assert _leaving(planted, ("cluster",), BOTTOM + ("vllm_ext",)) == [
+        "amygdala_vllm.cluster.pool -> amygdala_vllm.validate.run"]
     assert "amygdala_vllm.formats" in graph["amygdala_vllm.calibration"]  # bottom -> bottom is seen, and allowed

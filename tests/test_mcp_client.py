@@ -19,9 +19,9 @@ import pytest
 from mcp.server.mcpserver import MCPServer
 
 from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
-from amygdala_vllm.pairs.mcp_client import MCPClient
-from amygdala_vllm.pairs.mcp_results import result_json, result_text
-from amygdala_vllm.pairs.mcp_target import ServerTarget, make_target
+from amygdala_vllm.pairs.mcp.client import MCPClient
+from amygdala_vllm.pairs.mcp.results import result_json, result_text
+from amygdala_vllm.pairs.mcp.target import ServerTarget, make_target
 from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph
 
 STDIO_SERVER = Path(__file__).resolve().parent / "mcp_stdio_server.py"

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.pairs.mcp_mapping import (
+from amygdala_vllm.pairs.mcp.mapping import (
     DEFAULT_PRESET,
     PRESETS,
     MCPMapping,

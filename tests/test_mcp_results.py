@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from amygdala_vllm.pairs.mcp_results import result_json, result_text
+from amygdala_vllm.pairs.mcp.results import result_json, result_text
 
 
 def test_result_json_candidates() -> None:

@@ -11,9 +11,9 @@ import msgspec
 import pytest
 
 from amygdala_vllm.errors import MCPProtocolError
-from amygdala_vllm.pairs.mcp_mapping import DEFAULT_LINKS_PATTERN, PRESETS, MCPMapping
-from amygdala_vllm.pairs.mcp_source import cut_links, parse_key_lines, read_mcp_nodes
-from amygdala_vllm.pairs.mcp_target import ServerTarget, make_target
+from amygdala_vllm.pairs.mcp.mapping import DEFAULT_LINKS_PATTERN, PRESETS, MCPMapping
+from amygdala_vllm.pairs.mcp.source import cut_links, parse_key_lines, read_mcp_nodes
+from amygdala_vllm.pairs.mcp.target import ServerTarget, make_target
 from amygdala_vllm.pairs.nodes import Node
 from mcp_fixture_server import serve_memory_graph
 

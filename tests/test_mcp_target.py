@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from amygdala_vllm.errors import UsageError
-from amygdala_vllm.pairs.mcp_target import HEADERS_ENV, make_target, parse_headers
+from amygdala_vllm.pairs.mcp.target import HEADERS_ENV, make_target, parse_headers
 
 URL = "http://127.0.0.1:7777/mcp"
 

@@ -1,7 +1,7 @@
 """`amygdala-vllm readout` through typer's CliRunner, with a fake engine in place of vLLM.
 
 Every bad input must fail with one line and exit 1 *before* the engine starts;
-the fake :class:`FakeReadout` (installed as ``amygdala_vllm.readout``) records
+the fake :class:`FakeReadout` (installed as ``amygdala_vllm.readout.scorer``) records
 whether it was ever constructed.
 """
 
@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from amygdala_vllm.cli import app
 from amygdala_vllm.cli.readout_cmd import _stdout_to_stderr
-from amygdala_vllm.render import SCORES_FORMAT, decode_scores
+from amygdala_vllm.readout.render import SCORES_FORMAT, decode_scores
 from readout_fakes import CONCEPTS, FakeReadout, make_manifest, write_vectors
 
 runner = CliRunner()
@@ -27,7 +27,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def engines(monkeypatch: pytest.MonkeyPatch) -> list[FakeReadout]:
-    """Installs a fake ``amygdala_vllm.readout``; returns the engines the CLI started."""
+    """Installs a fake ``amygdala_vllm.readout.scorer``; returns the engines the CLI started."""
     started: list[FakeReadout] = []
 
     def factory(model: str, vectors: Path, manifest: Path, **kwargs: object) -> FakeReadout:
@@ -35,9 +35,9 @@ def engines(monkeypatch: pytest.MonkeyPatch) -> list[FakeReadout]:
         started.append(engine)
         return engine
 
-    module = types.ModuleType("amygdala_vllm.readout")
+    module = types.ModuleType("amygdala_vllm.readout.scorer")
     module.Readout = factory  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "amygdala_vllm.readout", module)
+    monkeypatch.setitem(sys.modules, "amygdala_vllm.readout.scorer", module)
     return started
 
 

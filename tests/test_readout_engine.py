@@ -102,7 +102,7 @@ def test_generated_tokens_are_scored_too(engine_pool, tiny_llama_dir, vectors):
 
 
 def test_readout_class_agreement_with_pooled_capture(engine_pool, tiny_llama_dir, vectors):
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
 
     llm = engine_pool.get(tiny_llama_dir)
     vec, man, _ = vectors

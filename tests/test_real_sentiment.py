@@ -31,8 +31,8 @@ TRAIN, HELD = 350, 150
 
 def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, tmp_path):
     from amygdala_vllm.dataset import load_dataset
-    from amygdala_vllm.extract import ExtractOptions, run_extract
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.extract.run import ExtractOptions, run_extract
+    from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.reduce import ReduceOptions, reduce
     from amygdala_vllm.validate.compare import compare_methods
     from amygdala_vllm.validate.run import ValidateOptions, run_validate

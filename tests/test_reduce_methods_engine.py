@@ -38,7 +38,7 @@ def _dataset(path):
 
 @pytest.fixture(scope="module")
 def reduced(engine_pool, tiny_llama_dir, tmp_path_factory):
-    from amygdala_vllm.extract import ExtractOptions, run_extract
+    from amygdala_vllm.extract.run import ExtractOptions, run_extract
     from amygdala_vllm.reduce import ReduceOptions, reduce
 
     root = tmp_path_factory.mktemp("methods-engine")
@@ -56,7 +56,7 @@ def reduced(engine_pool, tiny_llama_dir, tmp_path_factory):
 
 
 def _score(llm, vec, texts):
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
 
     with Readout(None, vec, None, dtype="fp32", check_agreement=True, llm=llm, batch_size=16) as ro:
         return ro.score_texts(texts), ro.manifest
@@ -81,7 +81,7 @@ def test_runtime_readout_equals_offline_projection(reduced, name: str) -> None:
 
 
 def test_per_token_z_of_train_texts_centres_on_plus_and_minus_one(reduced) -> None:
-    from amygdala_vllm.render import build_view
+    from amygdala_vllm.readout.render import build_view
 
     llm, _, texts, examples, out = reduced
     train = [ex for ex in examples if ex.split == "train"]

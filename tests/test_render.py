@@ -1,4 +1,4 @@
-"""amygdala_vllm.render: calibrated z, selection, terminal views, JSON document, HTML page."""
+"""amygdala_vllm.readout.render: calibrated z, selection, terminal views, JSON document, HTML page."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import amygdala_vllm.render as render
+import amygdala_vllm.readout.render as render
 from amygdala_vllm.errors import FormatError, UsageError
-from amygdala_vllm.render import (
+from amygdala_vllm.readout.render import (
     SCORES_FORMAT,
     build_view,
     check_concepts,
@@ -32,8 +32,8 @@ from amygdala_vllm.render import (
     visible_token,
     z_rgb,
 )
-from amygdala_vllm.render._colour import NEGATIVE, NEUTRAL, POSITIVE
-from amygdala_vllm.render._view import z_note
+from amygdala_vllm.readout.render._colour import NEGATIVE, NEUTRAL, POSITIVE
+from amygdala_vllm.readout.render._view import z_note
 from readout_fakes import CONCEPTS, LAYERS, make_manifest, make_scores
 
 TOKENS = ["<s>", "I", " am", " so", " angry", "\n", "[bold]x[/]"]
@@ -104,7 +104,7 @@ def test_the_first_position_is_not_scored_in_every_output() -> None:
 
     Its raw projection is made huge, as on real models (the attention sink read -1151 "z" before).
     """
-    from amygdala_vllm.render._colour import UNSCORED
+    from amygdala_vllm.readout.render._colour import UNSCORED
 
     man = make_manifest()
     scored = make_scores(TOKENS, man)
@@ -340,7 +340,7 @@ def test_html_is_self_contained_and_painted_without_scripts() -> None:
 
 
 def test_render_never_imports_the_engine() -> None:
-    code = ("import sys, amygdala_vllm.render, amygdala_vllm.cli.readout_cmd; "
+    code = ("import sys, amygdala_vllm.readout.render, amygdala_vllm.cli.readout_cmd; "
             "bad = [m for m in ('vllm', 'torch', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -109,9 +109,9 @@ def test_mcp_dispatch_is_lazy_and_passes_the_mapping(monkeypatch: pytest.MonkeyP
         seen.update(target=target, mapping=mapping, strict=strict, concurrency=concurrency)
         return [Node("k", "text")], Counter({"mcp_fetch_error": 2})
 
-    fake = types.ModuleType("amygdala_vllm.pairs.mcp_source")
+    fake = types.ModuleType("amygdala_vllm.pairs.mcp.source")
     fake.read_mcp_nodes = fake_read  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "amygdala_vllm.pairs.mcp_source", fake)
+    monkeypatch.setitem(sys.modules, "amygdala_vllm.pairs.mcp.source", fake)
     spec = SourceSpec(memory_mcp_url="http://127.0.0.1:1/mcp", mcp_preset="server-memory",
                       mcp_overrides={"list_tool": "dump_all"}, mcp_timeout=2.5, mcp_concurrency=3,
                       mcp_headers=("Authorization: Bearer s3cret",))

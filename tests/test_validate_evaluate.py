@@ -225,7 +225,7 @@ def test_agreement_bars() -> None:
 
 def test_agreement_bar_scales_with_the_activations_in_fp32() -> None:
     """The case that failed a fixed 1e-4 bar: SmolLM2 fp32 on tweets, 2.4e-4 at projections ~1,700."""
-    from amygdala_vllm.readout import TextScores
+    from amygdala_vllm.readout.scorer import TextScores
 
     proj = np.full((4, 1), 1714.0, np.float32)
 

@@ -28,7 +28,7 @@ LAYERS = [1, 3]
 
 
 def test_stream_equals_stacking_every_text_at_once() -> None:
-    from amygdala_vllm.readout import TextScores, pooled_scores
+    from amygdala_vllm.readout.scorer import TextScores, pooled_scores
 
     rng = np.random.default_rng(0)
     texts = []
@@ -55,7 +55,7 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     from test_readout_engine import write_vectors
 
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
 
     ds = tmp_path / "ds"
     build_dataset(SourceSpec(), ds, PairsOptions())

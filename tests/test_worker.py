@@ -83,7 +83,7 @@ def test_readout_points_the_environment_at_its_vectors_while_open(llm, tmp_path,
 
     from test_readout_engine import write_vectors
 
-    from amygdala_vllm.readout import Readout
+    from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.vectors_file import ENV_MANIFEST, ENV_VECTORS
 
     monkeypatch.setenv(ENV_VECTORS, "/elsewhere.safetensors")

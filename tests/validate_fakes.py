@@ -1,4 +1,4 @@
-"""A stand-in for ``amygdala_vllm.readout.Readout`` over synthetic activations, for validate's tests.
+"""A stand-in for ``amygdala_vllm.readout.scorer.Readout`` over synthetic activations, for validate's tests.
 
 It scores a text exactly as the real readout must: the dot product of the
 text's pooled activation (from :mod:`synthetic`) with each concept's unit vector,
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from amygdala_vllm.pooling_modes import MODES
-from amygdala_vllm.readout import TextScores
+from amygdala_vllm.readout.scorer import TextScores
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.validate import load_manifest, load_vectors
 from synthetic import SyntheticData, SyntheticSpec, make_run

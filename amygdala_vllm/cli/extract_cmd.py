@@ -25,7 +25,7 @@ POOLING_HELP = (f"Pooling modes to record, comma-separated, including {','.join(
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
-    from ..extract import parse_layers
+    from ..extract.run import parse_layers
 
     if target_layers and manifest:
         raise UsageError("give --target-layers or --manifest, not both")
@@ -50,13 +50,13 @@ def _source(ray: bool, address: Optional[str], actors: Optional[int], cpus: floa
     if not ray and address is not None and backend != "ray":
         raise UsageError("--ray-address needs --ray or --distributed-executor-backend ray")
     if ray:
-        from ..cluster import RunStats, ray_shards
+        from ..extract.ray_shards import RunStats, ray_shards
 
         stats = RunStats()
         announce = lambda line: console.print(line, highlight=False)  # noqa: E731
         return ray_shards(cluster_options(address, actors, cpus), stats, announce), stats
     if backend == "ray":
-        from ..cluster import ray_executor_shards
+        from ..extract.ray_executor import ray_executor_shards
 
         return ray_executor_shards(address), None
     return None, None
@@ -94,7 +94,7 @@ def extract(
 ) -> None:
     """Run the model inside vLLM over every unique text once and save pooled residual activations."""
     meter = Meter("extract")
-    from ..extract import ExtractOptions, run_extract
+    from ..extract.run import ExtractOptions, run_extract
     from ..pooling_modes import parse_modes
 
     source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from ..defaults import DATASET_DIR
 from ..pairs.build import PairsOptions, PairsSummary, build_dataset
-from ..pairs.mcp_mapping import parse_json_args
+from ..pairs.mcp.mapping import parse_json_args
 from ..pairs.select import Rules
 from ..pairs.sources import SourceSpec
 from ..usage import Meter

@@ -2,8 +2,8 @@
 
 Thin: read the input, check every flag against the manifest *before* the
 engine starts (a typo must not cost a model load), score through
-:class:`amygdala_vllm.readout.Readout`, hand the scores to
-:mod:`amygdala_vllm.render`. vLLM is imported only when scoring starts.
+:class:`amygdala_vllm.readout.scorer.Readout`, hand the scores to
+:mod:`amygdala_vllm.readout.render`. vLLM is imported only when scoring starts.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParal
 
 if TYPE_CHECKING:
     from ..formats import ReadoutManifest
-    from ..render import ChatMessage, ScoredText
+    from ..readout.render import ChatMessage, ScoredText
 
 __all__ = ["readout_command", "read_input"]
 
@@ -112,7 +112,7 @@ def readout_command(
     compile_: Compile = False,
 ) -> None:
     """Score a text with the readout vectors inside vLLM and show z per token and concept."""
-    from ..render import check_concepts, parse_chat, resolve_layers
+    from ..readout.render import check_concepts, parse_chat, resolve_layers
 
     if view not in ("auto", "table", "strip"):
         raise UsageError(f"--view must be auto, table or strip, got {view!r}")
@@ -133,7 +133,7 @@ def readout_command(
     raw_input = read_input(text, file, sys.stdin)
     messages = parse_chat(raw_input, source=source) if chat else None
 
-    from ..readout import Readout
+    from ..readout.scorer import Readout
 
     choice = choose_dtype(dtype)
     announce_dtype(choice)
@@ -161,7 +161,7 @@ def _show(
     shown_text: str, messages: list[ChatMessage] | None, view: str, json_out: bool, html_out: Path | None,
 ) -> None:
     """Render the outputs asked for: terminal view unless --json, then JSON and HTML."""
-    from ..render import build_view, colour_strip, encode_scores, render_html, score_table, to_document
+    from ..readout.render import build_view, colour_strip, encode_scores, render_html, score_table, to_document
 
     if not json_out:
         term = build_view(scored, man, layers=layers, concepts=wanted, top_k=TERMINAL_CONCEPTS, model=model)

@@ -87,7 +87,7 @@ def validate_command(
 
     open_readout = None
     if ray:
-        from ..cluster import ray_readout
+        from ..readout.ray_readout import ray_readout
 
         open_readout = ray_readout(cluster_options(ray_address, ray_actors, ray_cpus_per_actor))
     elif ray_address is not None or ray_actors is not None:

@@ -1,11 +1,13 @@
-"""Scale-out on a Ray cluster: ``extract --ray`` and ``validate --ray``.
+"""Scale-out on a Ray cluster: the generic layer under ``extract --ray`` and ``validate --ray``.
 
 Ray is an optional extra (``pip install 'amygdala-vllm[ray]'``), imported only
 in :mod:`._ray`; this package can be imported without it and says which extra
 to install the moment a ``--ray`` path needs it.
 
 Shape: the driver (the process you start) plans the work, connects, and starts
-actors that each own one engine (:mod:`.placement` sizes them to the cluster);
+actors that each own one engine (:mod:`.placement` sizes them to the cluster;
+the actor classes live with their stage: ``extract/ray_shards.py``,
+``extract/ray_executor.py``, ``readout/ray_readout.py``);
 :mod:`.pool` hands them one piece at a time and replaces lost ones. Actors
 return bytes (safetensors for arrays, msgspec JSON for the rest), and the
 driver alone writes files.
@@ -24,9 +26,6 @@ shared storage instead.
 
 from __future__ import annotations
 
-from .executor import check_ray_executor, ray_executor_shards
-from .extract import RunStats, ray_shards
 from .placement import ClusterOptions
-from .readout import ray_readout
 
-__all__ = ["ClusterOptions", "RunStats", "ray_shards", "ray_readout", "ray_executor_shards", "check_ray_executor"]
+__all__ = ["ClusterOptions"]

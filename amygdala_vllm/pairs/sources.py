@@ -168,9 +168,9 @@ def _read_file(path: Path, strict: bool) -> SourceResult:
 
 
 def _read_mcp(spec: SourceSpec, strict: bool, progress: Callable[[int, int], None] | None) -> SourceResult:
-    from .mcp_mapping import load_mapping  # lazy: the mcp SDK only when asked for
-    from .mcp_source import read_mcp_nodes
-    from .mcp_target import make_target
+    from .mcp.mapping import load_mapping  # lazy: the mcp SDK only when asked for
+    from .mcp.source import read_mcp_nodes
+    from .mcp.target import make_target
 
     if spec.mcp_concurrency < 1:
         raise UsageError(f"--mcp-concurrency must be >= 1, got {spec.mcp_concurrency}")

@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 
 class ScoresLike(Protocol):
-    """What evaluation needs of ``amygdala_vllm.readout.TextScores``."""
+    """What evaluation needs of ``amygdala_vllm.readout.scorer.TextScores``."""
 
     pooled: dict[str, np.ndarray]  # pooling mode -> [L, E]
     agreement: float | None

@@ -138,8 +138,8 @@ def min_auroc_failures(report: ValidateReport, bar: float) -> list[str]:
 
 @contextlib.contextmanager
 def open_vllm_readout(model: str, vectors: Path, manifest: Path, **engine: Any) -> Iterator[ReadoutLike]:
-    """The real engine: ``amygdala_vllm.readout.Readout`` with the agreement check (vLLM imported here)."""
-    from ..readout import Readout  # heavy: vllm + torch
+    """The real engine: ``amygdala_vllm.readout.scorer.Readout`` with the agreement check (vLLM imported here)."""
+    from ..readout.scorer import Readout  # heavy: vllm + torch
 
     with Readout(model, vectors, manifest, check_agreement=True, **engine) as r:
         yield r

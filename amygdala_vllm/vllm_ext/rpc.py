@@ -21,7 +21,7 @@ Codec: every reply that carries arrays (capture, readout and serving drains,
 the Ray actors' scored texts) is one safetensors frame spelled here once
 (:func:`pack`/:func:`unpack` and the typed encoders below), read by the
 driver, the API server and the cluster driver alike. Nothing here imports vLLM
-or torch, so ``cluster/`` and ``serve/`` use it without pulling in an engine.
+or torch, so the Ray actors and ``serve/`` use it without pulling in an engine.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ def _plain(llm: Any, texts: list[str], batch_size: int) -> int:
 
 
 def _extract(llm: Any, job: dict[str, Any], dataset: str, layers: list[int], out: Path) -> int:
-    from amygdala_vllm.extract import ExtractOptions, run_extract
+    from amygdala_vllm.extract.run import ExtractOptions, run_extract
 
     if out.exists():
         shutil.rmtree(out)

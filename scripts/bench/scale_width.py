@@ -71,7 +71,7 @@ class _Readout:
 
     def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[object]:
         from amygdala_vllm.pooling_modes import MODES
-        from amygdala_vllm.readout import TextScores
+        from amygdala_vllm.readout.scorer import TextScores
 
         out = []
         for text in texts:

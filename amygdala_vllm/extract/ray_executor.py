@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..extract import ProgressFn, ShardSource, local_shards
+from .run import ProgressFn, ShardSource, local_shards
 from ..formats import TextRecord
-from ..shard_capture import CaptureSpec, ShardResult
-from ._ray import connect, require
+from .capture import CaptureSpec, ShardResult
+from ..cluster._ray import connect, require
 
 __all__ = ["check_ray_executor", "ray_executor_shards"]
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 import msgspec
 import numpy as np
 
-from ..errors import FormatError
-from ..formats import SCORES_FORMAT, SCORES_FORMAT_V1, encode_json, upgrade_scores_v1
+from ...errors import FormatError
+from ...formats import SCORES_FORMAT, SCORES_FORMAT_V1, encode_json, upgrade_scores_v1
 from ._view import ReadoutView
 
 __all__ = [

@@ -19,7 +19,7 @@ from mcp.shared.exceptions import MCPError as SDKError
 
 from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 
-from .mcp_target import ServerTarget
+from .target import ServerTarget
 
 __all__ = ["translate", "session_lost", "leaves"]
 

@@ -21,7 +21,7 @@ from ._document import (
 )
 from ._html import render_html
 from ._terminal import colour_strip, legend, score_table, visible_token
-from ..calibration import calibration_arrays, to_z, token_z_arrays  # re-exported: the z rule renderers apply
+from ...calibration import calibration_arrays, to_z, token_z_arrays  # re-exported: the z rule renderers apply
 from ._view import (
     CLIP_Z,
     ReadoutView,

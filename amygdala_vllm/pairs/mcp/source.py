@@ -19,11 +19,11 @@ from typing import Any
 
 from amygdala_vllm.errors import MCPProtocolError
 
-from .mcp_client import DEFAULT_CONCURRENCY, MCPClient
-from .mcp_results import result_json, result_text
-from .mcp_mapping import MCPMapping, resolve_path
-from .mcp_target import ServerTarget
-from .nodes import Node
+from .client import DEFAULT_CONCURRENCY, MCPClient
+from .results import result_json, result_text
+from .mapping import MCPMapping, resolve_path
+from .target import ServerTarget
+from ..nodes import Node
 
 __all__ = ["read_mcp_nodes", "parse_key_lines", "cut_links", "Progress"]
 

@@ -21,7 +21,7 @@ from mcp.client.sse import sse_client
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from .mcp_target import HEADERS_ENV, ServerTarget
+from .target import HEADERS_ENV, ServerTarget
 
 __all__ = ["sdk_transport", "quiet_sdk_logs"]
 

@@ -9,7 +9,7 @@ the same batches as an uninterrupted run, so the files come out byte-identical.
 ``capture.json`` is rewritten (atomically) after every shard.
 
 Who runs the shards is a :data:`ShardSource`: one engine in this process
-(:func:`local_shards`, the engine side lives in :mod:`.shard_capture`), or Ray
+(:func:`local_shards`, the engine side lives in :mod:`.capture`), or Ray
 actors on a cluster (``amygdala_vllm.cluster``). Either way this process alone
 checks each returned shard against the plan and writes it, so a shard is never
 written twice or partly, and the directory is the same whichever ran it.
@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .dataset import Dataset, load_dataset
-from .errors import CaptureError, StoreError, UsageError
-from .formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info,
+from ..dataset import Dataset, load_dataset
+from ..errors import CaptureError, StoreError, UsageError
+from ..formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info,
                       write_json)
-from .model_config import DecoderShape, read_decoder_shape
-from .pooling_modes import DEFAULT_MODES, parse_modes
-from .shard_capture import BatchFn, CaptureSpec, ShardResult
-from .shards import decode_shard, file_sha256, shard_name, write_shard_bytes
+from ..model_config import DecoderShape, read_decoder_shape
+from ..pooling_modes import DEFAULT_MODES, parse_modes
+from .capture import BatchFn, CaptureSpec, ShardResult
+from ..shards import decode_shard, file_sha256, shard_name, write_shard_bytes
 
 __all__ = ["ExtractOptions", "ExtractSummary", "ExtractPlan", "ProgressFn", "ShardSource", "plan_text_ids",
            "plan_extract", "local_shards", "run_extract", "parse_layers"]
@@ -224,9 +224,9 @@ class ExtractPlan:
 
 def plan_extract(opts: ExtractOptions) -> ExtractPlan:
     """Check every input and fix the shard plan; reads files (and imports vLLM for its version), writes nothing."""
-    from .dtype_choice import resolve_dtype
-    from .model_config import resolve_max_model_len
-    from .models import model_fingerprint, resolve_model
+    from ..dtype_choice import resolve_dtype
+    from ..model_config import resolve_max_model_len
+    from ..models import model_fingerprint, resolve_model
 
     dataset = load_dataset(opts.dataset_dir)
     opts.model = resolve_model(opts.model)
@@ -239,7 +239,7 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
         raise UsageError(f"the dataset has no texts in split {opts.split!r} for shard {opts.shard_index}")
     chunks = [planned[i : i + opts.shard_size] for i in range(0, len(planned), opts.shard_size)]
 
-    from .vllm_ext import probes  # vLLM imported from here on
+    from ..vllm_ext import probes  # vLLM imported from here on
 
     fingerprint = model_fingerprint(opts.model)
     header = _resume(opts, _header(opts, shape, dataset, fingerprint, probes.check_version(), len(planned)))
@@ -275,7 +275,7 @@ def local_shards(llm: Any = None) -> ShardSource:
     @contextlib.contextmanager
     def source(spec: CaptureSpec, work: list[tuple[int, list[TextRecord]]],
                on_batch: ProgressFn | None) -> Iterator[Iterator[ShardResult]]:
-        from .shard_capture import ShardCapturer
+        from .capture import ShardCapturer
 
         capturer = ShardCapturer(spec, llm)
         try:
@@ -292,7 +292,7 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
 
     ``llm`` reuses an engine already started with the amygdala worker extension
     (its model and dtype must be the ones in ``opts``); by default one is started.
-    ``source`` runs the shards elsewhere (``amygdala_vllm.cluster.ray_shards``);
+    ``source`` runs the shards elsewhere (``amygdala_vllm.extract.ray_shards``);
     whatever runs them, this process alone writes the files.
     """
     plan = plan_extract(opts)

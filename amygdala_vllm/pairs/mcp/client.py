@@ -38,10 +38,10 @@ from mcp import Client
 from amygdala_vllm import __version__
 from amygdala_vllm.errors import MCPError, MCPProtocolError
 
-from .mcp_errors import leaves, session_lost, translate
-from .mcp_results import result_text
-from .mcp_target import ServerTarget
-from .mcp_transport import quiet_sdk_logs, sdk_transport
+from .errors import leaves, session_lost, translate
+from .results import result_text
+from .target import ServerTarget
+from .transport import quiet_sdk_logs, sdk_transport
 
 __all__ = ["MCPClient", "DEFAULT_CONCURRENCY"]
 

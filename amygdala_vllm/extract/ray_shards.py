@@ -1,6 +1,6 @@
 """``extract --ray``: the fixed shard plan as Ray work, one engine per actor, files written by the driver.
 
-A :data:`~amygdala_vllm.extract.ShardSource` for :func:`~amygdala_vllm.extract.run_extract`:
+A :data:`~amygdala_vllm.extract.run.ShardSource` for :func:`~amygdala_vllm.extract.run.run_extract`:
 entering it connects to the cluster and starts the actors (nothing is written
 before the connection works); it yields each shard's result as an actor
 returns it. ``run_extract`` checks each shard against the plan and writes it
@@ -14,20 +14,49 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import msgspec
 
-from ..extract import ProgressFn, ShardSource
+from ..cluster._ray import connect, require
+from ..cluster.actors import failed, reply, reserve_threads, torch_threads
+from ..cluster.placement import ClusterOptions, plan_actors
+from ..cluster.pool import ActorPool
+from ..errors import AmygdalaError
 from ..formats import TextRecord
-from ..shard_capture import CaptureSpec, ShardResult
-from ._ray import connect, require
-from .actors import CaptureActor
-from .placement import ClusterOptions, plan_actors
-from .pool import ActorPool
+from .capture import CaptureSpec, ShardResult
+from .run import ProgressFn, ShardSource
 
-__all__ = ["ray_shards", "RunStats"]
+__all__ = ["ray_shards", "RunStats", "CaptureActor"]
 
 _TEXTS = msgspec.json.Encoder()
+_TEXTS_IN = msgspec.json.Decoder(list[TextRecord])
+
+
+class CaptureActor:
+    """Owns one capture engine; captures the shards the driver hands it, one at a time."""
+
+    def __init__(self, threads: int | None = None) -> None:
+        reserve_threads(threads)
+        self._capturer: Any = None
+
+    def start(self, spec_json: bytes) -> tuple[bytes, bytes]:
+        """Start the engine (the slow part: model load); a failure is returned, not raised."""
+        from .capture import ShardCapturer
+
+        try:
+            self._capturer = ShardCapturer(msgspec.json.decode(spec_json, type=CaptureSpec))
+        except AmygdalaError as exc:
+            return failed(exc)
+        return reply(threads=torch_threads()), b""
+
+    def capture(self, index: int, texts_json: bytes) -> tuple[bytes, bytes]:
+        """Capture shard ``index`` (its texts in plan order); payload = the shard file's bytes."""
+        try:
+            res = self._capturer.capture(index, _TEXTS_IN.decode(texts_json))
+        except AmygdalaError as exc:
+            return failed(exc)
+        return reply(tokens=res.tokens, truncated=res.truncated, skipped=res.skipped, num_texts=res.num_texts), res.blob
 
 
 class RunStats:

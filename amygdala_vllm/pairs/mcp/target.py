@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import httpx
 
-from ..errors import UsageError
+from ...errors import UsageError
 
 __all__ = ["HEADERS_ENV", "Transport", "ServerTarget", "parse_headers", "make_target"]
 

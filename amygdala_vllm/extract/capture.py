@@ -21,10 +21,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .errors import CaptureError, ModelError
-from .formats import TextRecord
-from .pooling_modes import DEFAULT_MODES
-from .shards import Shard, encode_shard
+from ..errors import CaptureError, ModelError
+from ..formats import TextRecord
+from ..pooling_modes import DEFAULT_MODES
+from ..shards import Shard, encode_shard
 
 __all__ = ["CaptureSpec", "ShardResult", "ShardCapturer", "BatchFn"]
 
@@ -70,7 +70,7 @@ class ShardCapturer:
     """A capture engine (started here, or ``llm`` reused) and its capture session."""
 
     def __init__(self, spec: CaptureSpec, llm: Any = None):
-        from .vllm_ext.engine import CaptureSession, engine_options, model_info, open_engine
+        from ..vllm_ext.engine import CaptureSession, engine_options, model_info, open_engine
 
         self.spec = spec
         self.llm = llm if llm is not None else open_engine(engine_options(

@@ -17,9 +17,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..calibration import calibration_arrays, to_z, token_z_arrays
-from ..errors import UsageError
-from ..formats import ReadoutManifest
+from ...calibration import calibration_arrays, to_z, token_z_arrays
+from ...errors import UsageError
+from ...formats import ReadoutManifest
 
 __all__ = [
     "ScoredText",
@@ -37,7 +37,7 @@ CLIP_Z = 3.0
 
 
 class ScoredText(Protocol):
-    """What the renderers need from :class:`amygdala_vllm.readout.TextScores`.
+    """What the renderers need from :class:`amygdala_vllm.readout.scorer.TextScores`.
 
     A protocol, not an import, so rendering never pulls in the engine side.
     """

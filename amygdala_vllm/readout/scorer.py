@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
-from .formats import ReadoutManifest
-from .pooling_modes import MODES, pool_scores
-from .vectors_file import load as load_vectors_file
-from .vectors_file import pair_paths, read_manifest, readout_env
+from ..errors import FormatError
+from ..formats import ReadoutManifest
+from ..pooling_modes import MODES, pool_scores
+from ..vectors_file import load as load_vectors_file
+from ..vectors_file import pair_paths, read_manifest, readout_env
 
 __all__ = ["TextScores", "Readout", "pooled_scores"]
 
@@ -64,10 +64,10 @@ class Readout:
                  max_model_len: int | None = None, kv_cache_gb: float = 1.0, batch_size: int = 16,
                  check_agreement: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1,
                  pipeline_parallel_size: int = 1, engine_extra: dict[str, Any] | None = None, llm: Any = None):
-        from .dtype_choice import resolve_dtype
-        from .model_config import resolve_max_model_len
-        from .models import resolve_model
-        from .vllm_ext.engine import ReadoutSession, engine_options, open_engine
+        from ..dtype_choice import resolve_dtype
+        from ..model_config import resolve_max_model_len
+        from ..models import resolve_model
+        from ..vllm_ext.engine import ReadoutSession, engine_options, open_engine
 
         vectors, manifest = pair_paths(vectors, manifest)
         if not vectors.is_file():
@@ -76,7 +76,7 @@ class Readout:
         self.batch_size = batch_size
         self.dtype = resolve_dtype(dtype).dtype
         if llm is not None:  # a running engine knows its context; its model may not be a local folder
-            from .vllm_ext.engine import model_info
+            from ..vllm_ext.engine import model_info
 
             max_model_len = max_model_len or int(model_info(llm)["max_model_len"])
         else:

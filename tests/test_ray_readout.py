@@ -1,13 +1,13 @@
-"""cluster/actors: a readout actor's scored texts cross to the driver in the one reply frame, exactly."""
+"""readout/ray_readout: a readout actor's scored texts cross to the driver in the one reply frame, exactly."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from amygdala_vllm.cluster.actors import decode_scores, encode_scores
+from amygdala_vllm.readout.ray_readout import decode_scores, encode_scores
 from amygdala_vllm.errors import FormatError
-from amygdala_vllm.readout import TextScores
+from amygdala_vllm.readout.scorer import TextScores
 from amygdala_vllm.vllm_ext import rpc
 
 
