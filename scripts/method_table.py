@@ -3,7 +3,7 @@
 Each variant (``reduce/variants.py``) and ``auto`` is reduced from the train
 split (the very ``reduce()`` the CLI runs), then its vectors project the
 held-out texts of the same activations dir (``extract --split all``) and
-``validate/specificity.py`` scores them per layer. Prints markdown tables:
+``separation/specificity.py`` scores them per layer. Prints markdown tables:
 per method the figures at its recommended layer (best held-out median sibling
 AUROC; best one-vs-rest AUROC with a single concept) and at a fixed ``--layer``,
 then ``auto``'s choice per layer with its cross-validated (train) and held-out
@@ -29,7 +29,7 @@ from amygdala_vllm.reduce import ReduceOptions, open_activations, reduce
 from amygdala_vllm.reduce.variants import VARIANTS, project
 from amygdala_vllm.validate.auto_check import auto_check
 from amygdala_vllm.validate.evaluate import heldout_classes
-from amygdala_vllm.validate.specificity import specificity
+from amygdala_vllm.separation.specificity import specificity
 from amygdala_vllm.vectors_file import load
 
 

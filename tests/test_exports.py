@@ -45,7 +45,7 @@ PACKAGES = {
 }
 
 #: Modules without an ``__all__`` on purpose: namespace packages and the ``python -m`` entry.
-NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.pairs.mcp", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
+NO_ALL = {"amygdala_vllm.pairs", "amygdala_vllm.pairs.mcp", "amygdala_vllm.separation", "amygdala_vllm.serve", "amygdala_vllm.__main__"}
 
 
 def _modules() -> list[str]:

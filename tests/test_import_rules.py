@@ -101,7 +101,7 @@ STAGES = ("pairs", "extract", "reduce", "validate", "readout", "serve", "cli", "
 LAYERS = ("vllm_ext", "cluster")
 #: Shared modules at the bottom: formats, their readers and the rules every stage applies the same way.
 BOTTOM = ("atomic", "calibration", "dataset", "defaults", "dtype_choice", "errors", "formats", "model_config",
-          "models", "pooling_modes", "shards", "text_file", "usage", "vectors_file")
+          "models", "pooling_modes", "separation", "shards", "text_file", "usage", "vectors_file")
 
 
 def _top(module: str) -> str:
@@ -176,6 +176,22 @@ def test_modules_import_one_way():
     assert _cycles(edges) == []
 
 
+def _stage_edges(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The import graph folded to stages: ``validate -> readout`` when any validate module imports readout."""
+    edges: dict[str, set[str]] = {}
+    for m, deps in graph.items():
+        for d in deps:
+            a, b = _top(m), _top(d)
+            if a != b and a in STAGES and b in STAGES:
+                edges.setdefault(a, set()).add(b)
+    return edges
+
+
+def test_stages_import_one_another_one_way():
+    """No two stages lean on each other (a measure both need sits at the bottom: ``separation/``)."""
+    assert _cycles(_stage_edges(_graph())) == []
+
+
 def test_the_rules_see_what_they_check():
     """The parser finds a lazy vLLM import and a relative import (else the rules above could never fail)."""
     probe = PACKAGE / "vllm_ext" / "engine.py"
@@ -199,3 +215,7 @@ def test_the_rules_see_what_they_check():
     assert _leaving(planted, ("cluster",), BOTTOM + ("vllm_ext",)) == [
         "amygdala_vllm.cluster.pool -> amygdala_vllm.validate.run"]
     assert "amygdala_vllm.formats" in graph["amygdala_vllm.calibration"]  # bottom -> bottom is seen, and allowed
+    # A stage-level back-arrow is seen (validate -> reduce is real; reduce -> validate would close a cycle).
+    assert "reduce" in _stage_edges(graph)["validate"]
+    planted = {**graph, "amygdala_vllm.reduce.auto": graph["amygdala_vllm.reduce.auto"] | {"amygdala_vllm.validate.run"}}
+    assert _cycles(_stage_edges(planted)) != []

@@ -197,7 +197,7 @@ def test_validate_compares_the_choice_with_held_out_figures_and_warns_on_a_large
     from amygdala_vllm.reduce.variants import project
     from amygdala_vllm.validate.auto_check import GAP_WARN, auto_check
     from amygdala_vllm.validate.evaluate import heldout_classes
-    from amygdala_vllm.validate.specificity import specificity
+    from amygdala_vllm.separation.specificity import specificity
     from amygdala_vllm.validate.specificity_report import auto_markdown
 
     rows = {}

@@ -18,7 +18,7 @@ from amygdala_vllm.formats import read_json, ReadoutManifest
 from amygdala_vllm.reduce import ReduceOptions, reduce
 from amygdala_vllm.validate.compare import VARIANTS as COMPARED
 from amygdala_vllm.validate.evaluate import heldout_classes
-from amygdala_vllm.validate.specificity import specificity
+from amygdala_vllm.separation.specificity import specificity
 from amygdala_vllm.validate.vectors import load_manifest, load_vectors
 from amygdala_vllm.dataset import load_dataset
 from synthetic import write_activations, write_dataset

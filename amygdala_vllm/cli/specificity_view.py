@@ -6,7 +6,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ..validate.auto_check import GAP_WARN, auto_warnings
-from ..validate.schema import AutoLayerCheck, CompareReport, SpecificityReport
+from ..separation.schema import SpecificityReport
+from ..validate.schema import AutoLayerCheck, CompareReport
 
 __all__ = ["print_specificity", "print_method_ranking", "print_auto_choice"]
 

@@ -11,7 +11,7 @@ cross-validation over the **train** texts only:
    first), in an order drawn from ``seed``;
 2. for each fold every candidate is fitted on the other folds and projects the
    fold's texts; the fold's one-vs-rest AUROC, sibling AUROC and
-   identification top-1 (``validate/specificity.py``) are averaged over folds;
+   identification top-1 (``separation/specificity.py``) are averaged over folds;
 3. per layer, :func:`~.variants.pick_winners` ranks them (one-vs-rest kept
    >= 0.9, then the best (sibling AUROC + top-1) / 2, ties to the simplest,
    CAA first), and the winner is fitted on the whole train split.
@@ -86,7 +86,7 @@ def _mean(values: list[float | None]) -> float | None:
 def cross_validate(acts: Activations, members: Members, concepts: Sequence[str], pooling: str, shrinkage: float,
                    given: np.ndarray | None, *, folds: int = FOLDS, seed: int = SEED) -> AutoChoice:
     """Rank every candidate per layer by ``folds``-fold cross-validation over the train ``members`` only."""
-    from ..validate.specificity import specificity  # validate imports reduce: import it when called
+    from ..separation.specificity import specificity
 
     layers = acts.layers
     ids, fold = assign_folds(members, folds, seed)

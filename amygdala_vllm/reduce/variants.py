@@ -3,7 +3,7 @@
 A variant is a ``reduce --method`` with its ``--neutral-variance`` and
 ``--remove-shared``. Both rankers score every variant per layer by the medians
 over concepts of one-vs-rest AUROC and sibling AUROC and by identification
-top-1 (``validate/specificity.py``): ``auto`` on out-of-fold train texts,
+top-1 (``separation/specificity.py``): ``auto`` on out-of-fold train texts,
 ``--compare-methods`` on held-out texts. The rule (:func:`pick_winners`) is one:
 
 * a variant must keep median one-vs-rest AUROC >= :data:`OVR_BAR` (all variants

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from ..formats import ReadoutManifest
 from ..reduce.variants import kind_of, merit
-from .schema import AutoLayerCheck, SpecificityReport
+from ..separation.schema import SpecificityReport
+from .schema import AutoLayerCheck
 
 __all__ = ["GAP_WARN", "auto_check", "auto_warnings"]
 

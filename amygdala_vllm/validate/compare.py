@@ -33,10 +33,11 @@ from ..reduce import ReduceOptions, open_activations, select_concepts
 from ..reduce.methods import given_neutral
 from ..reduce.stats import Classes
 from ..reduce.variants import OVR_BAR, VARIANTS, pick_winners, project, variant_vectors
-from . import metrics
+from ..separation import metrics
 from .evaluate import heldout_classes
-from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore, opt
-from .specificity import specificity
+from ..separation.schema import opt
+from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore
+from ..separation.specificity import specificity
 
 __all__ = ["compare_methods", "variant_vectors", "pick_winners", "VARIANTS", "OVR_BAR"]
 

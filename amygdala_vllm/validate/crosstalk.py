@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..reduce import cross_talk
-from .schema import CrossTalkLayer, opt
+from ..separation.schema import opt
+from .schema import CrossTalkLayer
 
 __all__ = ["crosstalk", "crosstalk_layer", "projection_correlation"]
 

@@ -26,9 +26,9 @@ from ..calibration import calibration_transfers
 from ..errors import FormatError, UsageError
 from ..formats import ReadoutManifest
 from ..pooling_modes import MODES
-from . import metrics
+from ..separation import metrics
 from .crosstalk import crosstalk, crosstalk_layer
-from .specificity import specificity
+from ..separation.specificity import specificity
 from .schema import (
     VALIDATE_FORMAT,
     Agreement,

@@ -20,7 +20,8 @@ import numpy as np
 from ..calibration import calibration_transfers, midpoint, signed_z
 from ..formats import ReadoutManifest
 from ..text_file import read_text_lines
-from .schema import OODConcept, OODLayer, OODReport, opt
+from ..separation.schema import opt
+from .schema import OODConcept, OODLayer, OODReport
 
 __all__ = ["read_ood_texts", "ood_report", "QUANTILES"]
 

@@ -39,7 +39,7 @@ from .evaluate import evaluate_projections, heldout_classes
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
-from .specificity import read_taxonomy
+from ..separation.specificity import read_taxonomy
 from .stream import ScoreStream
 
 __all__ = ["ValidateOptions", "ValidateResult", "ReadoutLike", "OpenReadout", "open_vllm_readout", "run_validate", "pick_heldout",

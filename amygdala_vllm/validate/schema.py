@@ -16,12 +16,12 @@ with every other format's).
 
 from __future__ import annotations
 
-import math
 
 import msgspec
 
 from ..formats import VALIDATE_FORMAT, VALIDATE_FORMAT_V1
 from ..pooling_modes import MODES
+from ..separation.schema import SpecificityReport, Strict as _Strict, opt
 
 __all__ = [
     "VALIDATE_FORMAT",
@@ -38,25 +38,10 @@ __all__ = [
     "MethodConcept",
     "CompareReport",
     "AutoLayerCheck",
-    "SiblingLayer",
-    "SpecificityConcept",
-    "SpecificityLayer",
-    "SpecificityReport",
     "MethodScore",
     "ValidateReport",
-    "opt",
     "report_modes",
 ]
-
-
-def opt(x: float) -> float | None:
-    """A float for the report: non-finite becomes None (``null``)."""
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-class _Strict(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
-    """Base: unknown fields are an error."""
 
 
 class PoolingMetrics(_Strict):
@@ -167,50 +152,6 @@ class CompareReport(_Strict):
     concepts: list[MethodConcept]
     scores: list[MethodScore] = []  # every method of ``reduce --method`` (and variants) per layer
     winners: dict[str, str] = {}  # str(layer) -> method the numbers favour there (see compare.py)
-
-
-class SiblingLayer(_Strict):
-    """One concept at one layer: AUROC against each sibling's positives, beside one-vs-rest."""
-
-    layer: int
-    siblings: list[str]  # the most similar vectors at this layer, then taxonomy family members
-    sibling_auroc: list[float | None]  # in ``siblings`` order
-    sibling_auroc_mean: float | None
-    sibling_auroc_min: float | None
-    one_vs_rest_auroc: float | None
-    gap: float | None  # one-vs-rest minus sibling mean: how much of the AUROC is shared valence
-
-
-class SpecificityConcept(_Strict):
-    concept: str
-    layers: list[SiblingLayer]
-
-
-class SpecificityLayer(_Strict):
-    """Whole-set figures at one layer (see ``validate/specificity.py``)."""
-
-    layer: int
-    median_sibling_auroc: float | None
-    median_one_vs_rest_auroc: float | None
-    top1: float | None  # identification over held-out positives, z-scored projections
-    top5: float | None
-    median_rank: float | None
-    identified: int  # (text, concept) positive pairs ranked
-    pc1_share: float | None  # share of the vector matrix's variance in its first principal component
-    mean_abs_correlation: float | None  # between held-out projections of different concepts
-    mean_abs_partial_correlation: float | None  # the same after their first component is partialled out
-
-
-class SpecificityReport(_Strict):
-    """Sibling AUROC, identification and valence dominance per layer; ``best_layer`` by sibling AUROC."""
-
-    nearest: int
-    taxonomy: dict[str, list[str]]
-    chance: float  # 1 / number of concepts
-    best_layer: int | None
-    recommended_layers: list[int]  # up to three, best median sibling AUROC first
-    layers: list[SpecificityLayer]
-    concepts: list[SpecificityConcept]
 
 
 class MethodScore(_Strict):

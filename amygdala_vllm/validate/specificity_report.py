@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 
 from .auto_check import GAP_WARN, auto_warnings
-from .schema import AutoLayerCheck, CompareReport, SpecificityReport, ValidateReport
+from ..separation.schema import SpecificityReport
+from .schema import AutoLayerCheck, CompareReport, ValidateReport
 
 __all__ = ["specificity_markdown", "methods_markdown", "auto_markdown", "specificity_png"]
 

@@ -1,4 +1,4 @@
-"""validate.metrics: hand-computed values, a brute-force pairwise reference, and the empty cases."""
+"""separation.metrics: hand-computed values, a brute-force pairwise reference, and the empty cases."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amygdala_vllm.validate.metrics import accuracy_at, auroc, best_index, calibrated_threshold, cohens_d
+from amygdala_vllm.separation.metrics import accuracy_at, auroc, best_index, calibrated_threshold, cohens_d
 from synthetic import auroc as pairwise_auroc
 
 

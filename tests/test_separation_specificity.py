@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from amygdala_vllm.errors import FormatError, UsageError
-from amygdala_vllm.validate.specificity import (
+from amygdala_vllm.separation.specificity import (
     identification,
     partial_correlation,
     pc1_share,
