@@ -107,7 +107,7 @@ def test_launcher_adds_plugins_and_taps(tmp_path):
 
 def test_serve_cli_refuses_wrong_vectors_in_one_line_before_vllm_starts(tmp_path, tiny_llama_dir):
     from amygdala_vllm.cli import app
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     runner = CliRunner()
     (tmp_path / "a").mkdir()
@@ -157,7 +157,7 @@ def test_serve_leaves_the_runner_to_vllm():
 
 def test_serve_cli_refuses_a_feature_the_views_cannot_read_in_one_line(tmp_path, tiny_llama_dir):
     from amygdala_vllm.cli import app
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     vec, _, _ = write_vectors(tmp_path, tiny_llama_dir)
     for flags, flag in ((["--enable-dbo"], "--enable-dbo"),
