@@ -1,6 +1,6 @@
 """``amygdala-vllm serve`` in its default (compiled, tapped custom-op) mode on the real SmolLM2.
 
-tests/test_serve.py covers the server's behaviour on the tiny Llama in eager
+tests/test_serve_endpoint.py covers the server's behaviour on the tiny Llama in eager
 mode; this module checks the default path a user gets: torch.compile with the
 manifest layers tapped by the opaque custom op, on the real model where meaning
 matters. One server for the module (fp32, 64 MiB KV cache, 512 tokens); every
