@@ -95,22 +95,22 @@ CROSS_CUTTING: dict[str, str] = {
 }
 
 
-def test_name(module: str) -> str:
+def mirror_name(module: str) -> str:
     """``amygdala_vllm.readout.render._view`` -> ``test_readout_render_view.py`` (``amygdala_vllm`` -> ``test_.py``)."""
     parts = module.split(".")[1:]
     return "test_" + "_".join(p.lstrip("_") for p in parts) + ".py"
 
 
-def test_names(module: str) -> list[str]:
+def mirror_names(module: str) -> list[str]:
     """Where ``module``'s tests may live: its own file, and for a private module its package's file too.
 
     A private module (``render/_view.py``) is reached through its package's public face, so the package's
     test file (``test_readout_render.py``) may hold its tests, as httpx tests its private modules.
     """
-    names = [test_name(module)]
+    names = [mirror_name(module)]
     package, _, last = module.rpartition(".")
     if last.startswith("_"):
-        names.append(test_name(package))
+        names.append(mirror_name(package))
     return names
 
 
@@ -147,17 +147,17 @@ def missing_tests(modules: Mapping[str, str], test_files: Iterable[str],
     """Modules with logic that have no test file of their name and no entry in ``covered``."""
     have = set(test_files)
     return [m for m, src in modules.items()
-            if has_logic(src) and not have.intersection(test_names(m)) and m not in covered]
+            if has_logic(src) and not have.intersection(mirror_names(m)) and m not in covered]
 
 
 def ghost_tests(modules: Iterable[str], test_files: Iterable[str],
                 cross_cutting: Mapping[str, str] = CROSS_CUTTING) -> list[str]:
     """Test files named for no module and not listed as cross-cutting."""
-    names = {test_name(m) for m in modules}
+    names = {mirror_name(m) for m in modules}
     return sorted(f for f in test_files if f not in names and f not in cross_cutting)
 
 
-def test_imports(sources: Mapping[str, str]) -> list[str]:
+def imports_of_tests(sources: Mapping[str, str]) -> list[str]:
     """``file: module`` for every import of a ``test_*`` module (top level or inside a function)."""
     found = []
     for file, source in sources.items():
@@ -166,9 +166,6 @@ def test_imports(sources: Mapping[str, str]) -> list[str]:
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
             found += [f"{file}: {n}" for n in names if n.split(".")[0].startswith("test_")]
     return found
-
-
-test_name.__test__ = test_names.__test__ = test_imports.__test__ = False  # helpers named test_*, not tests
 
 
 def _test_files() -> list[str]:
@@ -188,14 +185,14 @@ def test_the_lists_are_honest():
     modules, files = package_modules(), set(_test_files())
     for module, (covering, why) in COVERED_ELSEWHERE.items():
         assert module in modules and has_logic(modules[module]), f"{module}: no such module with logic"
-        assert not files.intersection(test_names(module)), f"{module} has a test file of its name: drop its exemption"
+        assert not files.intersection(mirror_names(module)), f"{module} has a test file of its name: drop its exemption"
         assert covering in files and why, module
     assert set(CROSS_CUTTING) <= files
-    assert not {test_name(m) for m in modules} & set(CROSS_CUTTING), "a cross-cutting file is named for a module"
+    assert not {mirror_name(m) for m in modules} & set(CROSS_CUTTING), "a cross-cutting file is named for a module"
 
 
 def test_no_test_file_imports_another():
-    assert test_imports({p.name: p.read_text() for p in sorted(TESTS.glob("*.py"))}) == []
+    assert imports_of_tests({p.name: p.read_text() for p in sorted(TESTS.glob("*.py"))}) == []
 
 
 def test_the_rules_can_fail():
@@ -213,6 +210,6 @@ def test_the_rules_can_fail():
         "amygdala_vllm.readout.render._terminal", "amygdala_vllm.readout.render._view"]
     assert ghost_tests(modules, [*files, "test_pairs_no_such_module.py"]) == ["test_pairs_no_such_module.py"]
     assert ghost_tests(modules, [*files, "test_readout_render_planted.py"]) == []
-    assert test_imports({"test_a.py": "import os\n\ndef t():\n    from test_b import helper\n",
+    assert imports_of_tests({"test_a.py": "import os\n\ndef t():\n    from test_b import helper\n",
                          "helpers.py": "import test_c.sub\nfrom tiny_models import x\n"}) == [
         "test_a.py: test_b", "helpers.py: test_c.sub"]
