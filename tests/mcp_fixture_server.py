@@ -24,10 +24,12 @@ pipes, sockets and framing.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -35,7 +37,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel
 
-__all__ = ["serve_memory_graph", "serve_asgi", "build_server", "require_header", "PREVIEW_CHARS", "Style"]
+__all__ = ["serve_memory_graph", "serve_asgi", "stdio_argv", "build_server", "require_header", "PREVIEW_CHARS", "Style"]
 
 PREVIEW_CHARS = 24
 Style = Literal["upstream", "json", "server-memory"]
@@ -270,3 +272,11 @@ def serve_memory_graph(
         app = require_header(app, *header, seen if seen is not None else [])
     with serve_asgi(app, path=path) as url:
         yield url
+
+
+STDIO_SERVER = Path(__file__).resolve().parent / "mcp_stdio_server.py"
+
+
+def stdio_argv(graph: Path, *extra: str) -> list[str]:
+    """The command that serves the JSONL export ``graph`` over stdio (``mcp_stdio_server.py``; ``--style`` etc. in ``extra``)."""
+    return [sys.executable, str(STDIO_SERVER), str(graph), *extra]

@@ -112,7 +112,7 @@ def _aot_dirs(cache_root: Path) -> set[str]:
 def compiled_runs(tmp_path_factory, tiny_llama_dir):
     """Three compiled children on one cache: taps [0, 3] with readout; a plain engine; taps [1, 2] (warm cache,
     prompts run with prompt logprobs)."""
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     root = tmp_path_factory.mktemp("compiled")
     cache = root / "vllm-cache"
@@ -209,7 +209,7 @@ def test_compiled_engine_without_taps_refuses_capture(compiled_runs):
 def test_readout_cli_with_compile_scores_equal_activation_dot_vector(compiled_runs, tiny_llama_dir, tmp_path):
     """``amygdala-vllm readout --compile`` end to end: every token's raw score is HF activation . vector."""
     from hf_reference import HFReference
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     from amygdala_vllm.readout.render import decode_scores
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from test_readout_engine import write_vectors
+from random_vectors import write_vectors
 from text_datasets import varied_texts
 
 pytestmark = pytest.mark.engine

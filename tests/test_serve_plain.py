@@ -8,11 +8,10 @@ exactly as vLLM's ``/v1/*`` do. One server (~60 s to start).
 
 from __future__ import annotations
 
-import os
-import sys
-
 import httpx
 import pytest
+
+from serve_fixture import vllm_server
 
 pytestmark = pytest.mark.engine
 
@@ -21,19 +20,8 @@ API_KEY = "amygdala-test-key"
 
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory, tiny_llama_dir):
-    from amygdala_vllm.serve.launch import API_SERVER_MODULE, plugins_value, runner_env
-    from amygdala_vllm.serve.process import free_port, running_server, server_env
-    from amygdala_vllm.vllm_ext import SERVE_WORKER_EXTENSION
-
-    port = free_port()
-    env = server_env({"VLLM_PLUGINS": plugins_value(None), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-                      **runner_env()})
-    for key in ("VLLM_READOUT_VECTORS", "VLLM_READOUT_MANIFEST"):
-        env.pop(key, None)
-    argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", str(tiny_llama_dir), "--worker-extension-cls",
-            SERVE_WORKER_EXTENSION, "--enforce-eager", "--host", "127.0.0.1", "--port", str(port), "--dtype",
-            "float32", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20), "--api-key", API_KEY]
-    with running_server(argv, env, tmp_path_factory.mktemp("plain") / "server.log", port) as base:
+    with vllm_server(tiny_llama_dir, tmp_path_factory.mktemp("plain"), plain=True, max_model_len=256,
+                     kv_cache_bytes=16 << 20, args=["--enforce-eager", "--api-key", API_KEY]) as base:
         yield base
 
 

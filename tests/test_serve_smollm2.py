@@ -1,6 +1,6 @@
 """``amygdala-vllm serve`` in its default (compiled, tapped custom-op) mode on the real SmolLM2.
 
-tests/test_serve.py covers the server's behaviour on the tiny Llama in eager
+tests/test_serve_endpoint.py covers the server's behaviour on the tiny Llama in eager
 mode; this module checks the default path a user gets: torch.compile with the
 manifest layers tapped by the opaque custom op, on the real model where meaning
 matters. One server for the module (fp32, 64 MiB KV cache, 512 tokens); every
@@ -9,15 +9,12 @@ raw score is checked against HF transformers' fp32 ``activation . vector``.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 import pytest
 
 from hf_reference import HFReference
-from test_readout_engine import write_vectors
-from test_serve import _client, _greedy_then_stream, _model
+from random_vectors import write_vectors
+from serve_fixture import client_for, greedy_then_stream, model_of, vllm_server
 
 pytestmark = [pytest.mark.engine, pytest.mark.smollm2]
 
@@ -30,16 +27,9 @@ XARGS = {"amygdala": "all", "amygdala_raw": 1}
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, smollm2_dir):
-    from amygdala_vllm.serve.process import free_port, running_server, server_env
-
     root = tmp_path_factory.mktemp("serve-smollm2")
     vec, _, mats = write_vectors(root, smollm2_dir, hidden=HIDDEN, layers=LAYERS, concepts=CONCEPTS)
-    port = free_port()
-    argv = [sys.executable, "-m", "amygdala_vllm", "serve", str(smollm2_dir), "--vectors", str(vec),
-            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
-            "--kv-cache-memory-bytes", str(KV_BYTES), "--max-num-seqs", "8", "--seed", "0"]
-    with running_server(argv, server_env({"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}),
-                        root / "server.log", port) as base:
+    with vllm_server(smollm2_dir, root, vectors=vec, kv_cache_bytes=KV_BYTES, args=["--max-num-seqs", "8", "--seed", "0"]) as base:
         yield base, mats
 
 
@@ -77,7 +67,7 @@ def _check_raw(am: dict, prompt_ids: list[int], completion_ids: list[int], hf: H
 
 def test_compiled_server_chat_and_stream_scores_equal_hf(served, hf):
     base, mats = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     chat = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "I just heard my sister is coming home after two years."}],
         max_tokens=8, temperature=0, extra_body={"vllm_xargs": XARGS, "return_token_ids": True}).model_dump()
@@ -86,6 +76,6 @@ def test_compiled_server_chat_and_stream_scores_equal_hf(served, hf):
     diffs = [_check_raw(ch["amygdala"], chat["prompt_token_ids"], ch["token_ids"], hf, mats)]
 
     text = "The storm tore the roof off the old barn, and the farmer stood in the rain"
-    ids, out, merged = _greedy_then_stream(client, model, text, 10, XARGS)
+    ids, out, merged = greedy_then_stream(client, model, text, 10, XARGS)
     diffs.append(_check_raw(merged, ids, out, hf, mats))
     print(f"max |raw - HF| = {max(d for d, _ in diffs):.3g}, max |score| = {max(m for _, m in diffs):.3g}")

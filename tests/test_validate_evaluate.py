@@ -13,10 +13,9 @@ from amygdala_vllm.dataset import load_dataset
 from amygdala_vllm.formats import ExampleRecord
 from amygdala_vllm.pooling_modes import MODES
 from amygdala_vllm.validate import evaluate, load_manifest, load_vectors, read_report, write_report
-from amygdala_vllm.validate.crosstalk import crosstalk_layer, projection_correlation
 from amygdala_vllm.errors import FormatError, UsageError
 from amygdala_vllm.validate.evaluate import agreement_of, agreement_tolerance
-from amygdala_vllm.validate.ood import ood_report, read_ood_texts
+from amygdala_vllm.validate.ood import ood_report
 from amygdala_vllm.validate.report import render_markdown
 from amygdala_vllm.validate.run import pick_heldout
 from amygdala_vllm.validate.schema import VALIDATE_FORMAT
@@ -179,19 +178,6 @@ def test_crosstalk_matrices(tmp_path: Path) -> None:
     assert report.crosstalk_layer in man.layers
 
 
-def test_projection_correlation_handles_constant_columns() -> None:
-    x = np.array([[1.0, 5.0, 2.0], [2.0, 5.0, 4.0], [3.0, 5.0, 6.1]])
-    c = projection_correlation(x)
-    assert c[0, 2] == pytest.approx(np.corrcoef(x[:, 0], x[:, 2])[0, 1])
-    assert np.isnan(c[0, 1]) and np.isnan(c[1, 1])
-
-
-def test_crosstalk_layer_choice() -> None:
-    assert crosstalk_layer([2, 5, 8], []) == 5
-    assert crosstalk_layer([2, 5, 8], [8, 8, 2]) == 8
-    assert crosstalk_layer([2, 5, 8, 11], [2, 11]) == 11  # tie: nearer the middle index (2)
-
-
 def test_agreement_bars() -> None:
     u = 2.0 ** -24
     # K * u * (sqrt(H) + sqrt(T)) * S, the same in every model dtype (the rows are upcast exactly)
@@ -245,15 +231,3 @@ def test_pick_heldout_round_robin_keeps_every_class() -> None:
     assert len(ids) == 8
     assert all(any(i in set(arr.tolist()) for i in ids) for pair in classes.values() for arr in pair)
     assert pick_heldout(classes, None) == list(range(30))
-
-
-def test_read_ood_texts(tmp_path: Path) -> None:
-    plain = tmp_path / "o.txt"
-    plain.write_text("first text\n\nsecond text\n")
-    assert read_ood_texts(plain) == ["first text", "second text"]
-    jl = tmp_path / "o.jsonl"
-    jl.write_text('{"text": "a"}\n{"text": "b", "meta": 1}\n')
-    assert read_ood_texts(jl) == ["a", "b"]
-    jl.write_text('{"text": "a"}\n{"body": "b"}\n')
-    with pytest.raises(Exception, match=r"o.jsonl:2: expected an object"):
-        read_ood_texts(jl)

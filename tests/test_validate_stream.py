@@ -53,7 +53,7 @@ def test_stream_equals_stacking_every_text_at_once() -> None:
 @pytest.mark.engine
 def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool, tiny_llama_dir, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     from amygdala_vllm.readout.scorer import Readout
 

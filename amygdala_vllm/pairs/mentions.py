@@ -31,7 +31,7 @@ __all__ = ["FOLD", "MentionIndex"]
 
 #: Case folding as ``re.IGNORECASE`` sees ASCII letters: every character that it matches with an ASCII letter
 #: or digit maps to that (lower-case) character; nothing else changes, so runs of letters keep their bounds.
-#: The non-ASCII entries are all of Python's (tests/test_select.py recomputes them over every code point).
+#: The non-ASCII entries are all of Python's (tests/test_pairs_select.py recomputes them over every code point).
 FOLD = {**{ord(c): c.lower() for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ"},
         0x130: "i", 0x131: "i", 0x17F: "s", 0x212A: "k"}
 _RUN = re.compile(r"[^\W_]+")

@@ -6,7 +6,7 @@ the vector would learn the *word* "warmth" instead of the feeling. So the
 parser is strict about what counts as a tag line and always returns the body
 without them.
 
-Rules (documented in docs/pairs.md, tested in tests/test_tags.py):
+Rules (documented in docs/pairs.md, tested in tests/test_pairs_tags.py):
 
 * A tag line is a line made only of ``name:score`` tokens separated by spaces
   or commas. A name starts with a letter and holds letters, digits, ``-`` and

@@ -27,7 +27,7 @@ touches outside a runner (``engine.py``, ``rpc.py``, ``plugin.py``, ``ops.py``,
 each: the list ``scripts/check_vllm.py`` checks against each release's source.
 They are declared here, not beside each use, because ``serve_endpoint.py``
 imports vLLM at import time and the check must run without vLLM;
-``tests/test_source_check.py`` proves every ``vllm`` import in the package is
+``tests/test_vllm_ext_source_check.py`` proves every ``vllm`` import in the package is
 declared.
 """
 

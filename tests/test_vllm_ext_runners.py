@@ -1,7 +1,7 @@
 """runners: the model-runner views, and the one table that picks a view per runner kind.
 
-The happy paths run inside the real engine (test_worker, test_capture_engine,
-test_serve, test_parallel); here the V1 view on runner-shaped objects, the
+The happy paths run inside the real engine (test_vllm_ext_worker, test_capture_engine,
+test_serve_endpoint, test_parallel); here the V1 view on runner-shaped objects, the
 failure messages a vLLM upgrade would produce, and the dispatch.
 """
 

@@ -9,8 +9,6 @@ Every score is checked against HF transformers' ``activation . vector``.
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +18,8 @@ import pytest
 
 from amygdala_vllm.serve.process import metric_total
 from hf_reference import HFReference
-from test_readout_engine import CONCEPTS, LAYERS, write_vectors
+from random_vectors import CONCEPTS, LAYERS, write_vectors
+from serve_fixture import XARGS, client_for, greedy_then_stream, model_of, stream_scores, vllm_server
 from text_datasets import varied_texts
 
 pytestmark = pytest.mark.engine
@@ -32,32 +31,18 @@ KV_BYTES = 16 * 128 * 2048  # 16 blocks of 128 tokens x 2 KiB (4 layers x K,V x 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_llama_dir):
     from amygdala_vllm.formats import Calibration
-    from amygdala_vllm.serve.process import free_port, running_server, server_env
 
     root = tmp_path_factory.mktemp("serve")
     vec, _, mats = write_vectors(root, tiny_llama_dir, calibration={"joy": {"1": Calibration(**CAL)}})
-    port = free_port()
-    argv = [sys.executable, "-m", "amygdala_vllm", "serve", str(tiny_llama_dir), "--vectors", str(vec), "--eager",
-            "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
-            "--kv-cache-memory-bytes", str(KV_BYTES), "--max-num-seqs", "32", "--max-num-batched-tokens", "128",
-            "--enable-prefix-caching", "--seed", "0"]
-    with running_server(argv, server_env({"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}), root / "server.log", port) as base:
+    with vllm_server(tiny_llama_dir, root, vectors=vec, kv_cache_bytes=KV_BYTES,
+                     args=["--eager", "--max-num-seqs", "32", "--max-num-batched-tokens", "128",
+                           "--enable-prefix-caching", "--seed", "0"]) as base:
         yield base, mats
 
 
 @pytest.fixture(scope="module")
 def hf(tiny_llama_dir):
     return HFReference(tiny_llama_dir)
-
-
-def _client(base):
-    from openai import OpenAI
-
-    return OpenAI(base_url=base + "/v1", api_key="none", max_retries=0, timeout=120)
-
-
-def _model(base):
-    return httpx.get(base + "/v1/models").json()["data"][0]["id"]
 
 
 def _expected_raw(hf, mats, ids):
@@ -97,12 +82,9 @@ def _check_choice(am, prompt_ids, completion_ids, hf, mats, concepts=CONCEPTS):
     np.testing.assert_allclose(pooled["raw"]["max"], expected[1:].max(0), atol=1e-4, rtol=0)
 
 
-XARGS = {"amygdala": "all", "amygdala_raw": 1}
-
-
 def test_chat_and_completion_scores_equal_hf(served, hf):
     base, mats = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     chat = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": "the quiet river at dawn"}], max_tokens=6, temperature=0,
         extra_body={"vllm_xargs": XARGS, "return_token_ids": True}).model_dump()
@@ -119,54 +101,16 @@ def test_chat_and_completion_scores_equal_hf(served, hf):
     assert "amygdala" not in plain["choices"][0]
 
 
-def _stream_scores(stream):
-    """Concatenate the streamed scores of choice 0; return (prompt ids, completion ids seen, merged object)."""
-    merged = {"prompt": {"positions": [], "token_ids": [], "z": [], "raw": []},
-              "completion": {"positions": [], "token_ids": [], "z": [], "raw": []}}
-    pooled, chunks_with_scores, calibrated = None, 0, None
-    for chunk in stream:
-        d = chunk.model_dump()
-        for c in d["choices"]:
-            am = c.get("amygdala")
-            if not am:
-                continue
-            chunks_with_scores += 1
-            calibrated = am["calibrated"]
-            for part in ("prompt", "completion"):
-                for key in ("positions", "token_ids", "z", "raw"):
-                    merged[part][key] += (am.get(part) or {}).get(key, [])
-            if am.get("pooled"):
-                assert c["finish_reason"] is not None
-                pooled = am["pooled"]
-    merged["pooled"], merged["calibrated"] = pooled, calibrated
-    return merged, chunks_with_scores
-
-
-def _greedy_then_stream(client, model, text, max_tokens, xargs=XARGS):
-    """Greedy ids of ``text`` without readout, then the same completion streamed with ``xargs``.
-
-    Returns (prompt ids, completion ids, merged streamed scores); some chunk carried scores, the last the pooled ones.
-    """
-    full = client.completions.create(model=model, prompt=text, max_tokens=max_tokens, temperature=0,
-                                     extra_body={"return_token_ids": True, "ignore_eos": True}).model_dump()
-    ids, out = full["choices"][0]["prompt_token_ids"], full["choices"][0]["token_ids"]
-    stream = client.completions.create(model=model, prompt=text, max_tokens=max_tokens, temperature=0, stream=True,
-                                       extra_body={"vllm_xargs": xargs, "ignore_eos": True})
-    merged, n_chunks = _stream_scores(stream)
-    assert n_chunks >= 1 and merged["pooled"] is not None
-    return ids, out, merged
-
-
 def test_streamed_scores_equal_hf(served, hf):
     base, mats = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     text = varied_texts(3, max_words=40)[2]
-    ids, out, merged = _greedy_then_stream(client, model, text, 12)
+    ids, out, merged = greedy_then_stream(client, model, text, 12)
     _check_choice(merged, ids, out, hf, mats)
     chat = client.chat.completions.create(
         model=model, messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0, stream=True,
         extra_body={"vllm_xargs": XARGS, "ignore_eos": True})
-    merged, _ = _stream_scores(chat)
+    merged, _ = stream_scores(chat)
     assert merged["pooled"]["num_tokens"] == len(merged["prompt"]["positions"]) + 7
 
 
@@ -174,7 +118,7 @@ def test_32_concurrent_half_with_readout_under_preemption(served, hf):
     from openai import AsyncOpenAI
 
     base, mats = served
-    model = _model(base)
+    model = model_of(base)
     # 110-126 token prompts growing past 128 while decoding: 16 blocks cannot hold 32 of them, so vLLM preempts
     rng = np.random.default_rng(0)
     prompts = [rng.integers(10, 500, size=int(rng.integers(110, 127))).tolist() for _ in range(32)]
@@ -215,7 +159,7 @@ def _hits_settled(base, before, timeout=10.0):
 
 def test_shared_prefix_is_scored_in_full_while_plain_requests_hit_the_cache(served, hf):
     base, mats = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     prefix = " ".join(varied_texts(12, max_words=40))  # > 2 KV blocks of 128 tokens
     hits0 = metric_total(base, "vllm:prefix_cache_hits_total")
     client.completions.create(model=model, prompt=prefix + " one", max_tokens=1)
@@ -237,7 +181,7 @@ def test_shared_prefix_is_scored_in_full_while_plain_requests_hit_the_cache(serv
 
 def test_aborted_stream_leaves_no_scores_on_the_worker(served):
     base, _ = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     stream = client.completions.create(model=model, prompt="a long story begins", max_tokens=400, temperature=0,
                                        stream=True, extra_body={"vllm_xargs": XARGS, "ignore_eos": True})
     for k, _chunk in enumerate(stream):
@@ -266,7 +210,7 @@ def test_bad_readout_options_are_400_naming_the_field(served, xargs, field):
     from openai import BadRequestError
 
     base, _ = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     with pytest.raises(BadRequestError) as info:
         client.completions.create(model=model, prompt="hi", max_tokens=1, extra_body={"vllm_xargs": xargs})
     assert f"vllm_xargs.{field}:" in str(info.value)
@@ -274,7 +218,7 @@ def test_bad_readout_options_are_400_naming_the_field(served, xargs, field):
 
 def test_pooled_only_and_selected_layers(served, hf):
     base, mats = served
-    client, model = _client(base), _model(base)
+    client, model = client_for(base), model_of(base)
     r = client.completions.create(model=model, prompt="calm water", max_tokens=3, temperature=0, extra_body={
         "vllm_xargs": {"amygdala": ["calm"], "amygdala_layers": [3], "amygdala_tokens": 0, "amygdala_raw": 1},
         "return_token_ids": True}).model_dump()

@@ -1,8 +1,8 @@
 """probes: the vLLM-global lookups; a missing internal names the vLLM version and the piece.
 
-The happy paths run inside the real engine (test_worker, test_capture_engine);
+The happy paths run inside the real engine (test_vllm_ext_worker, test_capture_engine);
 here the pure helpers, and the failure messages a vLLM upgrade would produce.
-The model-runner views (and their failure messages) are tested in test_runners.
+The model-runner views (and their failure messages) are tested in test_vllm_ext_runners.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import pytest
 from amygdala_vllm.dataset import dataset_sha256, load_dataset
 from amygdala_vllm.errors import FormatError
 from amygdala_vllm.formats import DATASET_FILE, EXAMPLES_FILE, TEXTS_FILE
-from test_pairs_cli import SMALL, jsonl, pairs, write_graph
+from pairs_runs import SMALL, jsonl, pairs, write_graph
 
 FLAGS = ("--min-content-chars", 10, "--heldout-fraction", 0)
 

@@ -58,7 +58,7 @@ def test_project_errors_keep_their_type_across_the_edge(llm, tmp_path):
 
 def test_capture_and_readout_on_different_layers_are_refused_then_the_worker_still_captures(llm, tmp_path,
                                                                                             tiny_llama_dir):
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     from amygdala_vllm.vllm_ext.engine import CaptureSession, ReadoutSession
 
@@ -81,7 +81,7 @@ def test_readout_points_the_environment_at_its_vectors_while_open(llm, tmp_path,
     """``Readout`` sets VLLM_READOUT_* as serving reads them, and restores them on close."""
     import os
 
-    from test_readout_engine import write_vectors
+    from random_vectors import write_vectors
 
     from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.vectors_file import ENV_MANIFEST, ENV_VECTORS

@@ -12,52 +12,20 @@ import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from amygdala_vllm.cli import app
 from amygdala_vllm.dataset import load_dataset
 from amygdala_vllm.formats import DATASET_FILE, EXAMPLES_FILE, TEXTS_FILE
 from amygdala_vllm import dataset as dataset_files  # writes a dataset dir's three files
 from amygdala_vllm.pairs.sources import parse_jsonl_nodes, sample_graph_bytes
+from pairs_runs import SMALL, jsonl, pairs, runner, write_graph
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = (DATASET_FILE, TEXTS_FILE, EXAMPLES_FILE)
 
-runner = CliRunner()
-
-
-def pairs(*args: str | Path) -> "CliRunner.invoke":  # type: ignore[valid-type]
-    return runner.invoke(app, ["pairs", *map(str, args)])
-
 
 def read(d: Path) -> dict[str, bytes]:
     return {name: (d / name).read_bytes() for name in FILES}
-
-
-def jsonl(path: Path) -> list[dict]:  # type: ignore[type-arg]
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
-def write_graph(path: Path, nodes: list[dict]) -> Path:  # type: ignore[type-arg]
-    path.write_text("".join(json.dumps(n) + "\n" for n in nodes))
-    return path
-
-
-# A graph small enough to compute by hand. min-content-chars 10, heldout 0.
-# joy positives: a (9), b (10); joy negatives: c, d, e (untagged, no mention), not f (mentions joy),
-# not g (tagged 5). Lengths: a 30, b 60 -> negatives matched by length: c (28) for a, e (58) for b.
-# h duplicates a's text with extra whitespace; it is stored once.
-SMALL = [
-    {"key": "a", "content": "A" * 30 + "\njoy:9"},
-    {"key": "b", "content": "B" * 60 + "\njoy:10 calm:9"},
-    {"key": "c", "content": "C" * 28},
-    {"key": "d", "content": "D" * 45},
-    {"key": "e", "content": "E" * 58},
-    {"key": "f", "content": "F" * 20 + " joy " + "F" * 20},
-    {"key": "g", "content": "G" * 30 + "\njoy:5"},
-    {"key": "h", "content": "  " + "A" * 30 + "  \n\njoy:8"},
-    {"key": "i", "content": "short\njoy:9"},
-]
 
 
 def test_small_graph_by_hand(tmp_path: Path) -> None:
@@ -253,9 +221,6 @@ def test_stories_dir_source(tmp_path: Path) -> None:
     assert info["source"] == {"kind": "stories", "path": str(stories), "files": 6}
 
 
-STDIO_SERVER = REPO / "tests" / "mcp_stdio_server.py"
-
-
 def sample_nodes(n: int) -> list[dict]:  # type: ignore[type-arg]
     return [
         {"key": x.key, "content": x.content, "type": x.type, "category": x.category}
@@ -264,7 +229,9 @@ def sample_nodes(n: int) -> list[dict]:  # type: ignore[type-arg]
 
 
 def stdio_command(graph: Path, *extra: str) -> str:
-    return shlex.join([sys.executable, str(STDIO_SERVER), str(graph), *extra])
+    from mcp_fixture_server import stdio_argv
+
+    return shlex.join(stdio_argv(graph, *extra))
 
 
 @pytest.mark.parametrize("transport", ["stdio", "http"])

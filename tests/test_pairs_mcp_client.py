@@ -3,7 +3,6 @@ failure shape a deployed server can show (real sockets, real child processes) as
 
 from __future__ import annotations
 
-import json
 import shlex
 import socket
 import sys
@@ -22,9 +21,9 @@ from amygdala_vllm.errors import MCPError, MCPProtocolError, MCPTransportError
 from amygdala_vllm.pairs.mcp.client import MCPClient
 from amygdala_vllm.pairs.mcp.results import result_json, result_text
 from amygdala_vllm.pairs.mcp.target import ServerTarget, make_target
-from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph
+from mcp_fixture_server import build_server, serve_asgi, serve_memory_graph, stdio_argv
+from pairs_runs import write_graph
 
-STDIO_SERVER = Path(__file__).resolve().parent / "mcp_stdio_server.py"
 NODES = [
     {"key": f"journal/2026-03-{i:02d}#evening", "content": f"Evening {i}: a long enough body.\nwarmth:{i}",
      "type": "daily", "category": "core" if i % 2 else None}
@@ -41,14 +40,9 @@ def stdio(*argv: str, timeout: float = 30) -> ServerTarget:
     return make_target(url=None, command=shlex.join(argv), environ={}, timeout=timeout)
 
 
-def write_graph(path: Path, nodes: list[dict]) -> Path:  # type: ignore[type-arg]
-    path.write_text("".join(json.dumps(n) + "\n" for n in nodes))
-    return path
-
-
 def stdio_server(tmp_path: Path, *extra: str, style: str = "json", timeout: float = 30) -> ServerTarget:
     graph = write_graph(tmp_path / "graph.jsonl", NODES)
-    return stdio(sys.executable, str(STDIO_SERVER), str(graph), "--style", style, *extra, timeout=timeout)
+    return stdio(*stdio_argv(graph, "--style", style, *extra), timeout=timeout)
 
 
 def wait_for_pid(path: Path) -> int:
