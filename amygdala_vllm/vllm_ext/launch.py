@@ -158,9 +158,9 @@ def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: in
       checked by :func:`check_runner_env` and left to vLLM);
     - on a CPU machine with ``tensor_parallel_size * pipeline_parallel_size > 1``:
       ``VLLM_CPU_OMP_THREADS_BIND`` from :func:`cpu_thread_binding`, unless already set.
+
+    The sizes were checked with the rest of the engine's settings (``EngineSettings.check``).
     """
-    if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
-        raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
     done: dict[str, str] = {}
     check_runner_env(os.environ)
     check_runner_available()
