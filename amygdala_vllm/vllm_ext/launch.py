@@ -151,7 +151,7 @@ def check_runner_available(vllm_version: str | None = None) -> None:
         )
 
 
-def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
+def prepare_engine_env(tensor_parallel_size: int, pipeline_parallel_size: int) -> dict[str, str]:
     """Set the variables an engine of this project needs; returns those it set (logged in one line).
 
     - no runner choice: vLLM picks (a user's ``VLLM_USE_V2_MODEL_RUNNER`` is
