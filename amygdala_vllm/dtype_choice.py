@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["DTYPE_CHOICES", "DtypeChoice", "check_dtype", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_has_native_bf16", "resolve_dtype"]
+__all__ = ["DTYPE_CHOICES", "DtypeChoice", "NATIVE_BF16_FLAGS", "check_dtype", "cpu_flags", "cpu_has_native_bf16",
+           "resolve_dtype"]
 
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 

@@ -83,7 +83,8 @@ def default_literals(source: str, where: str) -> list[str]:
             for stmt in node.body:
                 if (isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name)
                         and _copy(stmt.target.id, stmt.value)):
-                    hits.append(f"{where}:{stmt.lineno} {stmt.target.id} = {ast.unparse(stmt.value)}")  # type: ignore[arg-type]
+                    value = ast.unparse(stmt.value)  # type: ignore[arg-type]
+                    hits.append(f"{where}:{stmt.lineno} {stmt.target.id} = {value}")
         elif isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "Option":
             flag = _flag_of(node)
             if flag and node.args and _literal(node.args[0]) and not (
@@ -110,13 +111,14 @@ def test_the_scan_finds_a_planted_default() -> None:
         "    max_model_len: int | None = None\n"
         "    batch_size: int = DEFAULTS.batch_size\n"  # read from elsewhere: not a copy
         "    dtype: str = 'float16'\n"  # a storage dtype (reduce's vectors), not the engine's
-        "def command(batch: int = typer.Option(16, '--batch-size'), eager: bool = typer.Option(False, '--compile/--eager'),\n"
+        "def command(batch: int = typer.Option(16, '--batch-size'),\n"
+        "            eager: bool = typer.Option(False, '--compile/--eager'),\n"
         "            model: str = 'smollm2', seed: int = 0): ...\n"
     )
     assert default_literals(planted, "planted.py") == [
         "planted.py:2 kv_cache_gb = 1.0", "planted.py:2 batch_size = 16", "planted.py:2 dtype = 'auto'",
         "planted.py:4 kv_cache_bytes = 1 << 30", "planted.py:5 compile = False", "planted.py:6 max_model_len = None",
-        "planted.py:9 --batch-size = 16", "planted.py:9 --compile = False",
+        "planted.py:9 --batch-size = 16", "planted.py:10 --compile = False",
     ]
 
 

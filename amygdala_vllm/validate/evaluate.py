@@ -278,4 +278,5 @@ def evaluate(
         raise FormatError(f"scores have shape [L, E] = {list(shape)}, the manifest "
                           f"{[len(manifest.layers), len(manifest.concepts)]}")
     agreement = agreement_of(scores, dtype, manifest.hidden_size)
-    return evaluate_projections(dataset, manifest, vectors, proj, agreement, dtype=dtype, **kwargs)  # type: ignore[arg-type]
+    return evaluate_projections(dataset, manifest, vectors, proj, agreement, dtype=dtype,
+                                **kwargs)  # type: ignore[arg-type]
