@@ -22,7 +22,8 @@ from pathlib import Path
 
 from .errors import UsageError
 
-__all__ = ["DTYPE_CHOICES", "DtypeChoice", "NATIVE_BF16_FLAGS", "cpu_flags", "cpu_has_native_bf16", "resolve_dtype"]
+__all__ = ["DTYPE_CHOICES", "DtypeChoice", "NATIVE_BF16_FLAGS", "check_dtype", "cpu_flags", "cpu_has_native_bf16",
+           "resolve_dtype"]
 
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 
@@ -75,6 +76,12 @@ def _cuda_bf16() -> bool | None:
     return bool(torch.cuda.is_bf16_supported())
 
 
+def check_dtype(requested: str) -> None:
+    """One line for a dtype that is not one of :data:`DTYPE_CHOICES` (the ``--dtype`` flag's)."""
+    if requested not in DTYPE_CHOICES:
+        raise UsageError(f"unknown --dtype {requested!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+
+
 def resolve_dtype(requested: str = "auto", *, cuda_bf16: bool | None | str = "detect",
                   cpuinfo: str | None = None) -> DtypeChoice:
     """Resolve ``auto`` for this machine; pass an explicit dtype through.
@@ -82,8 +89,7 @@ def resolve_dtype(requested: str = "auto", *, cuda_bf16: bool | None | str = "de
     ``cuda_bf16`` and ``cpuinfo`` describe the machine (detected when left out):
     ``cuda_bf16`` is None without a CUDA GPU, else whether the GPU does bf16.
     """
-    if requested not in DTYPE_CHOICES:
-        raise UsageError(f"unknown --dtype {requested!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+    check_dtype(requested)
     if requested != "auto":
         return DtypeChoice(requested, requested, "as requested")
     gpu = _cuda_bf16() if cuda_bf16 == "detect" else cuda_bf16

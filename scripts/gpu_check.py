@@ -64,16 +64,18 @@ def _prompts(model_dir: Path, n: int) -> list[list[int]]:
 def run_engine(model_dir: Path, vectors: Path, out: Path, dtype: str, eager: bool, n: int) -> None:
     """Capture every prompt alone and all together, and score them with readout; save everything to ``out``."""
     from amygdala_vllm.readout.scorer import Readout
-    from amygdala_vllm.vllm_ext.engine import CaptureSession, engine_options, open_engine, runner_info
+    from amygdala_vllm.engine_settings import EngineSettings
+    from amygdala_vllm.vllm_ext.engine import CaptureSession, open_engine, runner_info
 
     prompts = _prompts(model_dir, n)
-    llm = open_engine(engine_options(str(model_dir), layers=LAYERS, compile=not eager, dtype=dtype, max_model_len=512,
-                                     kv_cache_gb=0.25, batch_size=n, max_num_batched_tokens=BUDGET))
+    settings = EngineSettings(model=str(model_dir), dtype=dtype, max_model_len=512, kv_cache_gb=0.25, batch_size=n,
+                              compile=not eager, max_num_batched_tokens=BUDGET)
+    llm = open_engine(settings, LAYERS)
     capture = CaptureSession(llm, LAYERS, SKIP)
     alone = [capture.run([p])[0] for p in prompts]
     together = capture.run(prompts)
     capture.close()
-    with Readout(None, vectors, llm=llm, batch_size=n) as readout:
+    with Readout(vectors, engine=settings, llm=llm) as readout:
         scores = [t.scores for t in readout.score_token_ids(prompts)]
     arrays = {"info": np.frombuffer(json.dumps(runner_info(llm)).encode(), np.uint8)}
     for k, (a, t, s) in enumerate(zip(alone, together, scores)):

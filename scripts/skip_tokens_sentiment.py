@@ -97,11 +97,12 @@ def main() -> None:
     skips = [int(s) for s in args.skips.split(",") if s]
     layers = [int(x) for x in args.layers.split(",")]
 
-    from amygdala_vllm.vllm_ext.engine import EngineOptions, open_engine
+    from amygdala_vllm.engine_settings import EngineSettings
+    from amygdala_vllm.vllm_ext.engine import open_engine
 
     model = prepare_smollm2()
-    llm = open_engine(EngineOptions(model=str(model), dtype="fp32", max_model_len=512, kv_cache_bytes=128 << 20,
-                                    max_num_seqs=16))
+    settings = EngineSettings(model=str(model), dtype="fp32", max_model_len=512, kv_cache_gb=0.125, batch_size=16)
+    llm = open_engine(settings)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         ds = write_sentiment_dataset(Path(tmp) / "ds", args.train, args.held, seed=args.seed)
@@ -111,8 +112,8 @@ def main() -> None:
         for skip in skips:
             t0 = time.monotonic()
             act = Path(tmp) / f"act{skip}"
-            run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, model=str(model), layers=layers, dtype="fp32",
-                                       batch_size=16, max_model_len=512, skip_first_tokens=skip), llm=llm)
+            run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, layers=layers, engine=settings,
+                                       skip_first_tokens=skip), llm=llm)
             out = Path(tmp) / f"caa{skip}.safetensors"
             reduce([act], ds, out, ReduceOptions(method="caa"))
             manifest = read_json(out.with_name(f"caa{skip}.manifest.json"), ReadoutManifest)

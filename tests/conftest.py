@@ -94,6 +94,10 @@ def smollm2_dir() -> Path:
     return prepare_smollm2()
 
 
+#: The KV cache of the tests' engines, in GiB (64 MiB: plenty for 512-token prompts of tiny models).
+TEST_KV_GB = 0.0625
+
+
 class EnginePool:
     """Engines shared by the whole session, keyed by their options.
 
@@ -106,13 +110,14 @@ class EnginePool:
         self._engines: dict[tuple, object] = {}
 
     def get(self, model_dir: Path, *, dtype: str = "fp32", max_num_seqs: int = 64, **kw: object) -> object:
-        from amygdala_vllm.vllm_ext.engine import EngineOptions, open_engine
+        from amygdala_vllm.engine_settings import EngineSettings
+        from amygdala_vllm.vllm_ext.engine import open_engine
 
         key = (str(model_dir), dtype, max_num_seqs, tuple(sorted(kw.items())))
         if key not in self._engines:
-            opts = EngineOptions(model=str(model_dir), dtype=dtype, max_model_len=512, kv_cache_bytes=64 << 20,
-                                 max_num_seqs=max_num_seqs, **kw)
-            self._engines[key] = open_engine(opts)
+            settings = EngineSettings(model=str(model_dir), dtype=dtype, max_model_len=512, kv_cache_gb=TEST_KV_GB,
+                                      batch_size=max_num_seqs, **kw)  # type: ignore[arg-type]
+            self._engines[key] = open_engine(settings)
         return self._engines[key]
 
 

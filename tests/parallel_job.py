@@ -19,20 +19,21 @@ def main(job_file: str) -> None:
     from safetensors.numpy import save_file
 
     from amygdala_vllm.readout.scorer import Readout
-    from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, open_engine
+    from amygdala_vllm.engine_settings import EngineSettings
+    from amygdala_vllm.vllm_ext.engine import CaptureSession, open_engine
 
     job = json.loads(open(job_file, encoding="utf-8").read())
     for tp, pp in job["configs"]:
         t0 = time.perf_counter()
-        llm = open_engine(EngineOptions(model=job["model"], dtype="fp32", max_model_len=512, kv_cache_bytes=64 << 20,
-                                        max_num_seqs=16, tensor_parallel_size=tp, pipeline_parallel_size=pp))
+        llm = open_engine(EngineSettings(model=job["model"], dtype="fp32", max_model_len=512, kv_cache_gb=0.0625,
+                                         batch_size=16, tensor_parallel_size=tp, pipeline_parallel_size=pp))
         started = time.perf_counter() - t0
         capture = CaptureSession(llm, job["layers"], 1)
         pooled = capture.run(job["prompts"])
         capture.close()
         # The driver's Readout on an engine that is already running: its worker processes started
         # before the VLLM_READOUT_* variables were set, so this also checks the paths reach them.
-        with Readout(None, job["vectors"], job["manifest"], dtype="fp32", llm=llm) as readout:
+        with Readout(job["vectors"], job["manifest"], engine=EngineSettings(dtype="fp32"), llm=llm) as readout:
             scores = [s.scores for s in readout.score_token_ids(job["prompts"])]
         save_file({"mean": np.stack([p.mean for p in pooled]), "last": np.stack([p.last for p in pooled]),
                    "scores": np.concatenate(scores), "seconds": np.array([started, time.perf_counter() - t0])},

@@ -14,11 +14,13 @@ import sys
 import types
 from pathlib import Path
 
+import msgspec
 import pytest
 from typer.testing import CliRunner
 
 from amygdala_vllm.cli import app
 from amygdala_vllm.cli.readout_cmd import _stdout_to_stderr
+from amygdala_vllm.engine_settings import EngineSettings
 from amygdala_vllm.readout.render import SCORES_FORMAT, decode_scores
 from readout_fakes import CONCEPTS, FakeReadout, make_manifest, write_vectors
 
@@ -30,8 +32,9 @@ def engines(monkeypatch: pytest.MonkeyPatch) -> list[FakeReadout]:
     """Installs a fake ``amygdala_vllm.readout.scorer``; returns the engines the CLI started."""
     started: list[FakeReadout] = []
 
-    def factory(model: str, vectors: Path, manifest: Path, **kwargs: object) -> FakeReadout:
-        engine = FakeReadout(model, vectors, manifest, dict(kwargs))
+    def factory(vectors: Path, manifest: Path, *, engine: EngineSettings, **kwargs: object) -> FakeReadout:
+        """``Readout(vectors, manifest, engine=...)``: records the engine settings field by field."""
+        engine = FakeReadout(engine.model, vectors, manifest, {**msgspec.structs.asdict(engine), **kwargs})
         started.append(engine)
         return engine
 

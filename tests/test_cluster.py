@@ -183,6 +183,7 @@ def test_killed_actor_is_replaced_and_the_resumed_run_is_byte_identical(cluster,
     """
     from amygdala_vllm.cluster import ClusterOptions
     from amygdala_vllm.extract.ray_shards import RunStats, ray_shards
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.extract.run import ExtractOptions, run_extract
 
     out = _partial(reference, tmp_path / "act", keep=2)
@@ -194,8 +195,8 @@ def test_killed_actor_is_replaced_and_the_resumed_run_is_byte_identical(cluster,
             killed.append(actor)
 
     stats = RunStats()
-    opts = ExtractOptions(dataset_dir=dataset, output_dir=out, model=str(tiny_llama_dir), layers=[1, 3], dtype="fp32",
-                          batch_size=4, shard_size=8, max_model_len=512, kv_cache_gb=0.0625)
+    engine = EngineSettings(model=str(tiny_llama_dir), dtype="fp32", batch_size=4, max_model_len=512, kv_cache_gb=0.0625)
+    opts = ExtractOptions(dataset_dir=dataset, output_dir=out, layers=[1, 3], engine=engine, shard_size=8)
     summary = run_extract(opts, source=ray_shards(ClusterOptions(actors=1, on_piece=kill_once), stats))
     assert killed and stats.retried == 1 and stats.restarts == 1, (killed, stats.__dict__)
     assert stats.threads and set(stats.threads) == {1}

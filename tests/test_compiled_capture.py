@@ -35,14 +35,15 @@ def _child(job: dict[str, Any]) -> None:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from amygdala_vllm.vllm_ext.engine import CaptureSession, EngineOptions, ReadoutSession, model_info, open_engine
+    from amygdala_vllm.engine_settings import EngineSettings
+    from amygdala_vllm.vllm_ext.engine import CaptureSession, ReadoutSession, model_info, open_engine
     from amygdala_vllm.vllm_ext.engine import _prefill
 
     t0 = time.perf_counter()
-    llm = open_engine(EngineOptions(model=job["model"], dtype=job.get("dtype", "fp32"), max_model_len=512,
-                                    kv_cache_bytes=64 << 20, max_num_seqs=32,
-                                    max_num_batched_tokens=job.get("step_tokens", STEP_TOKENS),
-                                    enforce_eager=job["eager"], tap_layers=job["taps"]))
+    llm = open_engine(EngineSettings(model=job["model"], dtype=job.get("dtype", "fp32"), max_model_len=512,
+                                     kv_cache_gb=0.0625, batch_size=32,
+                                     max_num_batched_tokens=job.get("step_tokens", STEP_TOKENS),
+                                     compile=not job["eager"]), job["taps"] or [])
     arrays: dict[str, np.ndarray] = {}
     meta: dict[str, Any] = {"startup_s": time.perf_counter() - t0, "info": model_info(llm)}
     prompts = job["prompts"]
@@ -236,6 +237,7 @@ def test_validate_cli_with_compile_reports_what_eager_reports(engine_pool, tiny_
 
     from text_datasets import write_text_dataset
 
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.extract.run import ExtractOptions, run_extract
     from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.reduce import ReduceOptions, reduce
@@ -244,18 +246,18 @@ def test_validate_cli_with_compile_reports_what_eager_reports(engine_pool, tiny_
 
     ds = write_text_dataset(tmp_path / "ds", varied_texts(60, max_words=60))
     llm = engine_pool.get(tiny_llama_dir)
-    run_extract(ExtractOptions(dataset_dir=ds, output_dir=tmp_path / "act", model=str(tiny_llama_dir), layers=TAPS,
-                               dtype="fp32", max_model_len=512, kv_cache_gb=0.0625), llm=llm)
+    run_extract(ExtractOptions(dataset_dir=ds, output_dir=tmp_path / "act", layers=TAPS, engine=EngineSettings(
+        model=str(tiny_llama_dir), dtype="fp32", max_model_len=512, kv_cache_gb=0.0625)), llm=llm)
     vec = tmp_path / "v.safetensors"
     reduce([tmp_path / "act"], ds, vec, ReduceOptions(method="caa"))
 
     @contextlib.contextmanager
-    def on_eager_engine(model, vectors, manifest, **engine):
-        with Readout(None, vectors, manifest, check_agreement=True, llm=llm) as r:
+    def on_eager_engine(vectors, manifest, engine):
+        with Readout(vectors, manifest, engine=engine, check_agreement=True, llm=llm) as r:
             yield r
 
     eager = run_validate(ValidateOptions(vectors=vec, training_data_dir=ds, output_dir=tmp_path / "eager",
-                                         dtype="fp32"), open_readout=on_eager_engine).report
+                                         engine=EngineSettings(dtype="fp32")), open_readout=on_eager_engine).report
     cmd = [sys.executable, "-m", "amygdala_vllm", "validate", "--compile", "--vectors", str(vec),
            "--training-data-dir", str(ds), "--model", str(tiny_llama_dir), "--dtype", "fp32", "--max-model-len", "512",
            "--kv-cache-gb", "0.0625", "--output-dir", str(tmp_path / "compiled")]

@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from amygdala_vllm.cli import app
+from amygdala_vllm.engine_settings import EngineSettings
 from amygdala_vllm.extract.run import ExtractOptions, parse_layers, run_extract
 from amygdala_vllm.shards import read_shard
 from text_datasets import varied_texts, write_text_dataset
@@ -91,8 +92,8 @@ def test_refuses_a_foreign_output_dir(tmp_path, dataset, tiny_llama_dir):
 
 
 def _opts(dataset, out, model, **kw):
-    return ExtractOptions(dataset_dir=dataset, output_dir=out, model=str(model), layers=[1, 3], dtype="fp32",
-                          batch_size=8, shard_size=16, max_model_len=512, kv_cache_gb=0.0625, **kw)
+    engine = EngineSettings(model=str(model), dtype="fp32", batch_size=8, max_model_len=512, kv_cache_gb=0.0625)
+    return ExtractOptions(dataset_dir=dataset, output_dir=out, layers=[1, 3], engine=engine, shard_size=16, **kw)
 
 
 @pytest.mark.engine
@@ -164,8 +165,8 @@ def test_kill_9_then_resume_is_byte_identical(engine_pool, tiny_llama_dir, tmp_p
             "--kv-cache-gb", "0.0625"]
     reference = tmp_path / "reference"
     llm = engine_pool.get(tiny_llama_dir, max_num_seqs=4)
-    opts = ExtractOptions(dataset_dir=ds, output_dir=reference, model=str(tiny_llama_dir), layers=[1, 3], dtype="fp32",
-                          batch_size=4, shard_size=8, max_model_len=512, kv_cache_gb=0.0625)
+    engine = EngineSettings(model=str(tiny_llama_dir), dtype="fp32", batch_size=4, max_model_len=512, kv_cache_gb=0.0625)
+    opts = ExtractOptions(dataset_dir=ds, output_dir=reference, layers=[1, 3], engine=engine, shard_size=8)
     run_extract(opts, llm=llm)
 
     out = tmp_path / "resumed"

@@ -100,8 +100,8 @@ STAGES = ("pairs", "extract", "reduce", "validate", "readout", "serve", "cli", "
 #: The engine layer and the scale-out layer under the stages.
 LAYERS = ("vllm_ext", "cluster")
 #: Shared modules at the bottom: formats, their readers and the rules every stage applies the same way.
-BOTTOM = ("atomic", "calibration", "dataset", "defaults", "dtype_choice", "errors", "formats", "model_config",
-          "models", "pooling_modes", "separation", "shards", "text_file", "usage", "vectors_file")
+BOTTOM = ("atomic", "calibration", "dataset", "defaults", "dtype_choice", "engine_settings", "errors", "formats",
+          "model_config", "models", "pooling_modes", "separation", "shards", "text_file", "usage", "vectors_file")
 
 
 def _top(module: str) -> str:

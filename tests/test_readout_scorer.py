@@ -76,12 +76,13 @@ def test_generated_tokens_are_scored_too(engine_pool, tiny_llama_dir, vectors):
 
 
 def test_readout_class_agreement_with_pooled_capture(engine_pool, tiny_llama_dir, vectors):
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.readout.scorer import Readout
 
     llm = engine_pool.get(tiny_llama_dir)
     vec, man, _ = vectors
     texts = varied_texts(20, max_words=80)
-    with Readout(None, vec, man, dtype="fp32", check_agreement=True, llm=llm, batch_size=8) as ro:
+    with Readout(vec, man, engine=EngineSettings(dtype="fp32", batch_size=8), check_agreement=True, llm=llm) as ro:
         got = ro.score_texts(texts)
     assert len(got) == 20
     assert max(g.agreement for g in got) < 1e-4

@@ -32,6 +32,7 @@ TRAIN, HELD = 350, 150
 def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, tmp_path):
     from amygdala_vllm.dataset import load_dataset
     from amygdala_vllm.extract.run import ExtractOptions, run_extract
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.reduce import ReduceOptions, reduce
     from amygdala_vllm.validate.compare import compare_methods
@@ -40,8 +41,8 @@ def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, 
     llm = engine_pool.get(smollm2_dir, dtype="fp32", max_num_seqs=16)
     ds = write_sentiment_dataset(tmp_path / "ds", TRAIN, HELD)
     act = tmp_path / "act"
-    run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, model=str(smollm2_dir), layers=[4, 8, 14, 20, 26],
-                               dtype="fp32", batch_size=16, max_model_len=512), llm=llm)
+    run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, layers=[4, 8, 14, 20, 26], engine=EngineSettings(
+        model=str(smollm2_dir), dtype="fp32", batch_size=16, max_model_len=512)), llm=llm)
     reduce([act], ds, tmp_path / "caa.safetensors", ReduceOptions(method="caa"))
     reduce([act], ds, tmp_path / "lda.safetensors", ReduceOptions(method="lda"))
     manifest = read_json(tmp_path / "caa.manifest.json", ReadoutManifest)
@@ -52,12 +53,13 @@ def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, 
     assert cmp.best_caa > 0.7  # the seed's plain CAA still finds the axis
 
     @contextlib.contextmanager
-    def on_pooled_engine(model, vectors, manifest, **engine):
-        with Readout(None, vectors, manifest, dtype="fp32", check_agreement=True, llm=llm, batch_size=16) as r:
+    def on_pooled_engine(vectors, manifest, engine):
+        with Readout(vectors, manifest, engine=engine, check_agreement=True, llm=llm) as r:
             yield r
 
-    result = run_validate(ValidateOptions(vectors=tmp_path / "lda.safetensors", training_data_dir=ds, dtype="fp32",
-                                          output_dir=tmp_path / "report"), open_readout=on_pooled_engine)
+    result = run_validate(ValidateOptions(vectors=tmp_path / "lda.safetensors", training_data_dir=ds,
+                                          engine=EngineSettings(dtype="fp32"), output_dir=tmp_path / "report"),
+                          open_readout=on_pooled_engine)
     a = result.report.agreement
     print(f"agreement fp32: max |diff| {a.max_abs_diff:.3g}, bar {a.tolerance:.3g}, max |projection| "
           f"{a.max_abs_projection:.4g}, max |activation| x |v| {a.max_activation_scale:.4g}")
@@ -72,7 +74,7 @@ def test_sentiment_direction_separates_heldout_tweets(engine_pool, smollm2_dir, 
     from amygdala_vllm.validate.evaluate import agreement_of
 
     texts = [load_dataset(ds).texts[i].text for i in range(0, 2 * (TRAIN + HELD), 50)]
-    with Readout(None, tmp_path / "caa.safetensors", dtype="fp32", check_agreement=True, llm=llm) as r:
+    with Readout(tmp_path / "caa.safetensors", engine=EngineSettings(dtype="fp32"), check_agreement=True, llm=llm) as r:
         right = agreement_of(r.score_texts(texts), "fp32", manifest.hidden_size)
         assert r._vectors is not None
         r._vectors = r._vectors[1:] + r._vectors[:1]

@@ -38,6 +38,7 @@ def _dataset(path):
 
 @pytest.fixture(scope="module")
 def reduced(engine_pool, tiny_llama_dir, tmp_path_factory):
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.extract.run import ExtractOptions, run_extract
     from amygdala_vllm.reduce import ReduceOptions, reduce
 
@@ -45,8 +46,8 @@ def reduced(engine_pool, tiny_llama_dir, tmp_path_factory):
     llm = engine_pool.get(tiny_llama_dir)
     ds, texts, examples = _dataset(root / "ds")
     act = root / "act"
-    run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, model=str(tiny_llama_dir), layers=[1, 3],
-                               dtype="fp32", batch_size=16, max_model_len=512), llm=llm)
+    run_extract(ExtractOptions(dataset_dir=ds, output_dir=act, layers=[1, 3], engine=EngineSettings(
+        model=str(tiny_llama_dir), dtype="fp32", batch_size=16, max_model_len=512)), llm=llm)
     out = {}
     for name, fields in VARIANTS.items():
         vec = root / f"{name}.safetensors"
@@ -56,9 +57,10 @@ def reduced(engine_pool, tiny_llama_dir, tmp_path_factory):
 
 
 def _score(llm, vec, texts):
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.readout.scorer import Readout
 
-    with Readout(None, vec, None, dtype="fp32", check_agreement=True, llm=llm, batch_size=16) as ro:
+    with Readout(vec, None, engine=EngineSettings(dtype="fp32", batch_size=16), check_agreement=True, llm=llm) as ro:
         return ro.score_texts(texts), ro.manifest
 
 

@@ -20,6 +20,7 @@ import pytest
 from amygdala_vllm.formats import Calibration
 from amygdala_vllm.pairs.build import PairsOptions, build_dataset
 from amygdala_vllm.pairs.sources import SourceSpec
+from amygdala_vllm.engine_settings import EngineSettings
 from amygdala_vllm.validate import ValidateOptions, run_validate
 from amygdala_vllm.validate.evaluate import agreement_of, projections_from_scores
 from amygdala_vllm.validate.stream import ScoreStream
@@ -78,8 +79,8 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
 
     def measure(n: int) -> int:
         @contextlib.contextmanager
-        def opener(model: str, vectors: Path, manifest: Path, **engine: object) -> Iterator[Readout]:
-            with Readout(None, vectors, manifest, dtype="fp32", check_agreement=True, llm=llm, batch_size=2) as r:
+        def opener(vectors: Path, manifest: Path, engine: EngineSettings) -> Iterator[Readout]:
+            with Readout(vectors, manifest, engine=engine, check_agreement=True, llm=llm) as r:
                 tracemalloc.reset_peak()
                 yield r  # everything scored while the engine is open is inside this peak
                 peaks[n] = tracemalloc.get_traced_memory()[1]
@@ -87,7 +88,8 @@ def test_validate_peak_memory_is_flat_in_the_number_of_heldout_texts(engine_pool
         tracemalloc.start()
         try:
             report = run_validate(ValidateOptions(vectors=vec, training_data_dir=ds, output_dir=tmp_path / f"r{n}",
-                                                  dtype="fp32", batch_size=2, max_texts=n), open_readout=opener).report
+                                                  engine=EngineSettings(dtype="fp32", batch_size=2), max_texts=n),
+                                  open_readout=opener).report
         finally:
             tracemalloc.stop()
         assert report.heldout_texts == n

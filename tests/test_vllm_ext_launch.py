@@ -35,7 +35,7 @@ def test_prepare_picks_no_runner_and_binds_only_multi_rank_cpu(monkeypatch: pyte
 def test_a_users_runner_choice_is_left_to_vllm_where_it_has_that_runner(monkeypatch: pytest.MonkeyPatch) -> None:
     for value in ("0", "1"):
         monkeypatch.setenv(RUNNER_ENV, value)
-        assert prepare_engine_env() == {} and os.environ[RUNNER_ENV] == value  # 0.32 here: V1 and V2 exist
+        assert prepare_engine_env(1, 1) == {} and os.environ[RUNNER_ENV] == value  # 0.32 here: V1 and V2 exist
     check_runner_env({RUNNER_ENV: "1"}, "0.34.0")
     check_runner_env({RUNNER_ENV: "0"}, "0.33.0")
     with pytest.raises(IncompatibleVLLMError) as info:  # 0.34 has no V1 (vLLM itself rejects the variable)

@@ -83,13 +83,14 @@ def test_readout_points_the_environment_at_its_vectors_while_open(llm, tmp_path,
 
     from random_vectors import write_vectors
 
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.readout.scorer import Readout
     from amygdala_vllm.vectors_file import ENV_MANIFEST, ENV_VECTORS
 
     monkeypatch.setenv(ENV_VECTORS, "/elsewhere.safetensors")
     monkeypatch.delenv(ENV_MANIFEST, raising=False)
     vec, man, _ = write_vectors(tmp_path, tiny_llama_dir)
-    with Readout(None, vec, man, dtype="fp32", llm=llm) as ro:
+    with Readout(vec, man, engine=EngineSettings(dtype="fp32"), llm=llm) as ro:
         assert (os.environ[ENV_VECTORS], os.environ[ENV_MANIFEST]) == (str(vec.resolve()), str(man.resolve()))
         assert ro.score_texts(["a short text"])[0].scores.shape[1:] == (2, 3)
     assert os.environ[ENV_VECTORS] == "/elsewhere.safetensors" and ENV_MANIFEST not in os.environ

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amygdala_vllm.engine_settings import EngineSettings
 from amygdala_vllm.pooling_modes import MODES
 from amygdala_vllm.readout.scorer import TextScores
 from amygdala_vllm.reduce import ReduceOptions, reduce
@@ -48,10 +49,13 @@ class FakeReadout:
         return out
 
     @contextlib.contextmanager
-    def opener(self, model: str, vectors: Path, manifest: Path, **engine: object) -> Iterator[FakeReadout]:
+    def opener(self, vectors: Path, manifest: Path, engine: EngineSettings) -> Iterator[FakeReadout]:
+        """Records the settings the engine would start with (``validate.run.OpenReadout``), field by field."""
         import os
 
-        self.calls.append({"model": model, "vectors": vectors, "manifest": manifest, **engine,
+        import msgspec
+
+        self.calls.append({"vectors": vectors, "manifest": manifest, **msgspec.structs.asdict(engine),
                            "env": (os.environ.get("VLLM_READOUT_VECTORS"), os.environ.get("VLLM_READOUT_MANIFEST"))})
         yield self
 

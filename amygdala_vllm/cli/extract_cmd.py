@@ -17,7 +17,8 @@ from ..usage import Meter
 from ._app import app, command, console
 from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
-from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
+from ._engine_flags import (ENGINE_DEFAULTS, BatchSize, Compile, Dtype, KvCacheGb, MaxModelLen, MaxNumBatchedTokens,
+                            PipelineParallel, TensorParallel, engine_settings)
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 
 POOLING_HELP = (f"Pooling modes to record, comma-separated, including {','.join(DEFAULT_MODES)}; known: "
@@ -70,14 +71,14 @@ def extract(
     output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
     target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
-    dtype: Dtype = "auto",
-    batch_size: int = typer.Option(16, "--batch-size", help="Texts handed to vLLM per generate() call (also its max_num_seqs)."),
+    dtype: Dtype = ENGINE_DEFAULTS.dtype,
+    batch_size: BatchSize = ENGINE_DEFAULTS.batch_size,
     shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
-    max_model_len: MaxModelLen = None,
-    kv_cache_gb: KvCacheGb = 1.0,
-    max_num_batched_tokens: Optional[int] = typer.Option(None, "--max-num-batched-tokens", help="vLLM's per-step token budget (smaller forces chunked prefill)."),
-    tensor_parallel_size: TensorParallel = 1,
-    pipeline_parallel_size: PipelineParallel = 1,
+    max_model_len: MaxModelLen = ENGINE_DEFAULTS.max_model_len,
+    kv_cache_gb: KvCacheGb = ENGINE_DEFAULTS.kv_cache_gb,
+    max_num_batched_tokens: MaxNumBatchedTokens = ENGINE_DEFAULTS.max_num_batched_tokens,
+    tensor_parallel_size: TensorParallel = ENGINE_DEFAULTS.tensor_parallel_size,
+    pipeline_parallel_size: PipelineParallel = ENGINE_DEFAULTS.pipeline_parallel_size,
     split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
     num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
     shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
@@ -85,7 +86,7 @@ def extract(
     skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
     pooling: str = typer.Option("mean,last", "--pooling", help=POOLING_HELP),
     force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
-    compile_: Compile = False,
+    compile_: Compile = ENGINE_DEFAULTS.compile,
     distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
     ray: RayFlag = False,
     ray_address: RayAddress = None,
@@ -100,14 +101,16 @@ def extract(
     source, stats = _source(ray, ray_address, ray_actors, ray_cpus_per_actor, distributed_executor_backend)
     layers = _layers(target_layers, manifest, model)
     choice = choose_dtype(dtype)
+    engine = engine_settings(
+        model=model, dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size,
+        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size, compile=compile_,
+        max_num_batched_tokens=max_num_batched_tokens,
+        extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else None,
+    )
     opts = ExtractOptions(
-        dataset_dir=training_data_dir, output_dir=output_dir, model=model, layers=layers, dtype=choice.dtype,
-        batch_size=batch_size, shard_size=shard_size, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
-        max_num_batched_tokens=max_num_batched_tokens, tensor_parallel_size=tensor_parallel_size,
-        pipeline_parallel_size=pipeline_parallel_size, split=split,
-        num_shards=num_shards, shard_index=shard_index, overlong=overlong, skip_first_tokens=skip_first_tokens,
-        force=force, enforce_eager=not compile_, pooling=parse_modes(pooling),
-        engine_extra={"distributed_executor_backend": distributed_executor_backend} if distributed_executor_backend else {},
+        dataset_dir=training_data_dir, output_dir=output_dir, layers=layers, engine=engine, shard_size=shard_size,
+        split=split, num_shards=num_shards, shard_index=shard_index, overlong=overlong,
+        skip_first_tokens=skip_first_tokens, force=force, pooling=parse_modes(pooling),
     )
     progress = Progress(
         TextColumn("[bold]extract"), BarColumn(), MofNCompleteColumn(), TextColumn("texts"),

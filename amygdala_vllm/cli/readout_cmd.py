@@ -24,7 +24,8 @@ from ..errors import StoreError, UsageError
 from ..vectors_file import pair_paths, read_manifest
 from ._app import app, command, console, err_console
 from ._dtype import announce_dtype, choose_dtype
-from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
+from ._engine_flags import (ENGINE_DEFAULTS, Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel,
+                            engine_settings)
 
 if TYPE_CHECKING:
     from ..formats import ReadoutManifest
@@ -104,12 +105,12 @@ def readout_command(
     view: str = typer.Option("auto", "--view", help=f"Terminal view: table, strip, or auto (table up to {TABLE_MAX_TOKENS} tokens)."),
     json_out: bool = typer.Option(False, "--json", help="Print the scores as one JSON document (format: docs/readout.md) on stdout, and nothing else."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Also write a self-contained HTML heat map to FILE."),
-    dtype: Dtype = "auto",
-    max_model_len: MaxModelLen = None,
-    tensor_parallel_size: TensorParallel = 1,
-    pipeline_parallel_size: PipelineParallel = 1,
-    kv_cache_gb: KvCacheGb = 1.0,
-    compile_: Compile = False,
+    dtype: Dtype = ENGINE_DEFAULTS.dtype,
+    max_model_len: MaxModelLen = ENGINE_DEFAULTS.max_model_len,
+    tensor_parallel_size: TensorParallel = ENGINE_DEFAULTS.tensor_parallel_size,
+    pipeline_parallel_size: PipelineParallel = ENGINE_DEFAULTS.pipeline_parallel_size,
+    kv_cache_gb: KvCacheGb = ENGINE_DEFAULTS.kv_cache_gb,
+    compile_: Compile = ENGINE_DEFAULTS.compile,
 ) -> None:
     """Score a text with the readout vectors inside vLLM and show z per token and concept."""
     from ..readout.render import check_concepts, parse_chat, resolve_layers
@@ -122,6 +123,11 @@ def readout_command(
     if not manifest_path.is_file():
         raise UsageError(f"manifest {manifest_path} does not exist (pass --manifest)")
     man = read_manifest(manifest_path)
+    choice = choose_dtype(dtype)
+    # one text, one engine call: batch 1
+    engine_opts = engine_settings(model=model or man.model, dtype=choice.dtype, max_model_len=max_model_len,
+                                  kv_cache_gb=kv_cache_gb, batch_size=1, tensor_parallel_size=tensor_parallel_size,
+                                  pipeline_parallel_size=pipeline_parallel_size, compile=compile_)
     layers = resolve_layers(man, layer)
     wanted = None
     if concepts is not None:
@@ -135,13 +141,10 @@ def readout_command(
 
     from ..readout.scorer import Readout
 
-    choice = choose_dtype(dtype)
     announce_dtype(choice)
     err_console.print(f"scoring with [bold]{model or man.model}[/] in vLLM ...", highlight=False)
     with _stdout_to_stderr(json_out):
-        with Readout(model or man.model, vectors, manifest_path, dtype=choice.dtype, max_model_len=max_model_len,
-                     kv_cache_gb=kv_cache_gb, batch_size=1, enforce_eager=not compile_,
-                     **_parallel(tensor_parallel_size, pipeline_parallel_size)) as engine:
+        with Readout(vectors, manifest_path, engine=engine_opts) as engine:
             if messages is not None:
                 ids = engine.chat_token_ids([{"role": m.role, "content": m.content} for m in messages])
                 scored = engine.score_token_ids([ids])[0]
@@ -149,11 +152,6 @@ def readout_command(
                 scored = engine.score_texts([raw_input])[0]
     shown_text = "".join(scored.tokens) if messages is not None else raw_input
     _show(scored, man, layers, wanted, model or man.model, shown_text, messages, view, json_out, html_out)
-
-
-def _parallel(tp: int, pp: int) -> dict[str, int]:
-    """Engine options for TP/PP, only when asked for (keeps the single-process call unchanged)."""
-    return {} if tp * pp == 1 else {"tensor_parallel_size": tp, "pipeline_parallel_size": pp}
 
 
 def _show(

@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from ..defaults import VECTORS_FILE
 from ._app import QUIETED_VLLM_ENV, app, command, console
 
 __all__ = ["serve_command"]
@@ -26,7 +27,7 @@ __all__ = ["serve_command"]
 def serve_command(
     ctx: typer.Context,
     model: str = typer.Argument(..., help="Model to serve (HF folder or hub id; `smollm2` = the bundled offline model)."),
-    vectors: Path = typer.Option(Path("runs/amygdala.safetensors"), "--vectors", help="NAME.safetensors written by `reduce`."),
+    vectors: Path = typer.Option(VECTORS_FILE, "--vectors", help="NAME.safetensors written by `reduce`."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Readout manifest (default: NAME.manifest.json beside --vectors)."),
     eager: bool = typer.Option(False, "--eager", help="Eager mode with forward hooks (adds --enforce-eager) instead of the compiled graph with tapped layers (the default)."),
     print_command: bool = typer.Option(False, "--print-command", help="Print the environment and command line (the plain form) instead of starting the server."),
@@ -36,16 +37,14 @@ def serve_command(
     Any other flag goes to vLLM (e.g. --port 8000 --max-model-len 4096 --kv-cache-memory-bytes 1G).
     """
     from ..models import resolve_model
-    from ..serve.launch import check_vectors, check_vllm_install, own_env, serve_argv, serve_env
+    from ..serve.launch import check_vectors, check_vllm_install, own_env, serve_argv, serve_env, serve_settings
 
     vllm_args = list(ctx.args)
     check_vllm_install(vllm_args)
     model_path = resolve_model(model)
     man, manifest_path = check_vectors(model_path, vectors, manifest)
-    eager = eager or "--enforce-eager" in vllm_args
-    if eager and "--enforce-eager" not in vllm_args:
-        vllm_args.append("--enforce-eager")
-    argv = serve_argv(model_path, vllm_args, None if eager else list(man.layers))
+    settings = serve_settings(model_path, vllm_args, eager=eager)
+    argv = serve_argv(settings, vllm_args, list(man.layers))
     env = serve_env(vectors, manifest_path, os.environ)
     if env.pop(QUIETED_VLLM_ENV, None):  # a server's log is its user interface: vLLM's own level
         env.pop("VLLM_LOGGING_LEVEL", None)
@@ -55,5 +54,5 @@ def serve_command(
                       + " ".join(shlex.quote(a) for a in argv), highlight=False, soft_wrap=True)
         return
     console.print(f"serving {model_path} with readout of {len(man.concepts)} concepts at layers {man.layers} "
-                  f"({'eager' if eager else 'compiled, tapped'})", highlight=False)
+                  f"({'compiled, tapped' if settings.compile else 'eager'})", highlight=False)
     os.execve(argv[0], argv, env)

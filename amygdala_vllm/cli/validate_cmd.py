@@ -23,7 +23,8 @@ from ..usage import Meter
 from ._app import app, command, console
 from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
-from ._engine_flags import Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel, TensorParallel
+from ._engine_flags import (ENGINE_DEFAULTS, BatchSize, Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel,
+                            TensorParallel, engine_settings)
 from .ray_options import RayActors, RayAddress, RayCpus, RayFlag, cluster_options
 from .specificity_view import print_auto_choice, print_method_ranking, print_specificity
 
@@ -42,12 +43,12 @@ def validate_command(
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Readout manifest, if not NAME.manifest.json beside --vectors.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model to load (default: the manifest's model).")] = None,
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Report dir: report.json, report.md, auroc.png, crosstalk.png, specificity.png.")] = REPORT_DIR,
-    dtype: Dtype = "auto",
-    max_model_len: MaxModelLen = None,
-    tensor_parallel_size: TensorParallel = 1,
-    pipeline_parallel_size: PipelineParallel = 1,
-    kv_cache_gb: KvCacheGb = 1.0,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per engine call.")] = 16,
+    dtype: Dtype = ENGINE_DEFAULTS.dtype,
+    max_model_len: MaxModelLen = ENGINE_DEFAULTS.max_model_len,
+    tensor_parallel_size: TensorParallel = ENGINE_DEFAULTS.tensor_parallel_size,
+    pipeline_parallel_size: PipelineParallel = ENGINE_DEFAULTS.pipeline_parallel_size,
+    kv_cache_gb: KvCacheGb = ENGINE_DEFAULTS.kv_cache_gb,
+    batch_size: BatchSize = ENGINE_DEFAULTS.batch_size,
     ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
     min_auroc: Annotated[float | None, typer.Option("--min-auroc", help="Exit 1 if a concept's best-layer AUROC (manifest pooling) is below this.")] = None,
     compare_methods: Annotated[bool, typer.Option("--compare-methods", help="Also rank every reduce method offline on the held-out texts: one-vs-rest, sibling AUROC, identification (needs --activations).")] = False,
@@ -55,7 +56,7 @@ def validate_command(
     shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
-    compile_: Compile = False,
+    compile_: Compile = ENGINE_DEFAULTS.compile,
     ray: RayFlag = False,
     ray_address: RayAddress = None,
     ray_actors: RayActors = None,
@@ -68,12 +69,13 @@ def validate_command(
     meter = Meter("validate")
 
     choice = choose_dtype(dtype)
+    engine = engine_settings(model=model, dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb,
+                             batch_size=batch_size, tensor_parallel_size=tensor_parallel_size,
+                             pipeline_parallel_size=pipeline_parallel_size, compile=compile_)
     opts = ValidateOptions(
-        vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, model=model, output_dir=output_dir,
-        dtype=choice.dtype, max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size, ood=ood,
-        min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
-        max_texts=max_texts, shrinkage=shrinkage, enforce_eager=not compile_, taxonomy=taxonomy,
-        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
+        vectors=vectors, training_data_dir=training_data_dir, manifest=manifest, engine=engine, output_dir=output_dir,
+        ood=ood, min_auroc=min_auroc, compare_methods=compare_methods, activations=tuple(activations or ()),
+        max_texts=max_texts, shrinkage=shrinkage, taxonomy=taxonomy,
     )
     bar = Progress(TextColumn("[bold]validate {task.description}"), BarColumn(), MofNCompleteColumn(),
                    TextColumn("texts"), TimeElapsedColumn(), console=console, transient=False)

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..engine_settings import EngineSettings
 from ..errors import CaptureError, ModelError
 from ..formats import TextRecord
 from ..pooling_modes import DEFAULT_MODES
@@ -33,24 +34,26 @@ BatchFn = Callable[[int, int], None]
 
 
 class CaptureSpec(msgspec.Struct, forbid_unknown_fields=True):
-    """How to start a capture engine and what to capture; the wire form handed to Ray actors."""
+    """How to start a capture engine and what to capture; the wire form handed to Ray actors.
 
-    model: str
-    dtype: str
+    ``engine`` is resolved: its model is a folder or hub name, its dtype
+    concrete and its ``max_model_len`` a number (what ``capture.json`` records).
+    """
+
+    engine: EngineSettings
     layers: list[int]
     hidden_size: int
     num_layers: int
     skip_first_tokens: int
-    batch_size: int
-    max_model_len: int
     overlong: str
-    kv_cache_gb: float
-    max_num_batched_tokens: int | None
-    tensor_parallel_size: int
-    enforce_eager: bool
-    engine_extra: dict[str, Any]
-    pipeline_parallel_size: int = 1
     pooling: tuple[str, ...] = DEFAULT_MODES
+
+    @property
+    def max_model_len(self) -> int:
+        """The resolved context length; prompts are cut to one less (room for the sampled token)."""
+        if self.engine.max_model_len is None:
+            raise CaptureError("a capture spec needs a resolved max_model_len")
+        return self.engine.max_model_len
 
 
 @dataclass
@@ -70,15 +73,10 @@ class ShardCapturer:
     """A capture engine (started here, or ``llm`` reused) and its capture session."""
 
     def __init__(self, spec: CaptureSpec, llm: Any = None):
-        from ..vllm_ext.engine import CaptureSession, engine_options, model_info, open_engine
+        from ..vllm_ext.engine import CaptureSession, model_info, open_engine
 
         self.spec = spec
-        self.llm = llm if llm is not None else open_engine(engine_options(
-            spec.model, layers=list(spec.layers), compile=not spec.enforce_eager, dtype=spec.dtype,
-            max_model_len=spec.max_model_len, kv_cache_gb=spec.kv_cache_gb, batch_size=spec.batch_size,
-            tensor_parallel_size=spec.tensor_parallel_size, pipeline_parallel_size=spec.pipeline_parallel_size,
-            max_num_batched_tokens=spec.max_num_batched_tokens, extra=spec.engine_extra,
-        ))
+        self.llm = llm if llm is not None else open_engine(spec.engine, spec.layers)
         info = model_info(self.llm)
         if info["hidden_size"] != spec.hidden_size or info["num_layers"] != spec.num_layers:
             raise ModelError(
@@ -100,8 +98,9 @@ class ShardCapturer:
         arrays = {name: np.zeros((len(prompts), L, H), np.float32) for name in spec.pooling}
         ntok = np.zeros(len(prompts), np.int32)
         tokens = 0
-        for b in range(0, len(prompts), spec.batch_size):
-            pooled = self.session.run(prompts[b : b + spec.batch_size])
+        batch = spec.engine.batch_size
+        for b in range(0, len(prompts), batch):
+            pooled = self.session.run(prompts[b : b + batch])
             for j, p in enumerate(pooled, start=b):
                 ntok[j] = p.num_tokens
                 for name, arr in arrays.items():

@@ -78,9 +78,8 @@ def ray_shards(opts: ClusterOptions, stats: RunStats | None = None,
     def source(spec: CaptureSpec, work: list[tuple[int, list[TextRecord]]],
                on_batch: ProgressFn | None) -> Iterator[Iterator[ShardResult]]:
         with connect(opts.address, temp_dir=opts.temp_dir) as ray:
-            ray_executor = spec.engine_extra.get("distributed_executor_backend") == "ray"
-            plan = plan_actors(ray, opts, CaptureActor, gpus_per_engine=spec.tensor_parallel_size * spec.pipeline_parallel_size,
-                               ray_executor=ray_executor)
+            ray_executor = spec.engine.extra.get("distributed_executor_backend") == "ray"
+            plan = plan_actors(ray, opts, CaptureActor, gpus_per_engine=spec.engine.ranks, ray_executor=ray_executor)
             size = min(plan.count, len(work))
             if announce:
                 announce(f"Ray: {size} of {plan.describe}")

@@ -21,11 +21,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..dataset import Dataset, load_dataset
+from ..engine_settings import EngineSettings
 from ..errors import CaptureError, StoreError, UsageError
 from ..formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInfo, TextRecord, read_capture_info,
                       write_json)
@@ -48,29 +51,32 @@ ProgressFn = BatchFn
 
 @dataclass
 class ExtractOptions:
-    """Everything ``extract`` needs; the CLI fills it from flags."""
+    """Everything ``extract`` needs; the CLI fills it from flags.
+
+    ``engine.model`` is required here; ``plan_extract`` replaces ``engine`` by
+    its resolved form (model folder, concrete dtype, numeric ``max_model_len``),
+    which ``capture.json`` records.
+    """
 
     dataset_dir: Path
     output_dir: Path
-    model: str
     layers: list[int]
-    dtype: str = "auto"  # resolved before anything is written: capture.json records bf16/fp16/fp32
-    batch_size: int = 16
+    engine: EngineSettings
     shard_size: int = 256
-    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
-    kv_cache_gb: float = 1.0
-    max_num_batched_tokens: int | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
     split: str = "all"
     num_shards: int = 1
     shard_index: int = 0
     overlong: str = "truncate"
     skip_first_tokens: int = 1
-    enforce_eager: bool = True
     force: bool = False
-    engine_extra: dict[str, Any] = field(default_factory=dict)
     pooling: tuple[str, ...] = DEFAULT_MODES
+
+    @property
+    def model(self) -> str:
+        """The engine's model (a folder once planned)."""
+        if self.engine.model is None:
+            raise UsageError("extract needs a model (--model)")
+        return self.engine.model
 
 
 @dataclass
@@ -124,8 +130,8 @@ def plan_text_ids(dataset: Dataset, split: str, num_shards: int, shard_index: in
 def _check_options(opts: ExtractOptions, shape: DecoderShape) -> None:
     if opts.overlong not in OVERLONG:
         raise UsageError(f"unknown --overlong {opts.overlong!r}; choose one of {', '.join(OVERLONG)}")
-    if opts.batch_size < 1 or opts.shard_size < 1:
-        raise UsageError("--batch-size and --shard-size must be >= 1")
+    if opts.shard_size < 1:
+        raise UsageError(f"--shard-size must be at least 1, got {opts.shard_size}")
     if opts.skip_first_tokens < 0:
         raise UsageError("--skip-first-tokens must be >= 0")
     parse_modes(",".join(opts.pooling))
@@ -149,7 +155,7 @@ def _header(opts: ExtractOptions, shape: DecoderShape, dataset: Dataset, fingerp
         layer_semantics=LAYER_SEMANTICS,
         hidden_size=shape.hidden_size,
         num_hidden_layers=shape.num_layers,
-        dtype=opts.dtype,
+        dtype=opts.engine.dtype,
         pooling=list(opts.pooling),
         skip_first_tokens=opts.skip_first_tokens,
         dataset_sha256=dataset.sha256,
@@ -157,7 +163,7 @@ def _header(opts: ExtractOptions, shape: DecoderShape, dataset: Dataset, fingerp
         split=opts.split,
         num_shards=opts.num_shards,
         shard_index=opts.shard_index,
-        max_model_len=opts.max_model_len,
+        max_model_len=opts.engine.max_model_len,
         overlong=opts.overlong,
         texts_planned=planned,
         overlong_truncated=[],
@@ -228,11 +234,12 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
     from ..model_config import resolve_max_model_len
     from ..models import model_fingerprint, resolve_model
 
+    opts.engine.check()
     dataset = load_dataset(opts.dataset_dir)
-    opts.model = resolve_model(opts.model)
-    shape = read_decoder_shape(opts.model)
-    opts.dtype = resolve_dtype(opts.dtype).dtype
-    opts.max_model_len = resolve_max_model_len(opts.model, opts.max_model_len)
+    model = resolve_model(opts.model)
+    shape = read_decoder_shape(model)
+    opts.engine = msgspec.structs.replace(opts.engine, model=model, dtype=resolve_dtype(opts.engine.dtype).dtype,
+                                          max_model_len=resolve_max_model_len(model, opts.engine.max_model_len))
     _check_options(opts, shape)
     planned = plan_text_ids(dataset, opts.split, opts.num_shards, opts.shard_index)
     if not planned:
@@ -244,14 +251,9 @@ def plan_extract(opts: ExtractOptions) -> ExtractPlan:
     fingerprint = model_fingerprint(opts.model)
     header = _resume(opts, _header(opts, shape, dataset, fingerprint, probes.check_version(), len(planned)))
     done = {s.file for s in header.shards}
-    spec = CaptureSpec(
-        model=opts.model, dtype=opts.dtype, layers=list(opts.layers), hidden_size=shape.hidden_size,
-        num_layers=shape.num_layers, skip_first_tokens=opts.skip_first_tokens, batch_size=opts.batch_size,
-        max_model_len=opts.max_model_len, overlong=opts.overlong, kv_cache_gb=opts.kv_cache_gb,
-        max_num_batched_tokens=opts.max_num_batched_tokens, tensor_parallel_size=opts.tensor_parallel_size,
-        pipeline_parallel_size=opts.pipeline_parallel_size, enforce_eager=opts.enforce_eager,
-        engine_extra=dict(opts.engine_extra), pooling=tuple(opts.pooling),
-    )
+    spec = CaptureSpec(engine=opts.engine, layers=list(opts.layers), hidden_size=shape.hidden_size,
+                       num_layers=shape.num_layers, skip_first_tokens=opts.skip_first_tokens, overlong=opts.overlong,
+                       pooling=tuple(opts.pooling))
     return ExtractPlan(
         dataset=dataset, header=header, spec=spec, planned=planned, chunks=chunks,
         todo=[k for k in range(len(chunks)) if shard_name(k) not in done],
@@ -291,7 +293,7 @@ def run_extract(opts: ExtractOptions, progress: Callable[[int, int, int], Progre
     """Run the whole stage; ``progress(total_texts, done_texts, done_tokens)`` returns a per-batch callback.
 
     ``llm`` reuses an engine already started with the amygdala worker extension
-    (its model and dtype must be the ones in ``opts``); by default one is started.
+    (its model and dtype must be the ones in ``opts.engine``); by default one is started.
     ``source`` runs the shards elsewhere (``amygdala_vllm.extract.ray_shards``);
     whatever runs them, this process alone writes the files.
     """

@@ -22,7 +22,8 @@ from ..cluster._ray import connect, require
 from ..cluster.actors import failed, reply, reserve_threads, torch_threads
 from ..cluster.placement import ClusterOptions, plan_actors
 from ..cluster.pool import ActorPool
-from ..errors import AmygdalaError, FormatError
+from ..engine_settings import EngineSettings
+from ..errors import AmygdalaError, FormatError, UsageError
 from ..models import resolve_model
 from ..vectors_file import pair_paths
 from ..vllm_ext import rpc
@@ -31,14 +32,9 @@ __all__ = ["ray_readout", "ReadoutSpec", "ReadoutActor", "encode_scores", "decod
 
 
 class ReadoutSpec(msgspec.Struct, forbid_unknown_fields=True):
-    """How a readout actor starts its engine (``validate --ray``)."""
+    """How a readout actor starts its engine (``validate --ray``): the driver's settings, model resolved."""
 
-    model: str
-    dtype: str
-    max_model_len: int
-    kv_cache_gb: float
-    batch_size: int
-    enforce_eager: bool
+    engine: EngineSettings
 
 
 class ReadoutActor:
@@ -63,9 +59,7 @@ class ReadoutActor:
         vec.write_bytes(vectors)
         man.write_bytes(manifest)
         try:
-            self._readout = Readout(spec.model, vec, man, dtype=spec.dtype, max_model_len=spec.max_model_len,
-                                    kv_cache_gb=spec.kv_cache_gb, batch_size=spec.batch_size,
-                                    check_agreement=True, enforce_eager=spec.enforce_eager)
+            self._readout = Readout(vec, man, engine=spec.engine, check_agreement=True)
         except AmygdalaError as exc:
             return failed(exc)
         return reply(threads=torch_threads()), b""
@@ -141,16 +135,16 @@ def ray_readout(opts: ClusterOptions) -> Callable[..., contextlib.AbstractContex
     require(opts.address)  # no Ray, or nobody at the address: one line, before any work
 
     @contextlib.contextmanager
-    def open_readout(model: str, vectors: Path, manifest: Path, *, dtype: str, max_model_len: int,
-                     kv_cache_gb: float, batch_size: int, enforce_eager: bool = True) -> Iterator[_RayReadout]:
-        spec = ReadoutSpec(model=resolve_model(model), dtype=dtype, max_model_len=max_model_len,
-                           kv_cache_gb=kv_cache_gb, batch_size=batch_size, enforce_eager=enforce_eager)
+    def open_readout(vectors: Path, manifest: Path, engine: EngineSettings) -> Iterator[_RayReadout]:
+        if engine.model is None:
+            raise UsageError("a readout on Ray needs the model (the manifest's, or --model)")
+        spec = ReadoutSpec(engine=msgspec.structs.replace(engine, model=resolve_model(engine.model)))
         start = (msgspec.json.encode(spec), Path(vectors).read_bytes(), Path(manifest).read_bytes())
         with connect(opts.address, temp_dir=opts.temp_dir) as ray:
-            plan = plan_actors(ray, opts, ReadoutActor, gpus_per_engine=1, ray_executor=False)
+            plan = plan_actors(ray, opts, ReadoutActor, gpus_per_engine=engine.ranks, ray_executor=False)
             pool = ActorPool(ray, plan.spawn, plan.count, start, prefix=f"amygdala-readout-{id(spec)}", what="chunk",
                              max_restarts=opts.max_restarts, max_attempts=opts.max_attempts, release=plan.release)
             with pool:
-                yield _RayReadout(pool, batch_size)
+                yield _RayReadout(pool, engine.batch_size)
 
     return open_readout

@@ -25,8 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
+from ..engine_settings import ENGINE_DEFAULTS, EngineSettings
 from ..errors import FormatError
 from ..formats import ReadoutManifest
 from ..pooling_modes import MODES, pool_scores
@@ -55,43 +57,41 @@ class TextScores:
 class Readout:
     """A vLLM engine in readout mode for one vectors file; use as a context manager.
 
-    ``llm`` reuses an engine already started with the amygdala worker extension
-    (vLLM keeps distributed state in process globals, so a process should hold
-    one engine per model, not start and drop many).
+    ``engine`` says how the engine starts (its model None: the manifest's;
+    ``batch_size`` texts go to vLLM per call). ``llm`` reuses an engine already
+    started with the amygdala worker extension (vLLM keeps distributed state in
+    process globals, so a process should hold one engine per model, not start
+    and drop many).
     """
 
-    def __init__(self, model: str | None, vectors: Path, manifest: Path | None = None, *, dtype: str = "auto",
-                 max_model_len: int | None = None, kv_cache_gb: float = 1.0, batch_size: int = 16,
-                 check_agreement: bool = False, enforce_eager: bool = True, tensor_parallel_size: int = 1,
-                 pipeline_parallel_size: int = 1, engine_extra: dict[str, Any] | None = None, llm: Any = None):
+    def __init__(self, vectors: Path, manifest: Path | None = None, *, engine: EngineSettings = ENGINE_DEFAULTS,
+                 check_agreement: bool = False, llm: Any = None):
         from ..dtype_choice import resolve_dtype
         from ..model_config import resolve_max_model_len
         from ..models import resolve_model
-        from ..vllm_ext.engine import ReadoutSession, engine_options, open_engine
+        from ..vllm_ext.engine import ReadoutSession, open_engine
 
+        engine.check()
         vectors, manifest = pair_paths(vectors, manifest)
         if not vectors.is_file():
             raise FormatError(f"vectors file {vectors} does not exist (run `amygdala-vllm reduce`)")
         self.manifest: ReadoutManifest = read_manifest(manifest)
-        self.batch_size = batch_size
-        self.dtype = resolve_dtype(dtype).dtype
+        self.batch_size = engine.batch_size
+        max_model_len = engine.max_model_len
         if llm is not None:  # a running engine knows its context; its model may not be a local folder
             from ..vllm_ext.engine import model_info
 
             max_model_len = max_model_len or int(model_info(llm)["max_model_len"])
         else:
-            model = resolve_model(model or self.manifest.model)
+            model = resolve_model(engine.model or self.manifest.model)
             max_model_len = resolve_max_model_len(model, max_model_len)
+            engine = msgspec.structs.replace(engine, model=model, dtype=resolve_dtype(engine.dtype).dtype,
+                                             max_model_len=max_model_len)
         self.max_prompt_tokens = max_model_len - 1
         self._env = contextlib.ExitStack()
         self._env.enter_context(readout_env(vectors, manifest))
         try:
-            self.llm = llm if llm is not None else open_engine(engine_options(
-                model, layers=list(self.manifest.layers), compile=not enforce_eager, dtype=self.dtype,
-                max_model_len=max_model_len, kv_cache_gb=kv_cache_gb, batch_size=batch_size,
-                tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
-                extra=engine_extra,
-            ))
+            self.llm = llm if llm is not None else open_engine(engine, self.manifest.layers)
             self.tokenizer = self.llm.get_tokenizer()
             skip = self.manifest.skip_first_tokens if check_agreement else None
             # A fresh engine's workers read the VLLM_READOUT_* variables set above, as serving's do. A reused

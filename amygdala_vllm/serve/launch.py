@@ -23,6 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..engine_settings import EngineSettings
 from ..errors import FormatError, ModelError, UsageError
 from ..formats import ReadoutManifest
 from ..vectors_file import check_model, env_values, pair_paths
@@ -31,7 +32,8 @@ from ..vllm_ext import SERVE_WORKER_EXTENSION
 
 __all__ = [
     "GENERAL_PLUGIN", "ENDPOINT_PLUGIN", "API_SERVER_MODULE",
-    "plugins_value", "runner_env", "check_vllm_install", "own_env", "serve_env", "serve_argv", "check_vectors",
+    "plugins_value", "runner_env", "check_vllm_install", "own_env", "serve_env", "serve_settings", "serve_argv",
+    "check_vectors",
 ]
 
 GENERAL_PLUGIN = "amygdala"
@@ -101,19 +103,34 @@ def _flag_given(args: list[str], flag: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
-def serve_argv(model: str, vllm_args: list[str], tap_layers: list[int] | None) -> list[str]:
-    """``python -m vllm.entrypoints.openai.api_server`` with our flags; ``tap_layers`` None = eager hooks."""
+def serve_settings(model: str, vllm_args: list[str], *, eager: bool) -> EngineSettings:
+    """The engine settings ``serve`` owns: the model, and ``compile`` (compiled unless ``--eager``, or the user's
+    own ``--enforce-eager`` among the vLLM flags). Every other engine setting of a server is a vLLM flag passed
+    through unchanged (vLLM's defaults apply), so the struct's other fields are not read here."""
+    return EngineSettings(model=model, compile=not (eager or _flag_given(vllm_args, "--enforce-eager")))
+
+
+def serve_argv(settings: EngineSettings, vllm_args: list[str], layers: list[int]) -> list[str]:
+    """``python -m vllm.entrypoints.openai.api_server`` with our flags for ``settings.model`` and ``settings.compile``.
+
+    Compiled: ``layers`` are tapped in the graph (load format ``amygdala``);
+    eager: ``--enforce-eager`` (added unless the user gave it) and forward hooks.
+    """
     clash = [f for f in _OWN_FLAGS if _flag_given(vllm_args, f)]
     if clash:
         raise UsageError(f"{', '.join(clash)} are set by amygdala-vllm serve; leave them out")
-    argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", model,
+    if settings.model is None:
+        raise UsageError("serve needs a model")
+    argv = [sys.executable, "-m", API_SERVER_MODULE, "--model", settings.model,
             "--worker-extension-cls", SERVE_WORKER_EXTENSION]
-    if tap_layers is not None:
+    if settings.compile:
         from ..vllm_ext.plugin import tap_engine_kwargs  # torch only; vLLM is imported when it registers
 
-        kw = tap_engine_kwargs(tap_layers)
+        kw = tap_engine_kwargs(layers)
         argv += ["--load-format", kw["load_format"],
                  "--additional-config", json.dumps(kw["additional_config"], separators=(",", ":"))]
+    elif not _flag_given(vllm_args, "--enforce-eager"):
+        argv.append("--enforce-eager")
     return argv + list(vllm_args)
 
 

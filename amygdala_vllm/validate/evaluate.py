@@ -234,10 +234,13 @@ def evaluate_projections(
     vectors_path: Path | str = "",
     manifest_path: Path | str = "",
     model: str | None = None,
-    dtype: str = "bf16",
+    dtype: str,
     taxonomy: dict[str, list[str]] | None = None,
 ) -> ValidateReport:
-    """The report (without OOD, comparison or failures) from pooled projections [N, L, E]."""
+    """The report (without OOD, comparison or failures) from pooled projections [N, L, E].
+
+    ``dtype`` is the one the engine ran in (resolved, never ``auto``): the report records it.
+    """
     classes = heldout_classes(dataset, manifest.concepts, proj.text_ids)
     concepts = concept_reports(manifest, proj, classes)
     best = {c.concept: c.best_layer for c in concepts if c.best_layer is not None}
@@ -264,14 +267,16 @@ def evaluate(
     vectors: np.ndarray,
     scores: Sequence[ScoresLike],
     text_ids: Sequence[int],
+    *,
+    dtype: str,
     **kwargs: object,
 ) -> ValidateReport:
     """The report from ``Readout.score_texts`` output for ``text_ids`` (same order); see :func:`evaluate_projections`."""
-    dtype = str(kwargs.get("dtype", "bf16"))
     proj = projections_from_scores(scores, text_ids)
     shape = proj.of(manifest.pooling).shape[1:] if len(proj.text_ids) else None
     if shape is not None and shape != (len(manifest.layers), len(manifest.concepts)):
         raise FormatError(f"scores have shape [L, E] = {list(shape)}, the manifest "
                           f"{[len(manifest.layers), len(manifest.concepts)]}")
     agreement = agreement_of(scores, dtype, manifest.hidden_size)
-    return evaluate_projections(dataset, manifest, vectors, proj, agreement, **kwargs)  # type: ignore[arg-type]
+    return evaluate_projections(dataset, manifest, vectors, proj, agreement, dtype=dtype,
+                                **kwargs)  # type: ignore[arg-type]

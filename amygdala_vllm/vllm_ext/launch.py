@@ -151,16 +151,16 @@ def check_runner_available(vllm_version: str | None = None) -> None:
         )
 
 
-def prepare_engine_env(tensor_parallel_size: int = 1, pipeline_parallel_size: int = 1) -> dict[str, str]:
+def prepare_engine_env(tensor_parallel_size: int, pipeline_parallel_size: int) -> dict[str, str]:
     """Set the variables an engine of this project needs; returns those it set (logged in one line).
 
     - no runner choice: vLLM picks (a user's ``VLLM_USE_V2_MODEL_RUNNER`` is
       checked by :func:`check_runner_env` and left to vLLM);
     - on a CPU machine with ``tensor_parallel_size * pipeline_parallel_size > 1``:
       ``VLLM_CPU_OMP_THREADS_BIND`` from :func:`cpu_thread_binding`, unless already set.
+
+    The sizes were checked with the rest of the engine's settings (``EngineSettings.check``).
     """
-    if tensor_parallel_size < 1 or pipeline_parallel_size < 1:
-        raise UsageError("--tensor-parallel-size and --pipeline-parallel-size must be >= 1")
     done: dict[str, str] = {}
     check_runner_env(os.environ)
     check_runner_available()

@@ -129,7 +129,7 @@ class AmygdalaWorkerExtension:
         elif runner.compiles():
             raise ValueError(
                 "this engine compiles the model, where per-layer hooks never fire; start it with tap layers "
-                "(EngineOptions.tap_layers) or with enforce_eager=True"
+                "(open_engine(settings, layers) with settings.compile) or in eager mode"
             )
         else:
             hooks = LayerHooks(runner, decoder, owned, fanout)

@@ -23,11 +23,12 @@ from .common import read_job, timed, write_result
 
 
 def _engine(job: dict[str, Any]) -> Any:
-    from amygdala_vllm.vllm_ext.engine import EngineOptions, open_engine
+    from amygdala_vllm.engine_settings import GIB, EngineSettings
+    from amygdala_vllm.vllm_ext.engine import open_engine
 
-    return open_engine(EngineOptions(model=job["model"], dtype="bf16", max_model_len=job["max_model_len"],
-                                     kv_cache_bytes=job["kv_cache_bytes"], max_num_seqs=job["prompts"],
-                                     enforce_eager=job["eager"], tap_layers=job.get("taps")))
+    return open_engine(EngineSettings(model=job["model"], dtype="bf16", max_model_len=job["max_model_len"],
+                                      kv_cache_gb=job["kv_cache_bytes"] / GIB, batch_size=job["prompts"],
+                                      compile=not job["eager"]), job.get("taps") or [])
 
 
 def _generate(llm: Any, prompts: list[list[int]], max_tokens: int) -> int:

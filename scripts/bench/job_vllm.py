@@ -20,11 +20,16 @@ from .common import RssSampler, read_job, rss_bytes, timed, write_result
 
 
 def _engine(job: dict[str, Any]) -> Any:
-    from amygdala_vllm.vllm_ext.engine import EngineOptions, open_engine
+    from amygdala_vllm.vllm_ext.engine import open_engine
 
-    return open_engine(EngineOptions(model=job["model"], dtype="bf16", max_model_len=job["max_model_len"],
-                                     kv_cache_bytes=job["kv_cache_bytes"], max_num_seqs=job["batch_size"],
-                                     enforce_eager=True))
+    return open_engine(_settings(job))
+
+
+def _settings(job: dict[str, Any]) -> Any:
+    from amygdala_vllm.engine_settings import GIB, EngineSettings
+
+    return EngineSettings(model=job["model"], dtype="bf16", max_model_len=job["max_model_len"],
+                          kv_cache_gb=job["kv_cache_bytes"] / GIB, batch_size=job["batch_size"])
 
 
 def _plain(llm: Any, texts: list[str], batch_size: int) -> int:
@@ -46,9 +51,8 @@ def _extract(llm: Any, job: dict[str, Any], dataset: str, layers: list[int], out
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    opts = ExtractOptions(dataset_dir=Path(dataset), output_dir=out, model=job["model"], layers=layers, dtype="bf16",
-                          batch_size=job["batch_size"], shard_size=job.get("shard_size", 256),
-                          max_model_len=job["max_model_len"], kv_cache_gb=job["kv_cache_bytes"] / 2**30, force=True)
+    opts = ExtractOptions(dataset_dir=Path(dataset), output_dir=out, layers=layers, engine=_settings(job),
+                          shard_size=job.get("shard_size", 256), force=True)
     return run_extract(opts, llm=llm).tokens
 
 

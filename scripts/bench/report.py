@@ -219,7 +219,7 @@ def _serve_lines(doc: dict[str, Any]) -> list[str]:
         f"tokens in all) x {st['max_tokens']} greedy tokens each, one `LLM.generate` call per round; readout scores "
         f"every prompt and generated token on layers {st['layers']} against {st['concepts']} vectors each, and the "
         f"scores are drained after every round. One engine per process (compiled: vLLM's default compilation; "
-        f"tapped: `EngineOptions(tap_layers=...)`); on an engine the modes alternate in rotating order, "
+        f"tapped: `open_engine(EngineSettings(compile=True), layers)`); on an engine the modes alternate in rotating order, "
         f"{st['repeats']} timed rounds after a warm-up. Run {sv['date']}, load before "
         f"{', '.join(f'{x:.2f}' for x in sv['load_before'])}.", "",
         "| row | median s | runs (s) | spread | tokens | tok/s | vs plain compiled | vs same engine, readout off "

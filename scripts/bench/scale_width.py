@@ -87,14 +87,15 @@ class _Readout:
 
 
 def validate(out: Path, tokens: int) -> None:
+    from amygdala_vllm.engine_settings import EngineSettings
     from amygdala_vllm.validate import ValidateOptions, run_validate
 
     @contextlib.contextmanager
-    def opener(model: str, vectors: Path, manifest: Path, **engine: object) -> Iterator[_Readout]:
+    def opener(vectors: Path, manifest: Path, engine: object) -> Iterator[_Readout]:
         yield _Readout(out, tokens)
 
     opts = ValidateOptions(vectors=out / "vectors.safetensors", training_data_dir=out / "dataset",
-                           output_dir=out / "report", dtype="fp32", model="synthetic/model")
+                           output_dir=out / "report", engine=EngineSettings(model="synthetic/model", dtype="fp32"))
     result = run_validate(opts, open_readout=opener)
     print(f"validated {result.report.heldout_texts} held-out texts x {len(result.report.layers)} layers x "
           f"{len(result.report.concepts)} concepts")
