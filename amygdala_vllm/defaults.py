@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["DATASET_DIR", "ACTIVATIONS_DIR", "VECTORS_FILE", "REPORT_DIR", "AUTO_LAYER_FRACTIONS", "auto_layers"]
+from .models import SMOLLM2_ALIAS
 
+__all__ = ["DEFAULT_MODEL", "DATASET_DIR", "ACTIVATIONS_DIR", "VECTORS_FILE", "REPORT_DIR", "AUTO_LAYER_FRACTIONS", "auto_layers"]
+
+#: ``extract --model``'s default: the bundled SmolLM2-135M-Instruct, prepared offline on first use (``models.py``).
+DEFAULT_MODEL = SMOLLM2_ALIAS
 #: ``pairs`` writes here; ``extract``, ``reduce`` and ``validate`` read it.
 DATASET_DIR = Path("runs/dataset")
 #: ``extract`` writes here; ``reduce`` reads it.

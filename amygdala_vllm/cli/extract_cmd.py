@@ -10,11 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..defaults import ACTIVATIONS_DIR as DEFAULT_ACTIVATIONS
 from ..defaults import DATASET_DIR as DEFAULT_DATASET
-from ..defaults import auto_layers
+from ..defaults import DEFAULT_MODEL, auto_layers
 from ..errors import UsageError
+from ..extract.run import ExtractOptions, parse_layers
 from ..pooling_modes import DEFAULT_MODES, MODES
 from ..usage import Meter
 from ._app import app, command, console
+from ._defaults import defaults_of
 from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import (ENGINE_DEFAULTS, BatchSize, Compile, Dtype, KvCacheGb, MaxModelLen, MaxNumBatchedTokens,
@@ -26,7 +28,6 @@ POOLING_HELP = (f"Pooling modes to record, comma-separated, including {','.join(
 
 
 def _layers(target_layers: Optional[str], manifest: Optional[Path], model: str) -> list[int]:
-    from ..extract.run import parse_layers
 
     if target_layers and manifest:
         raise UsageError("give --target-layers or --manifest, not both")
@@ -63,29 +64,32 @@ def _source(ray: bool, address: Optional[str], actors: Optional[int], cpus: floa
     return None, None
 
 
+EXTRACT = defaults_of(ExtractOptions)
+
+
 @app.command("extract")
 @command
 def extract(
-    model: str = typer.Option("smollm2", "--model", help="HF model folder or hub name; 'smollm2' = the bundled offline SmolLM2-135M-Instruct (prepared on first use)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="HF model folder or hub name; 'smollm2' = the bundled offline SmolLM2-135M-Instruct (prepared on first use)."),
     training_data_dir: Path = typer.Option(DEFAULT_DATASET, "--training-data-dir", help="Dataset dir written by `amygdala-vllm pairs`."),
     output_dir: Path = typer.Option(DEFAULT_ACTIVATIONS, "--output-dir", help="Activations dir to write (resumed if it holds a compatible partial run)."),
     target_layers: Optional[str] = typer.Option(None, "--target-layers", help="Decoder layers to capture, 0-based, e.g. 3,18,33,36 or 10-14. Layer i = residual stream after decoder layer i = HF hidden_states[i+1]. Default: 4 layers at 25/50/70/85% depth."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", help="Take the layers from an existing readout manifest instead."),
     dtype: Dtype = ENGINE_DEFAULTS.dtype,
     batch_size: BatchSize = ENGINE_DEFAULTS.batch_size,
-    shard_size: int = typer.Option(256, "--shard-size", help="Texts per shard file; the unit of resume."),
+    shard_size: int = typer.Option(EXTRACT.shard_size, "--shard-size", help="Texts per shard file; the unit of resume."),
     max_model_len: MaxModelLen = ENGINE_DEFAULTS.max_model_len,
     kv_cache_gb: KvCacheGb = ENGINE_DEFAULTS.kv_cache_gb,
     max_num_batched_tokens: MaxNumBatchedTokens = ENGINE_DEFAULTS.max_num_batched_tokens,
     tensor_parallel_size: TensorParallel = ENGINE_DEFAULTS.tensor_parallel_size,
     pipeline_parallel_size: PipelineParallel = ENGINE_DEFAULTS.pipeline_parallel_size,
-    split: str = typer.Option("all", "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
-    num_shards: int = typer.Option(1, "--num-shards", help="Split the work across N machines..."),
-    shard_index: int = typer.Option(0, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
-    overlong: str = typer.Option("truncate", "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
-    skip_first_tokens: int = typer.Option(1, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
-    pooling: str = typer.Option("mean,last", "--pooling", help=POOLING_HELP),
-    force: bool = typer.Option(False, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
+    split: str = typer.Option(EXTRACT.split, "--split", help="Which texts: train, heldout or all (validate needs heldout; reduce uses train)."),
+    num_shards: int = typer.Option(EXTRACT.num_shards, "--num-shards", help="Split the work across N machines..."),
+    shard_index: int = typer.Option(EXTRACT.shard_index, "--shard-index", help="...and run slice K (0-based) here; `reduce` merges the dirs."),
+    overlong: str = typer.Option(EXTRACT.overlong, "--overlong", help="Texts over the context: truncate (keep the start), skip, or error."),
+    skip_first_tokens: int = typer.Option(EXTRACT.skip_first_tokens, "--skip-first-tokens", help="Leave the first K positions out of the mean (position 0 is an attention sink; BOS counts)."),
+    pooling: str = typer.Option(",".join(EXTRACT.pooling), "--pooling", help=POOLING_HELP),
+    force: bool = typer.Option(EXTRACT.force, "--force", help="Start over in an existing output dir instead of resuming or refusing."),
     compile_: Compile = ENGINE_DEFAULTS.compile,
     distributed_executor_backend: Optional[str] = typer.Option(None, "--distributed-executor-backend", help="vLLM's executor for --tensor-parallel-size > 1: mp (processes on this machine) or ray (workers placed across a Ray cluster; GPUs only). Default: vLLM's choice."),
     ray: RayFlag = False,

@@ -17,11 +17,14 @@ from rich.table import Table
 
 from ..defaults import DATASET_DIR
 from ..pairs.build import PairsOptions, PairsSummary, build_dataset
+from ..pairs.mcp.client import DEFAULT_CONCURRENCY
 from ..pairs.mcp.mapping import parse_json_args
+from ..pairs.mcp.target import DEFAULT_TRANSPORT, ServerTarget
 from ..pairs.select import Rules
 from ..pairs.sources import SourceSpec
 from ..usage import Meter
 from ._app import app, command, console
+from ._defaults import defaults_of
 from ._usage import finish_usage
 
 __all__ = ["pairs", "summary_table"]
@@ -87,6 +90,11 @@ def _fetch_bar() -> Iterator[Callable[[int, int], None]]:
         bar.stop()
 
 
+RULES = defaults_of(Rules)
+PAIRS = defaults_of(PairsOptions)
+SERVER = defaults_of(ServerTarget)
+
+
 @app.command("pairs")
 @command
 def pairs(
@@ -106,15 +114,15 @@ def pairs(
         rich_help_panel=_SRC)] = None,
     mcp_transport: Annotated[str, typer.Option(
         help="HTTP transport: auto (SSE if the URL path ends in /sse, else Streamable HTTP), http or sse.",
-        rich_help_panel=_SRV)] = "auto",
+        rich_help_panel=_SRV)] = DEFAULT_TRANSPORT,
     mcp_header: Annotated[Optional[list[str]], typer.Option(
         help="HTTP header 'Name: value' (repeatable); also read from AMYGDALA_MCP_HEADERS, one per line, "
         "to keep tokens out of shell history. Never logged.",
         rich_help_panel=_SRV)] = None,
     mcp_timeout: Annotated[float, typer.Option(
-        help="Seconds to wait for each MCP request.", rich_help_panel=_SRV)] = 30.0,
+        help="Seconds to wait for each MCP request.", rich_help_panel=_SRV)] = SERVER.timeout,
     mcp_concurrency: Annotated[int, typer.Option(
-        help="Fetch-tool calls in flight at once.", rich_help_panel=_SRV)] = 8,
+        help="Fetch-tool calls in flight at once.", rich_help_panel=_SRV)] = DEFAULT_CONCURRENCY,
     mcp_preset: Annotated[Optional[str], typer.Option(
         help="Mapping preset: 'upstream' (memory_query \"all\" as text + memory_render) or 'server-memory' "
         "(read_graph). Default: the config file's preset, else upstream.",
@@ -147,27 +155,27 @@ def pairs(
         rich_help_panel=_MCP)] = None,
     min_positive_score: Annotated[float, typer.Option(
         help="A node is a positive for an emotion tagged at least this score (0-10).",
-        rich_help_panel=_SEL)] = 8,
+        rich_help_panel=_SEL)] = RULES.min_positive_score,
     max_negative_score: Annotated[Optional[float], typer.Option(
         help="Also use nodes tagged at most this score as negatives (default: only untagged nodes).",
         rich_help_panel=_SEL)] = None,
     max_negative_mentions: Annotated[int, typer.Option(
         help="A negative may name the emotion (any spelling) at most this many times.",
-        rich_help_panel=_SEL)] = 0,
+        rich_help_panel=_SEL)] = RULES.max_negative_mentions,
     min_content_chars: Annotated[int, typer.Option(
         help="Skip nodes shorter than this many characters once tag lines are removed.",
-        rich_help_panel=_SEL)] = 40,
+        rich_help_panel=_SEL)] = PAIRS.min_content_chars,
     max_examples_per_emotion: Annotated[int, typer.Option(
         help="At most this many positives per emotion (seeded sample); negatives follow the ratio.",
-        rich_help_panel=_SEL)] = 500,
+        rich_help_panel=_SEL)] = RULES.max_examples_per_emotion,
     negatives_per_positive: Annotated[float, typer.Option(
         help="Negatives per positive, matched by text length, in train and held-out separately.",
-        rich_help_panel=_SEL)] = 1.0,
+        rich_help_panel=_SEL)] = RULES.negatives_per_positive,
     heldout_fraction: Annotated[float, typer.Option(
         help="Fraction of nodes held out for validation (by node: same side for every emotion).",
-        rich_help_panel=_SEL)] = 0.2,
+        rich_help_panel=_SEL)] = PAIRS.heldout_fraction,
     seed: Annotated[int, typer.Option(
-        help="Seed of the held-out split and of every sample.", rich_help_panel=_SEL)] = 0,
+        help="Seed of the held-out split and of every sample.", rich_help_panel=_SEL)] = RULES.seed,
     emotions: Annotated[Optional[Path], typer.Option(
         help="Curated emotions file: one name per line, # comments. Combined with --top-emotions as a union.",
         rich_help_panel=_EMO)] = None,
@@ -175,7 +183,7 @@ def pairs(
         help="Add the N emotions with the most positives (data-driven).", rich_help_panel=_EMO)] = None,
     min_examples: Annotated[int, typer.Option(
         help="Leave out emotions with fewer positives than this (train + held-out, before the cap).",
-        rich_help_panel=_EMO)] = 1,
+        rich_help_panel=_EMO)] = RULES.min_examples,
     neutral_texts: Annotated[Optional[Path], typer.Option(
         help="Texts that express no emotion, for reduce --neutral-variance / --method mlda: JSONL objects with "
         "\"text\" (first line starts with '{') or one text per line. Added as train texts in no example.",
@@ -185,7 +193,7 @@ def pairs(
     ] = DATASET_DIR,
     strict: Annotated[bool, typer.Option(
         help="Fail on the first unreadable JSONL line or refused MCP fetch instead of skipping and counting it.",
-        rich_help_panel=_OUT)] = False,
+        rich_help_panel=_OUT)] = PAIRS.strict,
     force: Annotated[bool, typer.Option(
         help="Replace --output-dir even if it exists and is not a dataset dir.", rich_help_panel=_OUT)] = False,
 ) -> None:

@@ -15,8 +15,10 @@ from rich.table import Table
 from ..defaults import ACTIVATIONS_DIR, DATASET_DIR, VECTORS_FILE
 from ..formats import write_json
 from ..pooling_modes import MODES
+from ..reduce import ReduceOptions
 from ..usage import Meter
 from ._app import app, command, console
+from ._defaults import defaults_of
 from ._usage import finish_usage
 
 REDUCE_POOLING_HELP = f"Pooled activation to use: {'|'.join(MODES)} (extract must have recorded it: --pooling)."
@@ -24,29 +26,31 @@ REDUCE_POOLING_HELP = f"Pooled activation to use: {'|'.join(MODES)} (extract mus
 __all__ = ["reduce_command"]
 
 
+REDUCE = defaults_of(ReduceOptions)
+
 @app.command("reduce")
 @command
 def reduce_command(
     activations: Annotated[list[Path], typer.Option("--activations", help="Activations dir from `extract`; repeat once per machine.")] = [ACTIVATIONS_DIR],  # noqa: B006
     training_data_dir: Annotated[Path, typer.Option("--training-data-dir", help="Dataset dir from `pairs`.")] = DATASET_DIR,
     output: Annotated[Path, typer.Option("--output", "-o", help="NAME.safetensors; NAME.manifest.json is written beside it.")] = VECTORS_FILE,
-    pooling: Annotated[str, typer.Option(help=REDUCE_POOLING_HELP)] = "mean",
-    method: Annotated[str, typer.Option(help="auto (per layer, the method that cross-validates best on the train split), caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = "auto",
-    shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = 0.1,
-    min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = 5,
+    pooling: Annotated[str, typer.Option(help=REDUCE_POOLING_HELP)] = REDUCE.pooling,
+    method: Annotated[str, typer.Option(help="auto (per layer, the method that cross-validates best on the train split), caa (mean difference), lda (shrinkage LDA), grand-mean (positive mean minus the mean over all concepts) or mlda (multi-class shrinkage LDA); docs/reduce.md.")] = REDUCE.method,
+    shrinkage: Annotated[float, typer.Option(help="LDA: lambda = SHRINKAGE x mean within-class variance, added to the diagonal.")] = REDUCE.shrinkage,
+    min_examples: Annotated[int, typer.Option(help="Drop concepts with fewer train positives or negatives.")] = REDUCE.min_examples,
     emotions: Annotated[str | None, typer.Option(help="Comma-separated subset, in manifest order (default: all, sorted).")] = None,
-    dtype: Annotated[str, typer.Option(help="Vector dtype: float32|float16|bfloat16.")] = "float32",
-    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Warn (not fail) when train texts are in no shard.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = False,
+    dtype: Annotated[str, typer.Option(help="Vector dtype: float32|float16|bfloat16.")] = REDUCE.dtype,
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Warn (not fail) when train texts are in no shard.")] = REDUCE.allow_missing,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing output files.")] = REDUCE.force,
     json_summary: Annotated[Path | None, typer.Option("--json-summary", help="Also write the summary (incl. cross-talk) as JSON.")] = None,
-    top_pairs: Annotated[int, typer.Option(help="Most similar concept pairs to list per layer.")] = 5,
-    neutral_variance: Annotated[float, typer.Option(help="Project out the top principal components of the neutral train texts (positive for no concept) holding this share of their variance; 0 = off, 0.5 = Anthropic's recipe.")] = 0.0,
-    remove_shared: Annotated[int, typer.Option(help="Project out the top K shared axes of the concept vectors (valence, arousal); the full vectors go to NAME.full.safetensors.")] = 0,
-    folds: Annotated[int, typer.Option(help="--method auto: cross-validation folds over the train texts.")] = 5,
-    seed: Annotated[int, typer.Option(help="--method auto: seed of the fold order.")] = 0,
+    top_pairs: Annotated[int, typer.Option(help="Most similar concept pairs to list per layer.")] = REDUCE.top_pairs,
+    neutral_variance: Annotated[float, typer.Option(help="Project out the top principal components of the neutral train texts (positive for no concept) holding this share of their variance; 0 = off, 0.5 = Anthropic's recipe.")] = REDUCE.neutral_variance,
+    remove_shared: Annotated[int, typer.Option(help="Project out the top K shared axes of the concept vectors (valence, arousal); the full vectors go to NAME.full.safetensors.")] = REDUCE.remove_shared,
+    folds: Annotated[int, typer.Option(help="--method auto: cross-validation folds over the train texts.")] = REDUCE.folds,
+    seed: Annotated[int, typer.Option(help="--method auto: seed of the fold order.")] = REDUCE.seed,
 ) -> None:
     """Compute CAA/LDA readout vectors per concept and hooked layer, with calibration."""
-    from ..reduce import ReduceOptions, reduce
+    from ..reduce import reduce
 
     meter = Meter("reduce")
 

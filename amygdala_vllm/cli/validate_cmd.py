@@ -20,7 +20,9 @@ from rich.table import Table
 from ..defaults import DATASET_DIR, REPORT_DIR, VECTORS_FILE
 from ..errors import UsageError, ValidationFailed
 from ..usage import Meter
+from ..validate.run import ValidateOptions
 from ._app import app, command, console
+from ._defaults import defaults_of
 from ._usage import finish_usage
 from ._dtype import announce_dtype, choose_dtype
 from ._engine_flags import (ENGINE_DEFAULTS, BatchSize, Compile, Dtype, KvCacheGb, MaxModelLen, PipelineParallel,
@@ -33,6 +35,9 @@ __all__ = ["validate_command"]
 
 def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+VALIDATE = defaults_of(ValidateOptions)
 
 
 @app.command("validate")
@@ -51,9 +56,9 @@ def validate_command(
     batch_size: BatchSize = ENGINE_DEFAULTS.batch_size,
     ood: Annotated[Path | None, typer.Option("--ood", help="Out-of-distribution texts: JSONL with \"text\" fields, or one text per line.")] = None,
     min_auroc: Annotated[float | None, typer.Option("--min-auroc", help="Exit 1 if a concept's best-layer AUROC (manifest pooling) is below this.")] = None,
-    compare_methods: Annotated[bool, typer.Option("--compare-methods", help="Also rank every reduce method offline on the held-out texts: one-vs-rest, sibling AUROC, identification (needs --activations).")] = False,
+    compare_methods: Annotated[bool, typer.Option("--compare-methods", help="Also rank every reduce method offline on the held-out texts: one-vs-rest, sibling AUROC, identification (needs --activations).")] = VALIDATE.compare_methods,
     activations: Annotated[list[Path] | None, typer.Option("--activations", help="Activations dir from `extract --split all`, for --compare-methods; repeatable.")] = None,
-    shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = 0.1,
+    shrinkage: Annotated[float, typer.Option("--shrinkage", help="--compare-methods: LDA shrinkage, as in `reduce`.")] = VALIDATE.shrinkage,
     max_texts: Annotated[int | None, typer.Option("--max-texts", help="Score at most N held-out texts (round-robin over classes) for a quick run.")] = None,
     taxonomy: Annotated[Path | None, typer.Option("--taxonomy", help="JSON {family: [concept, ...]}: family members count as siblings in the specificity figures.")] = None,
     compile_: Compile = ENGINE_DEFAULTS.compile,
@@ -63,7 +68,7 @@ def validate_command(
     ray_cpus_per_actor: RayCpus = 1.0,
 ) -> None:
     """Load the vectors into vLLM's readout, score held-out texts and report AUROC, d, accuracy, cross-talk."""
-    from ..validate import ValidateOptions, run_validate
+    from ..validate import run_validate
     from ..validate.schema import report_modes
 
     meter = Meter("validate")

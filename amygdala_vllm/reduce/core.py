@@ -61,7 +61,7 @@ class ReduceOptions:
     dtype: str = "float32"
     allow_missing: bool = False
     force: bool = False
-    top_pairs: int = 10
+    top_pairs: int = 5
     neutral_variance: float = 0.0
     remove_shared: int = 0
     folds: int = auto.FOLDS  # --method auto: cross-validation folds over the train texts

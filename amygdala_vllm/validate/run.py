@@ -33,6 +33,8 @@ from ..dtype_choice import resolve_dtype
 from ..engine_settings import ENGINE_DEFAULTS, EngineSettings
 from ..errors import UsageError
 from ..formats import ReadoutManifest
+from ..reduce import ReduceOptions
+from ..separation.specificity import read_taxonomy
 from ..vectors_file import load as load_vectors_file
 from ..vectors_file import pair_paths, readout_env
 from .auto_check import auto_check
@@ -41,7 +43,6 @@ from .evaluate import evaluate_projections, heldout_classes
 from .ood import ood_report, read_ood_texts
 from .report import write_report
 from .schema import ValidateReport
-from ..separation.specificity import read_taxonomy
 from .stream import ScoreStream
 
 __all__ = ["ValidateOptions", "ValidateResult", "ReadoutLike", "OpenReadout", "open_vllm_readout", "run_validate", "pick_heldout",
@@ -77,7 +78,7 @@ class ValidateOptions:
     compare_methods: bool = False
     activations: Sequence[Path] = ()
     max_texts: int | None = None
-    shrinkage: float = 0.1
+    shrinkage: float = ReduceOptions.shrinkage  # --compare-methods fits LDA as reduce does
     taxonomy: Path | None = None
 
     def check(self) -> None:

@@ -21,13 +21,15 @@ import httpx
 
 from ...errors import UsageError
 
-__all__ = ["HEADERS_ENV", "Transport", "ServerTarget", "parse_headers", "make_target"]
+__all__ = ["HEADERS_ENV", "TRANSPORT_CHOICES", "DEFAULT_TRANSPORT", "Transport", "ServerTarget", "parse_headers", "make_target"]
 
 HEADERS_ENV = "AMYGDALA_MCP_HEADERS"
 """Environment variable with extra HTTP headers, one ``Name: value`` per line."""
 
 Transport = Literal["http", "sse", "stdio"]
 TRANSPORT_CHOICES = ("auto", "http", "sse")
+#: ``--mcp-transport``'s default: SSE for a URL ending in ``/sse``, else Streamable HTTP
+DEFAULT_TRANSPORT = TRANSPORT_CHOICES[0]
 
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -107,10 +109,10 @@ def make_target(
     *,
     url: str | None,
     command: str | None,
-    transport: str = "auto",
+    transport: str = DEFAULT_TRANSPORT,
     header_flags: Sequence[str] = (),
     environ: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
+    timeout: float = ServerTarget.timeout,
 ) -> ServerTarget:
     """Check and combine the server flags: exactly one of ``url`` / ``command``.
 
