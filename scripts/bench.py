@@ -1,8 +1,12 @@
 #!/usr/bin/env python
 """Benchmarks: extract vs plain vLLM prefill vs HF transformers, memory, reduce, threading, serving with readout.
 
-    .venv/bin/python scripts/bench.py            # full run (~25-35 min on 2 cores), writes docs/
-    .venv/bin/python scripts/bench.py --quick    # smoke run (~6 min: two compiled engines), tiny sizes
+    .venv/bin/python scripts/bench.py            # full run (~25-35 min on 2 native-bf16 cores), writes docs/
+    .venv/bin/python scripts/bench.py --quick    # smoke run at tiny sizes (~6 min with native bf16)
+
+The engine rows run SmolLM2 in bf16, as the published table does; on an AVX2-only CPU (no
+avx512_bf16) bf16 is emulated and every row is several times slower: ``--quick`` took over 17 min
+there (2026-12-05, with OMP_NUM_THREADS=1, beside other work).
     .venv/bin/python scripts/bench.py --serve-only   # only the serving rows, merged into docs/benchmarks.json
 
 Every measured configuration runs in a subprocess of its own (vLLM keeps
@@ -34,7 +38,7 @@ ENGINE_ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "HF_HUB_OFFLINE": "1", "TRA
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (< 3 min); writes .cache/bench-quick/ unless --out")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (~6 min with native bf16, over 17 min on an AVX2-only CPU); writes .cache/bench-quick/ unless --out")
     p.add_argument("--out", type=Path, default=None, help="where benchmarks.md/.json go (default docs/; --quick: work dir)")
     p.add_argument("--work", type=Path, default=None, help="scratch dir (default: a temp dir, removed at the end)")
     p.add_argument("--render-only", action="store_true", help="rewrite OUT/benchmarks.md from OUT/benchmarks.json")
