@@ -120,9 +120,11 @@ def run_width(work: Path, per_class: int, tokens: int, hidden: int, concepts: in
     out["texts"] = sum(1 for _ in open(work / "dataset" / "texts.jsonl"))
     out["activations_bytes"] = sum(p.stat().st_size for p in (work / "acts").iterdir())
     print(f"[width {hidden}] reduce ...", flush=True)
+    # --method caa, as the published width row measured: the default (auto) refits seven candidates in five
+    # folds and did not finish in 15 min at this width on 2 cores (docs/reduce.md, "--method auto").
     out["reduce"] = run_child(["-m", "amygdala_vllm", "reduce", "--activations", str(work / "acts"),
                                "--training-data-dir", str(work / "dataset"), "--output",
-                               str(work / "vectors.safetensors")], ROOT, work / "reduce.log")
+                               str(work / "vectors.safetensors"), "--method", "caa"], ROOT, work / "reduce.log")
     print(f"[width {hidden}] validate ...", flush=True)
     out["validate"] = run_child(["-m", "bench.scale_width", "validate", str(work), str(tokens)], ROOT,
                                 work / "validate.log")
