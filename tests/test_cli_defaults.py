@@ -26,13 +26,14 @@ from amygdala_vllm.validate.run import ValidateOptions
 
 CLI = Path(inspect.getfile(defaults_of)).parent
 
-#: command -> (its module, the function typer runs, the options classes whose defaults its flags show)
+#: command -> (its module, the function typer runs, the options classes whose defaults its flags show). The
+#: engine flags (``EngineSettings``) of extract, validate and readout are held to the same rule by
+#: ``tests/test_engine_settings.py``.
 COMMANDS = {
     "pairs": ("pairs_cmd.py", "pairs", (Rules, PairsOptions)),
-    "extract": ("extract_cmd.py", "extract", (ExtractOptions, EngineSettings)),
+    "extract": ("extract_cmd.py", "extract", (ExtractOptions,)),
     "reduce": ("reduce_cmd.py", "reduce_command", (ReduceOptions,)),
-    "validate": ("validate_cmd.py", "validate_command", (ValidateOptions, EngineSettings)),
-    "readout": ("readout_cmd.py", "readout_command", (EngineSettings,)),
+    "validate": ("validate_cmd.py", "validate_command", (ValidateOptions,)),
 }
 
 

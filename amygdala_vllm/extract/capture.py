@@ -1,7 +1,7 @@
 """The engine side of ``extract``: one engine, fed one planned shard at a time.
 
-Shared by the one-process run (:mod:`.extract`) and every Ray actor
-(:mod:`.cluster`), so both tokenize the same texts with the engine's own
+Shared by the one-process run (:mod:`.run`) and every Ray actor
+(:mod:`.ray_shards`), so both tokenize the same texts with the engine's own
 tokenizer and hand vLLM exactly the same token ids in exactly the same batches
 (``batch_size`` texts per ``generate()`` call, cut the same way inside each
 shard). That, plus one encoder for the file bytes (``shards.encode_shard``), is

@@ -21,11 +21,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..cluster._ray import connect, require
 from ..errors import UsageError
-from .run import ProgressFn, ShardSource, local_shards
 from ..formats import TextRecord
 from .capture import CaptureSpec, ShardResult
-from ..cluster._ray import connect, require
+from .run import ProgressFn, ShardSource, local_shards
 
 __all__ = ["check_ray_executor", "ray_executor_shards"]
 

@@ -24,7 +24,7 @@ from ..cluster.placement import ClusterOptions, plan_actors
 from ..cluster.pool import ActorPool
 from ..errors import AmygdalaError
 from ..formats import TextRecord
-from .capture import CaptureSpec, ShardResult
+from .capture import CaptureSpec, ShardCapturer, ShardResult
 from .run import ProgressFn, ShardSource
 
 __all__ = ["ray_shards", "RunStats", "CaptureActor"]
@@ -42,8 +42,6 @@ class CaptureActor:
 
     def start(self, spec_json: bytes) -> tuple[bytes, bytes]:
         """Start the engine (the slow part: model load); a failure is returned, not raised."""
-        from .capture import ShardCapturer
-
         try:
             self._capturer = ShardCapturer(msgspec.json.decode(spec_json, type=CaptureSpec))
         except AmygdalaError as exc:

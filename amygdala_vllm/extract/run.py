@@ -34,8 +34,8 @@ from ..formats import (CAPTURE_FILE, CAPTURE_FORMAT, LAYER_SEMANTICS, CaptureInf
                       write_json)
 from ..model_config import DecoderShape, read_decoder_shape
 from ..pooling_modes import DEFAULT_MODES, parse_modes
-from .capture import BatchFn, CaptureSpec, ShardResult
 from ..shards import decode_shard, file_sha256, shard_name, write_shard_bytes
+from .capture import BatchFn, CaptureSpec, ShardResult
 
 __all__ = ["ExtractOptions", "ExtractSummary", "ExtractPlan", "ProgressFn", "ShardSource", "plan_text_ids",
            "plan_extract", "local_shards", "run_extract", "parse_layers"]

@@ -5,7 +5,7 @@ with its tag lines still in, plus a count of what could not be read and a
 small JSON description of the source for ``dataset.json``. Reading is
 all-or-nothing: a source that fails raises before anything is written.
 
-The MCP client lives in :mod:`.mcp_source` / :mod:`.mcp_mapping` / :mod:`.mcp_client` and is
+The MCP client lives in the :mod:`.mcp` subpackage (``source``, ``mapping``, ``client``, ...) and is
 imported only when ``--memory-mcp-url`` or ``--memory-mcp-command`` is used.
 """
 

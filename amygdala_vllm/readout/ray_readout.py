@@ -27,6 +27,7 @@ from ..errors import AmygdalaError, FormatError, UsageError
 from ..models import resolve_model
 from ..vectors_file import pair_paths
 from ..vllm_ext import rpc
+from .scorer import Readout, TextScores
 
 __all__ = ["ray_readout", "ReadoutSpec", "ReadoutActor", "encode_scores", "decode_scores"]
 
@@ -51,8 +52,6 @@ class ReadoutActor:
         Sending the bytes (a few MB even for 200 concepts on a 27B model) means
         the vectors need not sit on shared storage; only the model must.
         """
-        from .scorer import Readout
-
         spec = msgspec.json.decode(spec_json, type=ReadoutSpec)
         self._dir = tempfile.TemporaryDirectory(prefix="amygdala-readout-")
         vec, man = pair_paths(Path(self._dir.name) / "vectors.safetensors")
@@ -99,8 +98,6 @@ def encode_scores(scores: list[Any]) -> bytes:
 
 def decode_scores(blob: bytes) -> list[Any]:
     """Inverse of :func:`encode_scores`: ``readout.TextScores`` in the original order."""
-    from .scorer import TextScores
-
     t, meta = rpc.unpack(blob, _ScoresMeta, "a readout actor's reply")
     try:
         return [TextScores(token_ids=t[f"{i}.token_ids"].tolist(), tokens=tokens, scores=t[f"{i}.scores"],

@@ -11,9 +11,9 @@ nothing here imports vLLM or torch at import time.
 
 from __future__ import annotations
 
+from ..separation.metrics import accuracy_at, auroc, best_index, calibrated_threshold, cohens_d
 from .compare import compare_methods
 from .evaluate import Projections, evaluate, evaluate_projections, projections_from_scores
-from ..separation.metrics import accuracy_at, auroc, best_index, calibrated_threshold, cohens_d
 from .report import read_report, write_report
 from .run import ValidateOptions, ValidateResult, run_validate
 from .schema import VALIDATE_FORMAT, ValidateReport

@@ -34,10 +34,10 @@ from ..reduce.methods import given_neutral
 from ..reduce.stats import Classes
 from ..reduce.variants import OVR_BAR, VARIANTS, pick_winners, project, variant_vectors
 from ..separation import metrics
-from .evaluate import heldout_classes
 from ..separation.schema import opt
-from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore
 from ..separation.specificity import specificity
+from .evaluate import heldout_classes
+from .schema import CompareReport, MethodConcept, MethodLayer, MethodScore
 
 __all__ = ["compare_methods", "variant_vectors", "pick_winners", "VARIANTS", "OVR_BAR"]
 

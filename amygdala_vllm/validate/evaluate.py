@@ -27,8 +27,9 @@ from ..errors import FormatError, UsageError
 from ..formats import ReadoutManifest
 from ..pooling_modes import MODES
 from ..separation import metrics
-from .crosstalk import crosstalk, crosstalk_layer
+from ..separation.schema import opt
 from ..separation.specificity import specificity
+from .crosstalk import crosstalk, crosstalk_layer
 from .schema import (
     VALIDATE_FORMAT,
     Agreement,
@@ -36,7 +37,6 @@ from .schema import (
     LayerMetrics,
     PoolingMetrics,
     ValidateReport,
-    opt,
 )
 
 __all__ = [

@@ -21,7 +21,7 @@ import msgspec
 
 from ..formats import VALIDATE_FORMAT, VALIDATE_FORMAT_V1
 from ..pooling_modes import MODES
-from ..separation.schema import SpecificityReport, Strict as _Strict, opt
+from ..separation.schema import SpecificityReport, Strict as _Strict
 
 __all__ = [
     "VALIDATE_FORMAT",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from .auto_check import GAP_WARN, auto_warnings
 from ..separation.schema import SpecificityReport
+from .auto_check import GAP_WARN, auto_warnings
 from .schema import AutoLayerCheck, CompareReport, ValidateReport
 
 __all__ = ["specificity_markdown", "methods_markdown", "auto_markdown", "specificity_png"]

@@ -15,8 +15,8 @@ to a request carrying the session id) gets a new session, as the spec asks of cl
 request is sent once more; concurrent calls share that one new session.
 
 Tool results are handed out as plain dicts in the wire shape (``content``,
-``structuredContent``, ``isError``), read with :mod:`.mcp_results`; failures are worded by
-:mod:`.mcp_errors`.
+``structuredContent``, ``isError``), read with :mod:`.results`; failures are worded by
+:mod:`.errors`.
 """
 
 from __future__ import annotations

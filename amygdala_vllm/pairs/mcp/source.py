@@ -17,13 +17,12 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from amygdala_vllm.errors import MCPProtocolError
-
-from .client import DEFAULT_CONCURRENCY, MCPClient
-from .results import result_json, result_text
-from .mapping import MCPMapping, resolve_path
-from .target import ServerTarget
+from ...errors import MCPProtocolError
 from ..nodes import Node
+from .client import DEFAULT_CONCURRENCY, MCPClient
+from .mapping import MCPMapping, resolve_path
+from .results import result_json, result_text
+from .target import ServerTarget
 
 __all__ = ["read_mcp_nodes", "parse_key_lines", "cut_links", "Progress"]
 

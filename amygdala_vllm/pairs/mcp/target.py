@@ -5,7 +5,7 @@ A memory server is reached either over HTTP (Streamable HTTP, or the legacy SSE 
 (stdio: how the upstream memory server is run). Deployed HTTP servers may want headers
 (``Authorization: Bearer ...``); those are secrets, so they are kept out of ``repr``, logs,
 error messages and ``dataset.json``, and can come from :data:`HEADERS_ENV` instead of the
-command line (shell history). Pure parsing, no I/O: :mod:`.mcp_client` does the talking.
+command line (shell history). Pure parsing, no I/O: :mod:`.client` does the talking.
 """
 
 from __future__ import annotations
